@@ -1,64 +1,18 @@
 """Compressors: ``encode(x, key) -> uint8 payload``, ``decode``, ``decode_add``, constants.
 
-``make_compressor(spec)`` builds one from a config table such as ``{kind = "topk", k = 1}``.
+``make_compressor(spec)`` (:mod:`decomp.compress.registry`) builds one from a config table such
+as ``{kind = "topk", k = 1}``.
 """
-
-from __future__ import annotations
-
-import difflib
-from collections.abc import Callable, Mapping
-from typing import Any
 
 from decomp.compress.base import HEADER_BYTES, Compressor, read_header
 from decomp.compress.identity import Identity
 from decomp.compress.natural import Natural
 from decomp.compress.qsgd import QSGD
 from decomp.compress.randk import RandK
+from decomp.compress.registry import REGISTRY, make_compressor, register
 from decomp.compress.scaled import Scaled
 from decomp.compress.sign import ScaledSign, Sign
 from decomp.compress.topk import TopK
-from decomp.errors import ConfigError
-
-#: name in configs -> constructor taking the table's other keys as keyword arguments
-REGISTRY: dict[str, Callable[..., Compressor]] = {
-    "identity": Identity,
-    "topk": TopK,
-    "randk": RandK,
-    "qsgd": QSGD,
-    "natural": Natural,
-    "sign": Sign,
-    "scaled_sign": ScaledSign,
-    "scaled": Scaled,
-}
-
-
-def register(name: str, factory: Callable[..., Compressor]) -> None:
-    """Make a compressor available to configs under ``name``."""
-    REGISTRY[name] = factory
-
-
-def make_compressor(spec: Compressor | str | Mapping[str, Any] | None) -> Compressor:
-    """Build a compressor from a config value: a name, a table with ``kind``, or an object."""
-    if spec is None:
-        return Identity()
-    if isinstance(spec, Compressor):
-        return spec
-    if isinstance(spec, str):
-        spec = {"kind": spec}
-    opts = dict(spec)
-    kind = opts.pop("kind", None)
-    if kind is None:
-        raise ConfigError(f"compressor table needs a 'kind' (one of {sorted(REGISTRY)})")
-    if kind not in REGISTRY:
-        close = difflib.get_close_matches(str(kind), list(REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"unknown compressor {kind!r}{hint} (known: {known})")
-    try:
-        return REGISTRY[kind](**opts)
-    except TypeError as e:  # an unknown option name
-        raise ConfigError(f"compressor {kind!r}: {e}") from None
-
 
 __all__ = ["HEADER_BYTES", "QSGD", "REGISTRY", "Compressor", "Identity", "Natural", "RandK",
            "Scaled", "ScaledSign", "Sign", "TopK", "make_compressor", "read_header", "register"]

@@ -1,11 +1,18 @@
-"""Helpers shared by compressors for value sections (dtype on the wire, rounding)."""
+"""Value sections of a payload: the wire dtype codes (header byte 2) and the helpers shared by
+compressors to write, read and round values (dtype on the wire, rounding).
+
+The lowest module of the wire format: :mod:`decomp.compress.base` imports the codes from here."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from decomp.compress.base import VDTYPE_CODE, VDTYPES
 from decomp.errors import ConfigError
+
+# Wire dtypes of values. bf16 travels as the upper 16 bits of a float32 (uint16 on the wire).
+VDTYPES: dict[int, np.dtype] = {0: np.dtype(np.float32), 1: np.dtype(np.float64),
+                                2: np.dtype(np.float16), 3: np.dtype(np.uint16)}
+VDTYPE_CODE: dict[str, int] = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 
 VALUE_DTYPES = ("float32", "float64", "float16", "bfloat16")
 

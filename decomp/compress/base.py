@@ -21,6 +21,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from decomp.compress._wire import VDTYPES, wire_code
 from decomp.errors import ConfigError, PayloadError
 from decomp.rng import Key
 
@@ -29,11 +30,6 @@ MAGIC = 0xDC
 _HDR = np.dtype([("magic", "u1"), ("kind", "u1"), ("vdtype", "u1"), ("flags", "u1"),
                  ("count", "<u4"), ("d", "<u8")])
 assert _HDR.itemsize == HEADER_BYTES
-
-# Wire dtypes of values. bf16 travels as the upper 16 bits of a float32 (uint16 on the wire).
-VDTYPES: dict[int, np.dtype] = {0: np.dtype(np.float32), 1: np.dtype(np.float64),
-                                2: np.dtype(np.float16), 3: np.dtype(np.uint16)}
-VDTYPE_CODE: dict[str, int] = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 
 
 class Header(NamedTuple):
@@ -168,8 +164,6 @@ class Compressor(ABC):
     def decode_dtype(self, dtype: np.dtype | type) -> np.dtype:
         """dtype of ``decode``'s output for inputs of ``dtype``: float64 iff the wire carries
         float64 values (or, for quantizers, the input was float64), else float32."""
-        from decomp.compress._wire import wire_code
-
         code = wire_code(getattr(self, "value_dtype", None), np.dtype(dtype))
         return np.dtype(np.float64 if code == 1 else np.float32)
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 from decomp.compress._rng import derive_seed, u32_np
+from decomp.compress._wire import VDTYPE_CODE
 from decomp.compress.base import (
     HEADER_BYTES,
-    VDTYPE_CODE,
     DenseCodec,
     Header,
     check_vector,

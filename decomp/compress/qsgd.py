@@ -24,9 +24,9 @@ import numpy as np
 
 from decomp.compress._common import norm2_wire, norm2_wire_ref
 from decomp.compress._rng import derive_seed, u32_np
+from decomp.compress._wire import VDTYPE_CODE
 from decomp.compress.base import (
     HEADER_BYTES,
-    VDTYPE_CODE,
     DenseCodec,
     Header,
     check_vector,

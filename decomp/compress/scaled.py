@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from decomp.compress.base import Compressor, read_header
+from decomp.compress.registry import make_compressor, register
 from decomp.errors import ConfigError
 from decomp.rng import Key
 
@@ -31,8 +32,6 @@ class Scaled(Compressor):
 
     def __init__(self, inner: Compressor | str | Mapping[str, Any]) -> None:
         if not isinstance(inner, Compressor):
-            from decomp.compress import make_compressor
-
             inner = make_compressor(inner)
         if not inner.is_unbiased:
             raise ConfigError(f"Scaled(C) needs an unbiased C (one with omega); {inner!r} is "
@@ -74,3 +73,6 @@ class Scaled(Compressor):
         r = self.inner.reference(x, key)
         r = r.astype(self.inner.decode_dtype(np.asarray(x).dtype), copy=False)
         return r * r.dtype.type(self.factor(r.size))
+
+
+register("scaled", Scaled)

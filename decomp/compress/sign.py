@@ -25,9 +25,9 @@ import numpy as np
 
 from decomp.compress._common import f32_nearest, max_abs_checked
 from decomp.compress._ref import sum_abs
+from decomp.compress._wire import VDTYPE_CODE
 from decomp.compress.base import (
     HEADER_BYTES,
-    VDTYPE_CODE,
     DenseCodec,
     Header,
     check_vector,

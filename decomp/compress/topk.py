@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from decomp.compress._wire import check_value_dtype, from_wire, itemsize, to_wire, wire_code
+from decomp.compress._wire import (
+    check_value_dtype,
+    from_wire,
+    itemsize,
+    round_like_wire,
+    to_wire,
+    wire_code,
+)
 from decomp.compress.base import (
     HEADER_BYTES,
     Compressor,
@@ -133,8 +140,6 @@ class TopK(Compressor):
 
     def reference(self, x: np.ndarray, key: Key | tuple[int, int, int] | None = None) -> np.ndarray:
         """Dense Top-k by a full stable sort: order by (-|x_j|, j), keep the first k."""
-        from decomp.compress._wire import round_like_wire
-
         x = check_vector(x)
         if not np.all(np.isfinite(x)):
             raise nonfinite_error(x, repr(self))

@@ -8,7 +8,8 @@ compressor's plain-numpy ``reference`` formula and the same (seed, worker, step,
 randomness as the MPI runtime, so a multi-rank run must match it iterate for iterate.
 """
 
+from decomp.sim._common import Trace
 from decomp.sim.decentralized import DecentralizedTrace, simulate_decentralized
-from decomp.sim.masterworker import Trace, simulate
+from decomp.sim.masterworker import simulate
 
 __all__ = ["DecentralizedTrace", "Trace", "simulate", "simulate_decentralized"]

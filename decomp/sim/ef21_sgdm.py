@@ -15,7 +15,7 @@ import numpy as np
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
 from decomp.problems import Problem
-from decomp.sim.masterworker import Trace, _compress, _grads
+from decomp.sim._common import Trace, _compress, _grads
 
 
 def simulate_ef21_sgdm(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,

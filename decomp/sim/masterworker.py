@@ -9,38 +9,18 @@ bit for bit with the MPI runtime (the dense all-reduce of GD may differ in the l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
-from decomp.problems import Problem, oracle_grad
-from decomp.rng import Key
+from decomp.problems import Problem
+from decomp.sim._common import Trace, _compress, _grads
+from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
+from decomp.sim.sgdm import simulate_sgdm
 
-
-@dataclass
-class Trace:
-    """xs: (T+1, d) iterates x^0..x^T; bytes_up: (n,) payload bytes each worker sent;
-    state: final named arrays (e.g. G = all g_i, g, E = all e_i)."""
-
-    xs: np.ndarray
-    bytes_up: np.ndarray
-    state: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def _grads(problems: Sequence[Problem], x: np.ndarray, seed: int, step: int,
-           batch_size: int | None) -> np.ndarray:
-    """(n, d): row i = ∇f_i(x) (or its minibatch estimate at ``step``)."""
-    return np.stack([oracle_grad(p, x, seed=seed, worker=i, step=step, batch_size=batch_size)
-                     for i, p in enumerate(problems)])
-
-
-def _compress(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int = 0) -> np.ndarray:
-    """(n, d): row i = C(M[i]) with worker i's key (stream s uses rank slot i + s·n)."""
-    n = M.shape[0]
-    return np.stack([C.reference(M[i], Key(seed, i + stream * n, step)) for i in range(n)])
+__all__ = ["OPTIONS", "Trace", "simulate"]
 
 
 #: algorithm-specific options :func:`simulate` accepts (config name -> option names)
@@ -64,14 +44,10 @@ def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, *, lr:
     if extra:
         raise ConfigError(f"decomp.sim: {algorithm!r} takes no option(s) {extra}")
     if algorithm == "ef21_sgdm":
-        from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
-
         return simulate_ef21_sgdm(problems, x0, lr=lr, steps=steps, seed=seed,
                                   compressor=compressor, init=init or "full",
                                   batch_size=batch_size, **options)
     if algorithm == "sgdm":
-        from decomp.sim.sgdm import simulate_sgdm
-
         if compressor is not None or init is not None:
             raise ConfigError("decomp.sim: sgdm sends dense gradients (no compressor, no init)")
         return simulate_sgdm(problems, x0, lr=lr, steps=steps, seed=seed,

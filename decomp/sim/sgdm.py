@@ -12,7 +12,7 @@ import numpy as np
 
 from decomp.errors import ConfigError
 from decomp.problems import Problem
-from decomp.sim.masterworker import Trace, _grads
+from decomp.sim._common import Trace, _grads
 
 
 def simulate_sgdm(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,

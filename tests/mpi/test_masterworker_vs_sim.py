@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from decomp.algorithms import DCGD, EF, EF21, GD, EF21Plus, Env
+from decomp.algorithms import DCGD, EF, EF21, EF21SGDM, GD, SGDM, EF21Plus, Env
 from decomp.comm import MasterWorker
 from decomp.compress import QSGD, Identity, Natural, RandK, Scaled, ScaledSign, TopK
 from decomp.data import load_dataset
@@ -29,6 +29,16 @@ CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
     "ef21-sgd-top2": ("ef21_sgd", lambda: EF21(TopK(2), batch_size=16),
                       {"compressor": TopK(2), "batch_size": 16}),
     "ef21-plus-top2": ("ef21_plus", lambda: EF21Plus(TopK(2)), {"compressor": TopK(2)}),
+    "ef21-sgdm-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), eta=0.3, batch_size=16),
+                       {"compressor": TopK(2), "eta": 0.3, "batch_size": 16}),
+    "ef21-sgdm-compressed-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), init="compressed",
+                                                                batch_size=16, init_batch=32),
+                                  {"compressor": TopK(2), "init": "compressed",
+                                   "batch_size": 16, "init_batch": 32}),
+    "sgdm": ("sgdm", lambda: SGDM(momentum=0.9, batch_size=16),
+             {"momentum": 0.9, "batch_size": 16}),
+    "sgdm-nesterov": ("sgdm", lambda: SGDM(momentum=0.5, nesterov=True, batch_size=16),
+                      {"momentum": 0.5, "nesterov": True, "batch_size": 16}),
 }
 
 # Every other compressor inside the algorithms that accept it: contractive ones (including
@@ -115,6 +125,26 @@ def test_ef21_master_g_equals_mean_of_worker_g(comm, master: str) -> None:
         G = np.stack([g for g in g_locals if g is not None])
         np.testing.assert_allclose(state.g, G.mean(axis=0), rtol=1e-12, atol=1e-15)
         np.testing.assert_array_equal(G, ref.state["G"])
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", ["ef21-sgdm-top2", "ef21-sgdm-compressed-top2"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("master", ["shared", "dedicated"])
+def test_ef21_sgdm_is_bit_for_bit_the_reference(comm, master: str, dtype: str,
+                                                case: str) -> None:
+    """Same arithmetic as the reference (payloads decoded in worker order, no dense
+    all-reduce): iterates, momenta v_i, g_i and g agree to the last bit. (SGDM's all-reduce
+    may sum in another order, so it is compared within the tolerance above.)"""
+    tp, _, state, xs, ref = _run(comm, master, dtype, case)
+    ok = bool(np.array_equal(xs, ref.xs))
+    if tp.is_worker:
+        ok &= bool(np.array_equal(state.v, ref.state["V"][tp.worker]))
+        ok &= bool(np.array_equal(state.g_local, ref.state["G"][tp.worker]))
+    if tp.is_master:
+        ok &= bool(np.array_equal(state.g, ref.state["g"]))
+    oks = comm.allgather(ok)
+    assert all(oks), f"ranks differing from decomp.sim: {oks}"
 
 
 @pytest.mark.mpi(min_size=2)

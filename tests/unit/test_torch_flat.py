@@ -79,8 +79,10 @@ def test_an_optimizer_step_through_the_flat_buffer_changes_the_module_identicall
     opt = torch.optim.SGD(ref.parameters(), lr=0.1)
     nn.CrossEntropyLoss()(ref(X), y).backward()
     opt.step()
+    # numpy's x - lr*g and torch's SGD are different arithmetic paths (torch may fuse the
+    # multiply-add), so equal to a couple of ulps, not bit for bit
     for p, q in zip(m.parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
+        np.testing.assert_array_max_ulp(p.detach().numpy(), q.detach().numpy(), maxulp=2)
     # and a torch optimizer acting on the module moves the flat vector
     before = flat.params.copy()
     torch.optim.SGD(m.parameters(), lr=0.5).step()
