@@ -15,13 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import (
-    COMM,
-    COMPRESS,
-    COMPUTE,
-    DecentralizedAlgorithm,
-    NodeEnv,
-)
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, encode_or_zeros
 
 #: compressor of ``allreduce_qsgd`` when the config gives none
 DEFAULT_QSGD = {"kind": "qsgd", "levels": 16}
@@ -43,16 +37,12 @@ class AllreduceSGD(DecentralizedAlgorithm):
     def init(self, env: NodeEnv, x0: np.ndarray) -> AllreduceState:
         return AllreduceState(0, x0.copy(), 0)
 
-    def step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
-        sw, x, step = env.watch, state.x, state.t + 1
-        sw.start()
+    def _step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
+        x, step = state.x, state.t + 1
         g = self.grad(env, x, step)
-        sw.lap(COMPUTE)
-        env.transport.allreduce_sum(g)
-        sw.lap(COMM)
+        env.transport.allreduce_sum(g)  # Σ_i ∇F_i(x^t; ξ_i^t), in place
         x -= env.lr * (g / env.n)
         bad = state.bad or (0 if np.isfinite(x).all() else step)
-        sw.lap(COMPUTE)
         return AllreduceState(step, x, bad)
 
 
@@ -65,26 +55,18 @@ class AllreduceCompressed(DecentralizedAlgorithm):
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> AllreduceState:
         self.check(x0.size)
-        self._nbytes = self.payload_bytes(x0.size, x0.dtype)
-        self._acc = np.empty_like(x0)
         return AllreduceState(0, x0.copy(), 0)
 
-    def step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
-        sw, C, x, step = env.watch, self.compressor, state.x, state.t + 1
-        sw.start()
+    def _step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
+        C, x, step = env.codec(self.compressor), state.x, state.t + 1
         g = self.grad(env, x, step)
-        sw.lap(COMPUTE)
-        payload, bad = self.encode(env, g, step, state.bad)
-        sw.lap(COMPRESS)
-        payloads = env.transport.allgather(payload, self._nbytes)
-        sw.lap(COMM)
-        acc = self._acc
+        payload, bad = encode_or_zeros(C, g, env.key(step), step, state.bad)
+        payloads = env.transport.allgather(payload, C.payload_bytes(x.size, x.dtype))
+        acc = env.scratch("acc", x)
         acc[:] = 0
-        for p in payloads:  # rank order, like the reference
+        for p in payloads:  # Σ_i C(∇F_i), in rank order like the reference
             C.decode_add(p, acc)
-        sw.lap(COMPRESS)
         x -= env.lr * (acc / env.n)
         if bad == 0 and not np.isfinite(x).all():
             bad = step
-        sw.lap(COMPUTE)
         return AllreduceState(step, x, bad)

@@ -4,7 +4,11 @@ An algorithm is a small object holding its hyper-parameters (compressor C, step 
 with two methods in the spirit of optax: ``init(env) -> state`` and ``step(env, state) ->
 state``. The state is a NamedTuple of a few named arrays (x, g_i, e_i, ...) — everything needed
 to continue the run, so it can be checkpointed. ``env`` holds the resources of this rank
-(transport, local problem, seed), which are not state.
+(transport, local problem, seed, a scratch :class:`Workspace`), which are not state.
+
+Algorithm objects are pure: ``init`` and ``step`` never write to ``self``. Temporaries live in
+the env's workspace (``env.scratch(name, like=x)``, one array per name and run), so one
+algorithm object can drive any number of runs (envs) at the same time.
 
 Step numbering: ``state.t`` counts the steps done; the step that produces x^{t+1} draws its
 randomness with step index t + 1, the initialisation with step index 0.
@@ -13,7 +17,7 @@ randomness with step index t + 1, the initialisation with step index 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,12 +29,49 @@ from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
 
 
+class Workspace:
+    """Scratch arrays of one run, by name: made on first use, then reused (no per-step
+    allocation). A name asked for with another shape or dtype gets a fresh array.
+
+    Contents are undefined on every request: a step writes a scratch array before reading it,
+    and nothing in it outlives the step — what must survive belongs in the state.
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The scratch array ``name``, of ``shape`` and ``dtype`` (uninitialised)."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype=dtype)
+        return a
+
+    def clear(self) -> None:
+        """Drop every array (the next requests allocate afresh)."""
+        self._arrays.clear()
+
+
+def scratch(ws: Workspace, name: str, like: np.ndarray | None, shape: tuple[int, ...] | None,
+            dtype: Any) -> np.ndarray:
+    """``ws.array(name, ...)`` with shape and dtype taken from ``like`` unless given."""
+    if like is not None:
+        shape = like.shape if shape is None else shape
+        dtype = like.dtype if dtype is None else dtype
+    if shape is None or dtype is None:
+        raise TypeError("scratch needs like= or both shape= and dtype=")
+    return ws.array(name, shape, dtype)
+
+
 @dataclass
 class Env:
     """This rank's resources for one run.
 
     transport: the master–worker transport; problem: this worker's f_i (None on a dedicated
-    master); n: number of workers; seed: run seed; lr: step size γ (resolved, a float).
+    master); n: number of workers; seed: run seed; lr: step size γ (resolved, a float);
+    workspace: this run's scratch arrays (:meth:`scratch`).
     """
 
     transport: MasterWorker
@@ -38,6 +79,13 @@ class Env:
     n: int
     seed: int
     lr: float
+    workspace: Workspace = field(default_factory=Workspace, repr=False)
+
+    def scratch(self, name: str, like: np.ndarray | None = None, *,
+                shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:
+        """This run's scratch array ``name`` (shape/dtype of ``like`` unless given;
+        uninitialised), see :class:`Workspace`."""
+        return scratch(self.workspace, name, like, shape, dtype)
 
     @property
     def worker(self) -> int | None:

@@ -20,13 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import (
-    COMM,
-    COMPRESS,
-    COMPUTE,
-    DecentralizedAlgorithm,
-    NodeEnv,
-)
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 
@@ -56,36 +51,24 @@ class CHOCOSGD(DecentralizedAlgorithm):
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> CHOCOState:
         self.check(x0.size)
-        self._nbytes = self.payload_bytes(x0.size, x0.dtype)
-        self._acc = np.empty_like(x0)
-        self._tmp = np.empty_like(x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return CHOCOState(0, x0.copy(), R, 0)
 
-    def step(self, env: NodeEnv, state: CHOCOState) -> CHOCOState:
-        tp, sw, C, x, R = env.transport, env.watch, self.compressor, state.x, state.R
+    def _step(self, env: NodeEnv, state: CHOCOState) -> CHOCOState:
+        tp, x, R = env.transport, state.x, state.R
+        acc, tmp = env.scratch("acc", x), env.scratch("tmp", x)
         step = state.t + 1
-        sw.start()
         g = self.grad(env, x, step)
         x -= env.lr * g  # x_i^{t+1/2}
-        diff = np.subtract(x, R[0], out=self._tmp)
-        sw.lap(COMPUTE)
-        payload, bad = self.encode(env, diff, step, state.bad)
-        C.decode_add(payload, R[0])  # x̂_i += q_i
-        sw.lap(COMPRESS)
-        got = tp.exchange(payload, self._nbytes)
-        sw.lap(COMM)
-        for k, j in enumerate(tp.sources):
-            C.decode_add(got[j], R[1 + k])  # x̂_j += q_j
-        sw.lap(COMPRESS)
-        acc = self._acc
+        diff = np.subtract(x, R[0], out=tmp)  # x_i^{t+1/2} − x̂_i
+        # q_i = C(diff); x̂_i += q_i here and on every neighbour, x̂_j += q_j here
+        bad = replica_round(env, self.compressor, diff, R, step, state.bad)
         acc[:] = 0
         for k, j in enumerate(tp.sources):
-            np.subtract(R[1 + k], R[0], out=self._tmp)
-            self._tmp *= tp.weights[j]
-            acc += self._tmp
-        x += self.gamma_c * acc
+            np.subtract(R[1 + k], R[0], out=tmp)
+            tmp *= tp.weights[j]
+            acc += tmp
+        x += self.gamma_c * acc  # x_i^{t+1} = x_i^{t+1/2} + γ_c Σ_j W_ij (x̂_j − x̂_i)
         if bad == 0 and not np.isfinite(x).all():
             bad = step
-        sw.lap(COMPUTE)
         return CHOCOState(step, x, R, bad)

@@ -21,14 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import (
-    COMM,
-    COMPRESS,
-    COMPUTE,
-    DecentralizedAlgorithm,
-    NodeEnv,
-    mix_rows,
-)
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
+from decomp.algorithms.replica import replica_round
 
 
 class DCDState(NamedTuple):
@@ -46,30 +40,19 @@ class DCDPSGD(DecentralizedAlgorithm):
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> DCDState:
         self.check(x0.size)
-        self._nbytes = self.payload_bytes(x0.size, x0.dtype)
-        self._acc = np.empty_like(x0)
-        self._tmp = np.empty_like(x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return DCDState(0, R[0], R, 0)
 
-    def step(self, env: NodeEnv, state: DCDState) -> DCDState:
-        tp, sw, C, x, R = env.transport, env.watch, self.compressor, state.x, state.R
+    def _step(self, env: NodeEnv, state: DCDState) -> DCDState:
+        tp, x, R = env.transport, state.x, state.R
+        acc, tmp = env.scratch("acc", x), env.scratch("tmp", x)
         step = state.t + 1
-        sw.start()
         g = self.grad(env, x, step)
-        half = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, self._acc,
-                        self._tmp)
+        half = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, acc, tmp)
         half -= env.lr * g  # x_i^{t+1/2}
-        z = np.subtract(half, x, out=self._tmp)  # z_i^t
-        sw.lap(COMPUTE)
-        payload, bad = self.encode(env, z, step, state.bad)
-        C.decode_add(payload, x)  # x_i += C(z_i)
-        sw.lap(COMPRESS)
-        got = tp.exchange(payload, self._nbytes)
-        sw.lap(COMM)
-        for k, j in enumerate(tp.sources):
-            C.decode_add(got[j], R[1 + k])  # x̂_j += C(z_j)
-        sw.lap(COMPRESS)
+        z = np.subtract(half, x, out=tmp)  # z_i^t
+        # x_i (= R[0]) += C(z_i) here and on every neighbour; x̂_j += C(z_j) here
+        bad = replica_round(env, self.compressor, z, R, step, state.bad)
         if bad == 0 and not np.isfinite(x).all():
             bad = step
         return DCDState(step, x, R, bad)

@@ -19,65 +19,58 @@ part in the exchanges (sending a payload of zeros); the runner combines ``bad`` 
 (:meth:`Neighborhood.min_uncounted`) at every log step, so every rank stops at the same step
 and reports the first step at which any node went non-finite.
 
-Timing: :class:`Stopwatch` splits each step's wall time into compute (gradients, mixing),
-compress (encode / decode) and communicate (MPI).
+Purity: ``init`` and ``step`` never write to the algorithm object. Temporaries come from the
+env (``env.scratch(name, like=x)``, one array per name and run); everything else is state. One
+algorithm object can therefore drive several runs (envs) at once.
+
+Timing (:mod:`decomp.comm.timing`): step bodies contain no timing calls. :class:`NodeEnv`
+wraps its transport at construction (:class:`~decomp.comm.timing.TimedTransport`: counted
+calls book comm time) and hands out timed codecs (:meth:`NodeEnv.codec`: encode / decode book
+compress time). :meth:`DecentralizedAlgorithm.step` is the public entry point: it runs the
+method's own ``_step`` inside ``with env.watch:``, which books the step's wall time minus the
+comm and compress time as compute. So ``env.watch.as_dict()`` is right for any caller that
+just calls ``alg.step(env, state)``.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from decomp.algorithms.base import AlgorithmOptions
+from decomp.algorithms.base import AlgorithmOptions, Workspace, scratch
 from decomp.comm import Neighborhood
+from decomp.comm.timing import (
+    COMM,
+    COMPRESS,
+    COMPUTE,
+    SECTIONS,
+    Stopwatch,
+    TimedCodec,
+    TimedTransport,
+)
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
 
-COMPUTE, COMPRESS, COMM = 0, 1, 2
-SECTIONS = ("compute", "compress", "comm")
-
-
-class Stopwatch:
-    """Accumulates wall time per section: call :meth:`start`, then :meth:`lap` after each part.
-
-    ``totals[k]`` is the time spent in section k (:data:`COMPUTE`, :data:`COMPRESS`,
-    :data:`COMM`), in seconds.
-    """
-
-    __slots__ = ("_t", "totals")
-
-    def __init__(self) -> None:
-        self.totals = [0.0, 0.0, 0.0]
-        self._t = 0.0
-
-    def start(self) -> None:
-        self._t = time.perf_counter()
-
-    def lap(self, section: int) -> None:
-        now = time.perf_counter()
-        self.totals[section] += now - self._t
-        self._t = now
-
-    def as_dict(self) -> dict[str, float]:
-        return {f"{name}_s": v for name, v in zip(SECTIONS, self.totals, strict=True)}
-
-    def reset(self) -> None:
-        self.totals = [0.0, 0.0, 0.0]
+__all__ = ["COMM", "COMPRESS", "COMPUTE", "SECTIONS", "DecentralizedAlgorithm", "NodeEnv",
+           "Stopwatch", "encode_or_zeros", "mix_rows"]
 
 
 @dataclass
 class NodeEnv:
     """This rank's resources for one decentralized run.
 
-    transport: the :class:`Neighborhood` (W's neighbours, collectives, byte counts); problem:
-    this node's f_i; n: number of nodes (= ranks); seed: run seed; lr: step size γ;
-    watch: the per-section timer.
+    transport: the :class:`Neighborhood` (W's neighbours, collectives, byte counts), wrapped at
+    construction in a :class:`~decomp.comm.timing.TimedTransport` (every other attribute reads
+    through to it: ``sources``, ``weights``, ``bytes``, ``min_uncounted``, ``close``, ...;
+    the unwrapped one is ``transport.inner``); problem: this node's f_i; n: number of nodes
+    (= ranks); seed: run seed; lr: step size γ; watch: the per-section timer (reset it, do
+    not replace it: the timed transport and codecs hold it); workspace: this run's scratch
+    arrays (:meth:`scratch`).
     """
 
     transport: Neighborhood
@@ -86,6 +79,14 @@ class NodeEnv:
     seed: int
     lr: float
     watch: Stopwatch = field(default_factory=Stopwatch)
+    workspace: Workspace = field(default_factory=Workspace, repr=False)
+    _codec: TimedCodec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        inner = self.transport
+        if isinstance(inner, TimedTransport):  # dataclasses.replace of a NodeEnv
+            inner = inner.inner
+        self.transport = TimedTransport(inner, self.watch)  # type: ignore[assignment]
 
     @property
     def rank(self) -> int:
@@ -94,6 +95,36 @@ class NodeEnv:
     def key(self, step: int) -> Key:
         """Compressor key of this node at ``step``: ``Key(seed, rank, step)``."""
         return Key(self.seed, self.rank, step)
+
+    def codec(self, compressor: Compressor | TimedCodec) -> TimedCodec:
+        """``compressor`` with its encode / decode timed into ``watch`` (the proxy for the
+        last compressor asked for is kept, so a run's steps allocate none)."""
+        if isinstance(compressor, TimedCodec):
+            return compressor
+        c = self._codec
+        if c is None or c.inner is not compressor:
+            c = self._codec = TimedCodec(compressor, self.watch)
+        return c
+
+    def scratch(self, name: str, like: np.ndarray | None = None, *,
+                shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:
+        """This run's scratch array ``name`` (shape/dtype of ``like`` unless given;
+        uninitialised), see :class:`~decomp.algorithms.base.Workspace`."""
+        return scratch(self.workspace, name, like, shape, dtype)
+
+
+def encode_or_zeros(C: Compressor | TimedCodec, v: np.ndarray, key: Key, step: int,
+                    bad: int) -> tuple[np.ndarray, int]:
+    """(C.encode(v, key), bad) for v (d,): a non-finite v (or one C refuses with a
+    FloatingPointError), or a node already bad, sends C's encoding of zeros instead and
+    ``bad`` becomes ``step`` if it was 0 — so the exchange goes on and nobody is left waiting.
+    """
+    if bad == 0 and np.isfinite(v).all():
+        try:
+            return C.encode(v, key), bad
+        except FloatingPointError:
+            pass
+    return C.encode(np.zeros_like(v), Key(key.seed, key.rank, 0)), bad or step
 
 
 def mix_rows(self_weight: float, weights: list[float], R: np.ndarray, out: np.ndarray,
@@ -120,6 +151,9 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     Class attributes: ``uses_compressor``; ``needs_unbiased`` (DCD/ECD: E C(x) = x is required
     by their analysis); ``gossip`` (False for the all-reduce baselines, whose models are
     identical on every rank).
+
+    A method implements ``init`` and ``_step`` (never writing to ``self``: temporaries from
+    ``env.scratch``); callers call :meth:`step`, which times ``_step`` (see the module doc).
     """
 
     name: ClassVar[str]
@@ -130,7 +164,6 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     def __init__(self, compressor: Compressor | None = None, *, batch_size: int | None = None,
                  lr: float | None = None, **unknown: Any) -> None:
         super().__init__(compressor, batch_size=batch_size, lr=lr, **unknown)
-        self._zero_payload: np.ndarray | None = None
         self.check_compressor()
 
     def check(self, d: int) -> None:
@@ -162,24 +195,27 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
         return self.compressor.payload_bytes(d, dtype)
 
     def encode(self, env: NodeEnv, v: np.ndarray, step: int, bad: int) -> tuple[np.ndarray, int]:
-        """(C.encode(v, key(step)), bad): a non-finite v (or one the compressor refuses) is
-        replaced by zeros and ``bad`` set to ``step`` if it was 0, so the exchange goes on."""
-        if bad == 0 and np.isfinite(v).all():
-            try:
-                return self.compressor.encode(v, env.key(step)), bad
-            except FloatingPointError:
-                pass
-        if self._zero_payload is None:
-            self._zero_payload = self.compressor.encode(np.zeros_like(v), env.key(0))
-        return self._zero_payload, bad or step
+        """(C.encode(v, key(step)), bad) through the env's timed codec; see
+        :func:`encode_or_zeros` for a non-finite v."""
+        return encode_or_zeros(env.codec(self.compressor), v, env.key(step), step, bad)
 
     @abstractmethod
     def init(self, env: NodeEnv, x0: np.ndarray) -> Any:
         """State at t = 0 from x^0 (the same on every node; replicas start equal to it)."""
 
-    @abstractmethod
     def step(self, env: NodeEnv, state: Any) -> Any:
-        """One iteration; returns the state at t + 1 (arrays are updated in place)."""
+        """One iteration; returns the state at t + 1 (arrays are updated in place).
+
+        Runs :meth:`_step` inside ``with env.watch:`` so the step's wall time not spent in
+        the timed transport or codecs is booked as compute. Subclasses implement
+        :meth:`_step`, not this.
+        """
+        with env.watch:
+            return self._step(env, state)
+
+    @abstractmethod
+    def _step(self, env: NodeEnv, state: Any) -> Any:
+        """The method's iteration (untimed body; transport and codecs are timed by the env)."""
 
     def model(self, state: Any) -> np.ndarray:
         """x_i: this node's own model, the one it evaluates (metrics also report x̄)."""

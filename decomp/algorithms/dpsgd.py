@@ -14,13 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import (
-    COMM,
-    COMPUTE,
-    DecentralizedAlgorithm,
-    NodeEnv,
-    mix_rows,
-)
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
 
 
 class DPSGDState(NamedTuple):
@@ -36,27 +30,21 @@ class DPSGD(DecentralizedAlgorithm):
     uses_compressor = False
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> DPSGDState:
-        self._acc = np.empty_like(x0)
-        self._tmp = np.empty_like(x0)
-        self._recv = np.empty((env.transport.indegree + 1, x0.size), dtype=x0.dtype)
         return DPSGDState(0, x0.copy(), 0)
 
-    def step(self, env: NodeEnv, state: DPSGDState) -> DPSGDState:
-        tp, sw, x = env.transport, env.watch, state.x
+    def _step(self, env: NodeEnv, state: DPSGDState) -> DPSGDState:
+        tp, x = env.transport, state.x
         step = state.t + 1
-        sw.start()
         g = self.grad(env, x, step)
-        sw.lap(COMPUTE)
         got = tp.exchange(x.view(np.uint8), x.nbytes)
-        sw.lap(COMM)
-        R = self._recv  # row 0: x_i, rows 1..: the neighbours' x_j (ascending)
+        # (1 + deg, d) scratch: row 0 = x_i, rows 1.. = the neighbours' x_j (ascending)
+        R = env.scratch("recv", shape=(tp.indegree + 1, x.size), dtype=x.dtype)
         R[0] = x
         for k, j in enumerate(tp.sources):
             R[1 + k] = got[j].view(x.dtype)
-        acc = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, self._acc,
-                       self._tmp)
-        acc -= env.lr * g
+        acc = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R,
+                       env.scratch("acc", x), env.scratch("tmp", x))
+        acc -= env.lr * g  # Σ_j W_ij x_j^t − γ ∇F_i(x_i^t; ξ_i^t)
         x[:] = acc
         bad = state.bad or (0 if np.isfinite(x).all() else step)
-        sw.lap(COMPUTE)
         return DPSGDState(step, x, bad)

@@ -21,14 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import (
-    COMM,
-    COMPRESS,
-    COMPUTE,
-    DecentralizedAlgorithm,
-    NodeEnv,
-    mix_rows,
-)
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
+from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 
@@ -63,37 +57,23 @@ class ECDPSGD(DecentralizedAlgorithm):
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> ECDState:
         self.check(x0.size)
-        self._nbytes = self.payload_bytes(x0.size, x0.dtype)
-        self._acc = np.empty_like(x0)
-        self._tmp = np.empty_like(x0)
-        self._z = np.empty_like(x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return ECDState(0, x0.copy(), R, 0)
 
-    def step(self, env: NodeEnv, state: ECDState) -> ECDState:
-        tp, sw, C, x, R = env.transport, env.watch, self.compressor, state.x, state.R
+    def _step(self, env: NodeEnv, state: ECDState) -> ECDState:
+        tp, x, R = env.transport, state.x, state.R
+        acc, tmp, z = env.scratch("acc", x), env.scratch("tmp", x), env.scratch("z", x)
         step = state.t + 1
         t = self.t_start + state.t  # the paper's t
-        sw.start()
         g = self.grad(env, x, step)
-        new = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, self._acc,
-                       self._tmp)
+        new = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, acc, tmp)
         new -= env.lr * g  # x_i^{t+1}
-        z = np.multiply(x, 1.0 - t / 2, out=self._z)
-        z += np.multiply(new, t / 2, out=self._tmp)  # z_i^t = (1 − t/2) x_i^t + (t/2) x_i^{t+1}
+        np.multiply(x, 1.0 - t / 2, out=z)
+        z += np.multiply(new, t / 2, out=tmp)  # z_i^t = (1 − t/2) x_i^t + (t/2) x_i^{t+1}
         x[:] = new
-        sw.lap(COMPUTE)
-        payload, bad = self.encode(env, z, step, state.bad)
-        keep, scale = 1.0 - 2.0 / t, 2.0 / t
-        R[0] *= keep
-        C.decode_add(payload, R[0], scale)  # own estimate, exactly as the neighbours do it
-        sw.lap(COMPRESS)
-        got = tp.exchange(payload, self._nbytes)
-        sw.lap(COMM)
-        for k, j in enumerate(tp.sources):
-            R[1 + k] *= keep
-            C.decode_add(got[j], R[1 + k], scale)
-        sw.lap(COMPRESS)
+        # ỹ ← (1 − 2/t) ỹ + (2/t) C(z) for the own estimate (as the neighbours do) and theirs
+        bad = replica_round(env, self.compressor, z, R, step, state.bad,
+                            keep=1.0 - 2.0 / t, scale=2.0 / t)
         if bad == 0 and not np.isfinite(x).all():
             bad = step
         return ECDState(step, x, R, bad)
