@@ -1,7 +1,7 @@
 """Kernel benchmarks: encode/decode speed of every compressor against memory bandwidth.
 
 Usable programmatically (``run_kernels(...)`` returns rows of numbers) and from the command line
-through :mod:`decomp.cli_bench` (``decomp bench kernels``). Each timing is the minimum over
+through :mod:`decomp.cli.bench` (``decomp bench kernels``). Each timing is the minimum over
 ``repeat`` runs after a warm-up run (which also triggers numba compilation), single-threaded.
 
 The yardstick is one memory-bandwidth pass: ``np.copyto(y, x)`` on the same float32 vector

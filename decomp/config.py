@@ -105,30 +105,26 @@ class TopologyConfig:
 
 @dataclass
 class MethodConfig:
-    """One algorithm to run. algorithm: master–worker gd | sgd | dcgd | ef | ef21 | ef21_sgd |
-    ef21_plus, or decentralized dpsgd | dcd_psgd | ecd_psgd | choco_sgd | allreduce_sgd |
-    allreduce_qsgd; compressor: a table such as {kind = "topk", k = 1}; lr: a float, "theory"
-    (the EF21 formula; master–worker only) or "1/L"; lr_multiplier: factor on lr (the papers'
-    2^m sweeps); init: compressed | full (EF21's g_i^0); batch_size: τ for stochastic
-    gradients; gamma_c: CHOCO-SGD's consensus step size in (0, 1]; t_start: ECD-PSGD's
-    iteration counter at the first step (>= 1, default 1); eta / init_batch: EF21-SGDM's momentum
-    parameter η in (0, 1] (default 0.1) and rows of its initial minibatch (default: the full
-    local gradient); momentum / nesterov: SGDM's β in [0, 1) (default 0.9) and Nesterov form;
-    name: label in tables."""
+    """One algorithm to run. algorithm: a name of :data:`decomp.algorithms.REGISTRY` (master–
+    worker gd | sgd | sgdm | dcgd | ef | ef21 | ef21_sgd | ef21_plus | ef21_sgdm, decentralized
+    dpsgd | dcd_psgd | ecd_psgd | choco_sgd | allreduce_sgd | allreduce_qsgd); compressor: a
+    table such as {kind = "topk", k = 1}; lr: a float, "theory" (the EF21 formula;
+    master–worker only) or "1/L"; lr_multiplier: factor on lr (the papers' 2^m sweeps);
+    batch_size: τ for stochastic gradients; name: label in tables.
+
+    Any other key of a ``[[methods]]`` table is an option of that algorithm's class (its
+    constructor's keyword, e.g. init for the EF21 family, gamma_c for choco_sgd, t_start for
+    ecd_psgd, eta / init_batch for ef21_sgdm, momentum / nesterov for sgdm), kept in
+    ``options`` and checked against the registry when the method is built.
+    """
 
     algorithm: str
     name: str | None = None
     compressor: dict[str, Any] | str | None = None
     lr: float | str = "theory"
     lr_multiplier: float = 1.0
-    init: str = "compressed"
     batch_size: int | None = None
-    gamma_c: float | None = None
-    t_start: int | None = None
-    eta: float | None = None
-    init_batch: int | None = None
-    momentum: float | None = None
-    nesterov: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -178,9 +174,13 @@ def _build(cls: type, table: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
+    open_options = cls is MethodConfig  # other keys: the algorithm's options (registry)
     for key, value in table.items():
         path = f"{where}.{key}" if where else key
-        if key not in names:
+        if open_options and key not in names:
+            kwargs.setdefault("options", {})[key] = value
+            continue
+        if key not in names or (open_options and key == "options"):
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{path}'{hint} (valid: {', '.join(names)})")
@@ -254,12 +254,34 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     for o in overrides or []:
         apply_override(raw, o)
     cfg = _build(Config, raw, "")
+    _check_method_keys(cfg)
     if not cfg.methods:
         raise ConfigError("config has no [[methods]] table: nothing to run")
     if cfg.run.steps < 0 or cfg.run.log_every < 1:
         raise ConfigError("run.steps must be >= 0 and run.log_every >= 1")
     resolve_problem(cfg)
     return cfg
+
+
+def _check_method_keys(cfg: Config) -> None:
+    """Refuse a ``[[methods]]`` key that is neither a common key nor an option of any
+    registered algorithm (a typo), naming the closest valid key. Whether the option belongs to
+    *this* method's algorithm is checked when the method is built (the registry)."""
+    from decomp.algorithms.registry import REGISTRY
+
+    common = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "options"]
+    every = sorted({o for spec in REGISTRY.values() for o in spec.options})
+    for i, m in enumerate(cfg.methods):
+        for key in m.options:
+            if key in every:
+                continue
+            spec = REGISTRY.get(m.algorithm)
+            mine = list(spec.options) if spec is not None else []
+            close = difflib.get_close_matches(key, [*common, *mine], n=1, cutoff=0.5) or \
+                difflib.get_close_matches(key, every, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key 'methods.{i}.{key}'{hint} (valid: "
+                              f"{', '.join([*common, *mine])})")
 
 
 NUMPY_KINDS = ("logistic", "least_squares")
@@ -352,6 +374,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         return v
 
     out = clean(dataclasses.asdict(cfg))
+    for m in out["methods"]:  # algorithm options are keys of the method's own table
+        m.update(m.pop("options", {}))
     if cfg.problem.kind == "torch":  # the numpy-only keys keep their defaults: leave them out
         for key in NUMPY_ONLY:
             out["problem"].pop(key, None)

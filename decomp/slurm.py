@@ -41,9 +41,6 @@ TEMPLATE_SUFFIX = ".sbatch"
 TABLE_BEGIN = "# >>> sweep table"
 TABLE_END = "# <<< sweep table"
 LAUNCHERS = ("srun", "mpiexec")
-#: algorithm names that select the decentralized template
-DECENTRALIZED = frozenset({"dpsgd", "dcd_psgd", "ecd_psgd", "choco_sgd", "allreduce_sgd",
-                           "allreduce_qsgd"})
 _TIME_FORMS = (  # the forms sbatch --time accepts
     re.compile(r"^(?P<m>\d+)$"),
     re.compile(r"^(?P<m>\d+):(?P<s>\d+)$"),
@@ -268,7 +265,9 @@ def choose_template(src: Source) -> str:
         return "sweep"
     methods = src.raw.get("methods", [])
     algos = {str(m.get("algorithm", "")).lower() for m in methods if isinstance(m, dict)}
-    if algos & DECENTRALIZED or "topology" in src.raw:
+    from decomp.algorithms.registry import names
+
+    if algos & set(names("decentralized")) or "topology" in src.raw:
         return "decentralized"
     problem = src.raw.get("problem", {})
     if isinstance(problem, dict) and ("model" in problem or "torch" in str(problem.get("kind"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .comm import NeighborComm, communicator, schedule_communicators
 from .errors import TopologyError
-from .factory import is_matrix_file, mixing_matrix, mixing_schedule
+from .factory import is_matrix_file, mixing_matrix, mixing_schedule, resolve_mixing
 from .graphs import (
     GRAPH_GENERATORS,
     Graph,
@@ -80,6 +80,7 @@ __all__ = [
     "metropolis_hastings",
     "mixing_matrix",
     "mixing_schedule",
+    "resolve_mixing",
     "near_square",
     "one_peer_exponential",
     "one_peer_hypercube",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from .errors import TopologyError
 from .graphs import GRAPH_ALIASES, GRAPH_GENERATORS, make_graph
 from .mixing import MixingMatrix
@@ -17,7 +19,7 @@ from .schedule import (
 from .weights import canonical_scheme, from_file, make_weights
 
 __all__ = ["MATRIX_FILE_SUFFIXES", "SCHEDULE_KINDS", "is_matrix_file", "mixing_matrix",
-           "mixing_schedule"]
+           "mixing_schedule", "resolve_mixing"]
 
 MATRIX_FILE_SUFFIXES = (".npy", ".npz", ".txt", ".csv", ".dat", ".tsv")
 
@@ -95,3 +97,27 @@ def mixing_schedule(topology: str | os.PathLike[str], n: int, weights: str = "me
             raise TopologyError(f"unknown option {next(iter(extra))!r} for schedule {key!r}")
         return OnePeerExponential(n, symmetric=(key == "one-peer-hypercube")).validate(n)
     return StaticSchedule(mixing_matrix(topology, n, weights, **opts))
+
+
+def resolve_mixing(topology: object, n: int, weights: str = "metropolis",
+                   options: dict[str, object] | None = None) -> MixingMatrix:
+    """The validated W for n nodes from whatever a user gave: a :class:`MixingMatrix`, an
+    (n, n) array, or a generator name / W file for :func:`mixing_matrix` (with ``weights`` and
+    generator ``options``). The one place the runner, the torch API and the CLI turn a
+    topology into W.
+    """
+
+    if isinstance(topology, MixingMatrix):
+        if options:
+            raise TopologyError("topology options apply to a named topology, not to a given W")
+        return topology.validate(n)
+    if isinstance(topology, np.ndarray):
+        if options:
+            raise TopologyError("topology options apply to a named topology, not to an "
+                                "explicit W")
+        return MixingMatrix(np.asarray(topology, dtype=np.float64)).validate(n)
+    if not isinstance(topology, (str, os.PathLike)):
+        raise TopologyError(f"topology must be a name, a W file, an (n, n) array or a "
+                            f"MixingMatrix, got {type(topology).__name__}")
+    return mixing_matrix(topology, n, weights, **(options or {}))
+

@@ -5,7 +5,8 @@ Master–worker family (:data:`MASTER_WORKER`): GD (dense all-reduce), DCGD, cla
 
 Decentralized family (:data:`DECENTRALIZED`, every rank a node of W with its own x_i):
 D-PSGD, DCD-PSGD, ECD-PSGD, CHOCO-SGD, and the all-reduce baselines (dense SGD, QSGD).
-:func:`family` tells which family a config name belongs to.
+:data:`REGISTRY` (:mod:`decomp.algorithms.registry`) maps every config name to its class,
+family and options; :func:`family` tells a config name's family, :func:`family_of` an object's.
 """
 
 from __future__ import annotations
@@ -21,51 +22,29 @@ from decomp.algorithms.ecd import ECDPSGD, ECDState
 from decomp.algorithms.ef import DCGD, EF, DCGDState, EFState
 from decomp.algorithms.ef21 import EF21, EF21Plus, EF21PlusState, EF21State
 from decomp.algorithms.ef21_sgdm import EF21SGDM, EF21SGDMState
+from decomp.algorithms.registry import (
+    FAMILIES,
+    REGISTRY,
+    AlgorithmSpec,
+    family,
+    family_of,
+    names,
+)
 from decomp.algorithms.sgdm import SGDM, SGDMState
-from decomp.errors import ConfigError
 
-#: config name -> class
+#: config name -> class, per family (views of :data:`REGISTRY`)
 MASTER_WORKER: dict[str, type[MasterWorkerAlgorithm]] = {
-    "gd": GD,
-    "sgd": GD,
-    "dcgd": DCGD,
-    "ef": EF,
-    "ef21": EF21,
-    "ef21_sgd": EF21,
-    "ef21_plus": EF21Plus,
-    "ef21_sgdm": EF21SGDM,
-    "sgdm": SGDM,
-}
-
-#: config names of methods that need a minibatch size τ (``batch_size``)
-NEEDS_BATCH = ("sgd", "ef21_sgd", "ef21_sgdm", "sgdm")
-
-#: config name -> class (decentralized family)
+    n: REGISTRY[n].cls for n in names("master_worker")}  # type: ignore[misc]
 DECENTRALIZED: dict[str, type[DecentralizedAlgorithm]] = {
-    "dpsgd": DPSGD,
-    "dcd_psgd": DCDPSGD,
-    "ecd_psgd": ECDPSGD,
-    "choco_sgd": CHOCOSGD,
-    "allreduce_sgd": AllreduceSGD,
-    "allreduce_qsgd": AllreduceCompressed,
-}
-
-FAMILIES = ("master_worker", "decentralized")
+    n: REGISTRY[n].cls for n in names("decentralized")}  # type: ignore[misc]
+#: config names of methods that need a minibatch size τ (``batch_size``)
+NEEDS_BATCH = tuple(n for n, s in REGISTRY.items() if s.needs_batch)
 
 
-def family(name: str) -> str:
-    """``"master_worker"`` or ``"decentralized"`` for an algorithm's config name."""
-    if name in MASTER_WORKER:
-        return "master_worker"
-    if name in DECENTRALIZED:
-        return "decentralized"
-    raise ConfigError(f"unknown algorithm {name!r}")
-
-
-__all__ = ["CHOCOSGD", "DCDPSGD", "DCGD", "DECENTRALIZED", "DPSGD", "ECDPSGD", "EF", "EF21",
-           "EF21SGDM", "FAMILIES", "GD", "MASTER_WORKER", "NEEDS_BATCH", "SGDM",
-           "AllreduceCompressed", "AllreduceSGD", "AllreduceState", "CHOCOState", "DCDState",
-           "DCGDState", "DPSGDState", "DecentralizedAlgorithm", "ECDState", "EF21Plus",
-           "EF21PlusState", "EF21SGDMState", "EF21State", "EFState", "Env", "GDState",
-           "MasterWorkerAlgorithm", "NodeEnv", "SGDMState", "Stopwatch", "check_finite",
-           "check_lr", "family"]
+__all__ = ["AlgorithmSpec", "AllreduceCompressed", "AllreduceSGD", "AllreduceState", "CHOCOSGD",
+           "CHOCOState", "DCDPSGD", "DCDState", "DCGD", "DCGDState", "DECENTRALIZED", "DPSGD",
+           "DPSGDState", "DecentralizedAlgorithm", "ECDPSGD", "ECDState", "EF", "EF21",
+           "EF21Plus", "EF21PlusState", "EF21SGDM", "EF21SGDMState", "EF21State", "EFState",
+           "Env", "FAMILIES", "GD", "GDState", "MASTER_WORKER", "MasterWorkerAlgorithm",
+           "NEEDS_BATCH", "NodeEnv", "REGISTRY", "SGDM", "SGDMState", "Stopwatch", "check_finite",
+           "check_lr", "family", "family_of", "names"]

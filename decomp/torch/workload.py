@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from decomp.datasets import SplitDataset, format_label_counts, label_counts, load, partition
+from decomp.data.classification import (
+    SplitDataset,
+    format_label_counts,
+    label_counts,
+    load,
+    partition,
+)
 from decomp.errors import ConfigError
 from decomp.problems import initial_point
 from decomp.torch.flat import FlatModel
@@ -83,7 +89,7 @@ def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
     others are None. Under MPI a rank's worker shares the evaluation model ``flat``.
     Returns x0 as a (d,) float32 vector.
     """
-    from decomp.models import make_model
+    from decomp.torch.models import make_model
 
     try:
         data = load(problem.dataset, data_dir=data_dir, **(problem.dataset_options or {}))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from decomp.config import load_config
-from decomp.train import simulate_config
+from decomp.runner import simulate_config
 from tests.e2e.conftest import REPO, _tool, run_cli
 
 CONFIG = REPO / "jobs" / "configs" / "decentralized.toml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from decomp.datasets import load, partition
+from decomp.data.classification import load, partition
 from decomp.torch import make_torch_problems
 
 SEED = 5

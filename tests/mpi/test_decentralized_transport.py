@@ -15,8 +15,8 @@ from decomp.config import load_config
 from decomp.data import load_dataset
 from decomp.errors import PayloadError
 from decomp.problems import initial_point, split_problem
+from decomp.runner import run
 from decomp.topologies import MixingMatrix, TopologyError, mixing_matrix
-from decomp.train import run
 
 
 def _payload(rank: int, size: int) -> np.ndarray:

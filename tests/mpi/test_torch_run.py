@@ -7,7 +7,7 @@ Run as ``mpiexec -n N python -m pytest --with-mpi tests/mpi`` (N = 2, 4):
   with identical byte counts;
 - the Trainer driving a decentralized algorithm equals the reference on its own shards, and its
   per-node test accuracies are those of each x_i;
-- ``decomp.train.run`` on a ``kind = "torch"`` config (both families, every algorithm that
+- ``decomp.runner.run`` on a ``kind = "torch"`` config (both families, every algorithm that
   takes torch models through the config) equals ``simulate_config``: training loss, test
   loss/accuracy, bits, consensus distance.
 
@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 from decomp.algorithms import DECENTRALIZED, NodeEnv  # noqa: E402
 from decomp.comm import Neighborhood  # noqa: E402
 from decomp.compress import QSGD, Identity, TopK, make_compressor  # noqa: E402
-from decomp.datasets import load  # noqa: E402
+from decomp.data.classification import load  # noqa: E402
 from decomp.sim import simulate_decentralized  # noqa: E402
 from decomp.topologies import mixing_matrix  # noqa: E402
 from decomp.torch import FlatModel, evaluate_model, make_torch_problems  # noqa: E402
@@ -98,7 +98,7 @@ def test_decentralized_torch_iterates_equal_the_reference(comm, case: str, topol
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("case", ["dcd-qsgd8bit", "choco-top10"])
 def test_trainer_with_a_decentralized_algorithm_equals_the_reference(comm, case: str) -> None:
-    from decomp.trainer import Trainer
+    from decomp.torch.trainer import Trainer
 
     name, make_c, opts = CASES[case]
     n, rank = comm.Get_size(), comm.Get_rank()
@@ -177,7 +177,7 @@ DEC_METHODS = [
                                            ("decentralized", "shared")])
 def test_decomp_run_on_a_torch_config_equals_simulate_config(comm, tmp_path, family: str,
                                                              master: str) -> None:
-    from decomp.train import run, simulate_config
+    from decomp.runner import run, simulate_config
 
     methods = MW_METHODS if family == "master_worker" else DEC_METHODS
     cfg = _config(str(tmp_path), methods)
@@ -211,7 +211,7 @@ def test_decomp_run_on_a_torch_config_equals_simulate_config(comm, tmp_path, fam
 @pytest.mark.mpi(min_size=2)
 def test_trainer_reports_a_decentralized_divergence_on_every_rank_at_the_same_step(comm) -> None:
     from decomp.errors import DivergenceError
-    from decomp.trainer import Trainer
+    from decomp.torch.trainer import Trainer
 
     ds = load("synthetic", n_samples=300, n_features=10, n_classes=3)
     alg = DECENTRALIZED["dcd_psgd"](QSGD(levels=1), lr=1e30)

@@ -22,7 +22,7 @@ from decomp.algorithms.ef21_sgdm import EF21SGDM  # noqa: E402
 from decomp.algorithms.sgdm import SGDM  # noqa: E402
 from decomp.comm import MasterWorker  # noqa: E402
 from decomp.compress import Identity, TopK  # noqa: E402
-from decomp.datasets import load  # noqa: E402
+from decomp.data.classification import load  # noqa: E402
 from decomp.sim import simulate  # noqa: E402
 from decomp.sim.ef21_sgdm import simulate_ef21_sgdm  # noqa: E402
 from decomp.sim.sgdm import simulate_sgdm  # noqa: E402
@@ -107,7 +107,7 @@ def test_all_reduce_sgd_ranks_hold_identical_parameters_every_step(comm, case: s
 
 
 def _trainer(comm, algorithm, **kw):
-    from decomp.trainer import Trainer
+    from decomp.torch.trainer import Trainer
 
     ds = load("synthetic", n_samples=300, n_features=10, n_classes=3)
     return ds, Trainer(_net(kw.pop("bn", False)), nn.CrossEntropyLoss(), ds,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from decomp import bench
-from decomp.cli_bench import add_parser, main, parse_sizes
+from decomp.cli.bench import add_parser, main, parse_sizes
 
 
 def test_parse_sizes() -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from decomp.config import apply_override, dump_toml, load_config, parse_value
 from decomp.errors import ConfigError, LaunchError
-from decomp.train import build_algorithm, check_world
+from decomp.runner import check_world, plan_method
+
+
+def build_algorithm(m: Any) -> Any:
+    """The algorithm object the runner builds for a [[methods]] entry."""
+    return plan_method(m).algorithm
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"methods": [{"algorithm": "ef21", "compressor": {"kind": "topk", "k": 1}}]}
@@ -110,7 +116,7 @@ def test_world_size_must_fit_the_config() -> None:
     ({"algorithm": "ef", "compressor": {"kind": "qsgd", "levels": 4}}, "wrap it as Scaled"),
 ])
 def test_every_method_is_checked_against_the_model_before_any_runs(method, message) -> None:
-    from decomp.train import simulate_config
+    from decomp.runner import simulate_config
 
     cfg = load_config({"problem": {"scale": "standard"}, "run": {"steps": 3},
                        "methods": [{"algorithm": "gd"}, method]})

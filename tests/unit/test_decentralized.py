@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,17 +23,22 @@ from decomp.config import dump_toml, load_config
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate, simulate_decentralized
-from decomp.topologies import MixingMatrix, TopologyError, mixing_matrix
-from decomp.train import (
+from decomp.runner import (
     MethodResult,
-    build_algorithm,
     build_mixing,
-    check_methods,
     format_table,
+    plan_method,
+    plan_methods,
     resolve_lr,
     simulate_config,
 )
+from decomp.sim import simulate, simulate_decentralized
+from decomp.topologies import MixingMatrix, TopologyError, mixing_matrix
+
+
+def build_algorithm(m: Any) -> Any:
+    """The algorithm object the runner builds for a [[methods]] entry."""
+    return plan_method(m).algorithm
 
 REPO = Path(__file__).resolve().parents[2]
 N = 6
@@ -213,7 +219,7 @@ def test_decentralized_method_on_a_dedicated_master_is_an_error() -> None:
     cfg = load_config({"run": {"master": "dedicated"},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.1}]})
     with pytest.raises(ConfigError, match="decentralized method.*run.master = 'shared'"):
-        check_methods(cfg)
+        plan_methods(cfg)
 
 
 def test_topology_table(tmp_path: Path) -> None:
@@ -222,21 +228,21 @@ def test_topology_table(tmp_path: Path) -> None:
     cfg = load_config({"topology": {"kind": "random-regular", "options": {"degree": 3,
                                                                          "seed": 4}},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.1}]})
-    W = build_mixing(cfg, 8)
+    W = build_mixing(cfg.topology, 8)
     assert W.degree_max == 3 == W.degree_min
     bad = load_config({"topology": {"exchange": "carrier-pigeon"},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.1}]})
     with pytest.raises(ConfigError, match="topology.exchange must be one of"):
-        build_mixing(bad, 4)
+        build_mixing(bad.topology, 4)
 
 
 def test_w_file_of_the_wrong_size(tmp_path: Path) -> None:
     np.save(tmp_path / "W6.npy", mixing_matrix("ring", 6).dense())
     cfg = load_config({"topology": {"kind": str(tmp_path / "W6.npy")},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.1}]})
-    assert build_mixing(cfg, 6).n == 6
+    assert build_mixing(cfg.topology, 6).n == 6
     with pytest.raises(TopologyError, match="W is 6 x 6 but there are 4 ranks"):
-        build_mixing(cfg, 4)
+        build_mixing(cfg.topology, 4)
 
 
 def test_non_doubly_stochastic_w(tmp_path: Path) -> None:
@@ -246,7 +252,7 @@ def test_non_doubly_stochastic_w(tmp_path: Path) -> None:
     cfg = load_config({"topology": {"kind": str(tmp_path / "W.npy")},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.1}]})
     with pytest.raises(TopologyError, match="row 0 sums to .*doubly stochastic"):
-        build_mixing(cfg, 4)
+        build_mixing(cfg.topology, 4)
     with pytest.raises(TopologyError, match="doubly stochastic"):
         simulate_decentralized("dpsgd", [None] * 4, np.zeros(3), MixingMatrix(W), lr=0.1,
                                steps=1)
@@ -269,7 +275,7 @@ def test_demo_config_loads_round_trips_and_simulates(tmp_path: Path) -> None:
     assert cfg.topology.kind == "ring" and cfg.problem.dataset == "a9a"
     (tmp_path / "c.toml").write_text(dump_toml(cfg))
     assert load_config(tmp_path / "c.toml") == cfg
-    check_methods(cfg)
+    plan_methods(cfg)
     small = load_config(REPO / "jobs" / "configs" / "decentralized.toml",
                         ["problem.dataset=breast_cancer", "problem.scale=standard",
                          "run.steps=20"])

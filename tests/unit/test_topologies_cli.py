@@ -1,4 +1,4 @@
-"""``decomp topo`` through its own argparse parser (decomp.cli_topo.add_parser)."""
+"""``decomp topo`` through its own argparse parser (decomp.cli.topo.add_parser)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decomp import cli_topo
+from decomp.cli import topo as cli_topo
 from decomp.topologies import mixing_matrix
 
 

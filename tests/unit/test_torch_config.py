@@ -26,10 +26,15 @@ from decomp.config import dump_toml, load_config
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
+from decomp.runner import plan_method, plan_methods
 from decomp.sim import simulate
 from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
 from decomp.sim.sgdm import simulate_sgdm
-from decomp.train import build_algorithm, check_methods
+
+
+def build_algorithm(m: Any) -> Any:
+    """The algorithm object the runner builds for a [[methods]] entry."""
+    return plan_method(m).algorithm
 
 REPO = Path(__file__).resolve().parents[2]
 TOP3 = {"kind": "topk", "k": 3}
@@ -49,7 +54,7 @@ def test_mnist1d_configs_load_with_torch_defaults_and_round_trip(tmp_path: Path)
         assert (p.dtype, p.buffers, p.weight_decay, p.eval_chunk) == ("float32", "average",
                                                                       0.0, 1024)
         assert cfg.run.x0 == "model"
-        check_methods(cfg)
+        plan_methods(cfg)
         for m in cfg.methods:
             build_algorithm(m)
         text = dump_toml(cfg)
@@ -106,10 +111,10 @@ def test_symbolic_step_sizes_are_refused_for_torch(lr: str) -> None:
                       {"algorithm": "dpsgd", "batch_size": 8, "lr": lr}]
     with pytest.raises(ConfigError, match=rf"lr = '{lr}' needs the smoothness constant.*"
                        r"give \[\[methods\]\] lr as a number"):
-        check_methods(load_config(raw))
+        plan_methods(load_config(raw))
     raw["methods"] = [{"algorithm": "ef21_sgd", "compressor": TOP3, "batch_size": 8}]
     with pytest.raises(ConfigError, match="'theory' needs the smoothness"):  # the default
-        check_methods(load_config(raw))
+        plan_methods(load_config(raw))
 
 
 def _method(**m: Any) -> Any:
@@ -123,7 +128,7 @@ def test_momentum_methods_from_the_config_and_misplaced_options() -> None:
                                 batch_size=8, eta=0.2, init_batch=64, init="full"))
     assert isinstance(a, EF21SGDM) and (a.eta, a.init_batch, a.init_mode) == (0.2, 64, "full")
     assert build_algorithm(_method(algorithm="ef21_sgdm", compressor=TOP3,
-                                   batch_size=8)).init_mode == "compressed"  # config default
+                                   batch_size=8)).init_mode == "full"  # the class default
     s = build_algorithm(_method(algorithm="sgdm", batch_size=8, momentum=0.5, nesterov=True))
     assert isinstance(s, SGDM) and (s.momentum, s.nesterov) == (0.5, True)
     assert build_algorithm(_method(algorithm="sgdm", batch_size=8)).momentum == 0.9
@@ -192,7 +197,7 @@ def test_simulate_dispatches_ef21_sgdm_and_sgdm(logistic) -> None:
 
 def test_simulate_config_on_a_torch_config_reports_test_metrics() -> None:
     pytest.importorskip("torch")
-    from decomp.train import format_table, simulate_config
+    from decomp.runner import format_table, simulate_config
 
     raw = {"seed": 3, "problem": {"kind": "torch", "model": "mlp",
                                   "model_options": {"hidden": [16]}, "dataset": "synthetic",

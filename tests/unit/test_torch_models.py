@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from decomp.errors import ConfigError  # noqa: E402
-from decomp.models import MODELS, make_model  # noqa: E402
+from decomp.torch.models import MODELS, make_model  # noqa: E402
 
 SHAPES = {"mlp": (40,), "cnn1d": (40,), "lenet": (64,), "resnet20": (3, 32, 32)}
 

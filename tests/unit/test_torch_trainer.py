@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 from decomp.algorithms import EF21, GD  # noqa: E402
 from decomp.algorithms.ef21_sgdm import EF21SGDM  # noqa: E402
 from decomp.compress import TopK  # noqa: E402
-from decomp.datasets import load  # noqa: E402
+from decomp.data.classification import load  # noqa: E402
 from decomp.errors import ConfigError  # noqa: E402
 
 

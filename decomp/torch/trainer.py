@@ -60,52 +60,23 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from decomp.algorithms.base import Env, MasterWorkerAlgorithm
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
-from decomp.comm import MasterWorker
-from decomp.datasets import SplitDataset, format_label_counts, label_counts
-from decomp.datasets import load as load_dataset
-from decomp.datasets import partition as partition_rows
-from decomp.errors import ConfigError, DivergenceError
+from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
+from decomp.data.classification import SplitDataset, format_label_counts, label_counts
+from decomp.data.classification import load as load_dataset
+from decomp.data.classification import partition as partition_rows
+from decomp.errors import ConfigError
 from decomp.launch import configure_threads
+from decomp.runner.loop import drive
+from decomp.runner.session import Session, open_transport
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
 from decomp.torch.problem import LossFn
-
-_NEVER = 2**62
-
-
-def algorithm_family(algorithm: Any) -> str:
-    """"master_worker" or "decentralized" for a decomp algorithm object (else ConfigError)."""
-    if isinstance(algorithm, MasterWorkerAlgorithm):
-        return "master_worker"
-    if isinstance(algorithm, DecentralizedAlgorithm):
-        return "decentralized"
-    raise ConfigError(f"{type(algorithm).__name__} is not a decomp algorithm (expected a "
-                      "decomp.algorithms class with init/step: a MasterWorkerAlgorithm or a "
-                      "DecentralizedAlgorithm)")
-
-
-def build_mixing(topology: Any, n: int, weights: str = "metropolis",
-                 options: dict[str, Any] | None = None) -> Any:
-    """The validated W for n nodes: a :class:`decomp.topologies.MixingMatrix`, an (n, n) array,
-    or a generator name / W file for :func:`decomp.topologies.mixing_matrix`."""
-    from decomp.topologies import MixingMatrix, mixing_matrix
-
-    if isinstance(topology, MixingMatrix):
-        return topology.validate(n)
-    if isinstance(topology, np.ndarray):
-        if options:
-            raise ConfigError("topology_options apply to a named topology, not to an explicit W")
-        return MixingMatrix(np.asarray(topology, dtype=np.float64)).validate(n)
-    return mixing_matrix(topology, n, weights, **(options or {}))
 
 
 class Trainer:
@@ -171,8 +142,8 @@ class Trainer:
             from decomp.algorithms import GD
 
             algorithm = GD()
-        self.family = algorithm_family(algorithm)
-        decentralized = self.family == "decentralized"
+        self.family = family_of(algorithm)
+        decentralized = self.family == DECENTRALIZED_FAMILY
         if decentralized and master != "shared":
             raise ConfigError(f"master={master!r} applies to the master–worker family; "
                               f"{type(algorithm).__name__} is decentralized (every rank is a "
@@ -182,7 +153,7 @@ class Trainer:
                               f"{type(algorithm).__name__} is a master–worker algorithm")
         self.data = load_dataset(dataset) if isinstance(dataset, str) else dataset
         if isinstance(model, str):
-            from decomp.models import make_model
+            from decomp.torch.models import make_model
 
             model = make_model(model, input_shape=self.data.input_shape,
                                n_classes=self.data.n_classes, seed=seed)
@@ -211,20 +182,16 @@ class Trainer:
 
         # transport
         self.mixing: Any = None
-        self.transport: Any
-        worker: int | None
         if decentralized:
-            from decomp.comm import Neighborhood
+            from decomp.topologies import resolve_mixing
 
-            self.mixing = build_mixing("ring" if topology is None else topology,
-                                       comm.Get_size(), weights, topology_options)
-            self.transport = Neighborhood(self.mixing, comm, method=exchange)
-            self.n_workers = comm.Get_size()
-            worker = self.rank
-        else:
-            self.transport = MasterWorker(comm, master)
-            self.n_workers = self.transport.n_workers
-            worker = self.transport.worker
+            self.mixing = resolve_mixing("ring" if topology is None else topology,
+                                         comm.Get_size(), weights, topology_options)
+        self.transport = open_transport(self.family, comm, master=master, mixing=self.mixing,
+                                        exchange=exchange)
+        worker: int | None = self.rank if decentralized else self.transport.worker
+        self.n_workers: int = (self.transport.size if decentralized  # type: ignore[union-attr]
+                               else self.transport.n_workers)  # type: ignore[union-attr]
 
         # shards, model, problem
         tau = algorithm.batch_size or 1
@@ -248,22 +215,35 @@ class Trainer:
             self.problem = TorchProblem(self.flat, loss_fn, self.data.X[rows],
                                         self.data.y[rows], weight_decay=weight_decay,
                                         chunk=self.eval_chunk, seed=self.seed, worker=worker)
-        self.env: Env | NodeEnv
-        if decentralized:
-            assert self.problem is not None
-            self.env = NodeEnv(self.transport, self.problem, self.n_workers, self.seed, self.lr)
-        else:
-            self.env = Env(self.transport, self.problem, self.n_workers, self.seed, self.lr)
+        self.session = Session(algorithm, self.transport, self.problem, lr=self.lr,
+                               seed=self.seed)
         self.evaluator = TestEvaluator(self.flat, loss_fn, self.data.X_test, self.data.y_test,
                                        comm, buffers=buffers, chunk=self.eval_chunk)
-        self.state: Any = None
-        self.step_count = 0
-        self.wall_s = 0.0
         self.history: list[dict[str, Any]] = []
         self._loss_sum = 0.0
         self._loss_cnt = 0
 
     # --- public helpers --------------------------------------------------------------------
+    @property
+    def state(self) -> Any:
+        """The algorithm state (None before :meth:`init`)."""
+        return self.session.state
+
+    @property
+    def env(self) -> Any:
+        """This rank's algorithm env (transport, problem, n, seed, lr)."""
+        return self.session.env
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken so far (all fits)."""
+        return self.session.steps_done
+
+    @property
+    def wall_s(self) -> float:
+        """Time spent inside the algorithm's init and steps (evaluation is off the clock)."""
+        return self.session.wall_s
+
     @property
     def model(self) -> nn.Module:
         """The trained module (its parameters are views of :attr:`x`)."""
@@ -279,14 +259,8 @@ class Trainer:
         """Run the algorithm's initialisation (called by the first :meth:`fit`)."""
         if self.state is not None:
             return
-        if self.algorithm.uses_compressor:  # compile the numba kernels before the clock
-            C = self.algorithm.compressor
-            C.decode(C.encode(self.flat.params + 1.0, (self.seed, 0, 0)))
-        t0 = time.perf_counter()
-        self.state = self.algorithm.init(self.env, self.flat.params.copy())
-        self.wall_s += time.perf_counter() - t0
-        if isinstance(self.env, NodeEnv):
-            self.env.watch.reset()
+        self.session.warm_up(self.flat.params)
+        self.session.init(self.flat.params.copy())
         x = self.algorithm.model(self.state)
         if (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape == (self.flat.d,)
                 and x.flags.c_contiguous and x.flags.writeable):
@@ -306,23 +280,15 @@ class Trainer:
         if first:
             self._record(self.evaluate())
         bar = self._bar(steps)
-        end = self.step_count + steps
-        gossip = self.family == "decentralized"
+
+        def log(t: int) -> None:
+            row = self._record(self.evaluate(), bar)
+            bar.set_postfix(loss=_fmt(row["loss"]), acc=_fmt(row["test_acc"]))
+
         try:
-            while self.step_count < end:
-                t0 = time.perf_counter()
-                self.state = self.algorithm.step(self.env, self.state)
-                self.wall_s += time.perf_counter() - t0
-                self.step_count += 1
-                self._note_loss()
-                bar.update(1)
-                at_eval = self.step_count == end or bool(
-                    eval_every and self.step_count % eval_every == 0)
-                if gossip and (at_eval or self.step_count % self.check_every == 0):
-                    self.check_divergence()
-                if at_eval:
-                    row = self._record(self.evaluate(), bar)
-                    bar.set_postfix(loss=_fmt(row["loss"]), acc=_fmt(row["test_acc"]))
+            drive(self.session, steps, log_every=eval_every, on_log=log,
+                  check_every=self.check_every if self.session.decentralized else None,
+                  after_step=self._note_loss, bar=bar)
         finally:
             bar.close()
         return self.history
@@ -330,21 +296,15 @@ class Trainer:
     def check_divergence(self) -> None:
         """Decentralized family, collective: raise :class:`DivergenceError` on every rank if
         any node has met a non-finite value (reports the first such step)."""
-        if self.family != "decentralized" or self.state is None:
-            return
-        bad = self.transport.min_uncounted(getattr(self.state, "bad", 0) or _NEVER)
-        if bad < _NEVER:
-            name = getattr(self.algorithm, "name", type(self.algorithm).__name__)
-            raise DivergenceError(f"{name}: non-finite value at step {bad} (found by the "
-                                  f"collective check at step {self.step_count}; lr {self.lr:g})",
-                                  step=bad, algorithm=name, quantity="model x")
+        self.session.check_divergence(f"{self.algorithm.name} (lr {self.lr:g})",
+                                      self.step_count)
 
     def evaluate(self) -> dict[str, Any]:
         """Collective: test metrics (master model, or x̄ and every x_i), mean training loss
         since the last evaluation, cumulative bits per worker. Every rank returns the same
         dict."""
         tp = self.transport
-        if self.family == "decentralized":
+        if self.session.decentralized:
             test: dict[str, Any] = self.evaluator.nodes(self.x)
         else:
             test = self.evaluator.master(self.x, is_worker=tp.is_worker,
@@ -361,8 +321,7 @@ class Trainer:
         row.update(test)
         row.update({"bits_up": float(8 * buf[2] / n), "bits_down": float(8 * buf[3] / n),
                     "wall_s": self.wall_s})
-        if isinstance(self.env, NodeEnv):
-            row.update(self.env.watch.as_dict())
+        row.update(self.session.timings())
         return row
 
     def evaluate_decentralized(self, x_local: np.ndarray) -> dict[str, Any]:
@@ -377,7 +336,7 @@ class Trainer:
         return self.evaluator.nodes(x_local)
 
     # --- internals --------------------------------------------------------------------------
-    def _note_loss(self) -> None:
+    def _note_loss(self, t: int = 0) -> None:
         if self.problem is not None and np.isfinite(self.problem.last_loss):
             self._loss_sum += self.problem.last_loss
             self._loss_cnt += 1
@@ -426,4 +385,4 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-__all__ = ["BUFFER_MODES", "Trainer", "algorithm_family", "build_mixing"]
+__all__ = ["BUFFER_MODES", "Trainer"]

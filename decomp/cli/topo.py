@@ -33,7 +33,7 @@ from decomp.topologies import (
 from decomp.topologies.factory import SCHEDULE_KINDS
 from decomp.topologies.graphs import canonical_kind
 
-__all__ = ["SHOW_W_MAX_N", "add_parser", "build_mixing", "run_topo"]
+__all__ = ["SHOW_W_MAX_N", "add_parser", "mixing_from_args", "run_topo"]
 
 #: W is printed by default up to this n (``--show-w`` forces it, ``--hide-w`` suppresses it).
 SHOW_W_MAX_N = 16
@@ -88,7 +88,7 @@ _FLAGS = {"rows": "--rows", "cols": "--cols", "degree": "--degree", "p": "--p",
           "seed": "--seed", "max_tries": "--max-tries", "center": "--center", "path": "--file"}
 
 
-def build_mixing(args: argparse.Namespace) -> MixingMatrix:
+def mixing_from_args(args: argparse.Namespace) -> MixingMatrix:
     """The :class:`MixingMatrix` described by parsed ``topo`` arguments.
 
     Raises:
@@ -127,7 +127,7 @@ def run_topo(args: argparse.Namespace) -> int:
     """Run ``decomp topo``; return the exit code (0 ok, 2 invalid topology)."""
     try:
         t0 = time.perf_counter()
-        m = build_mixing(args)
+        m = mixing_from_args(args)
         lam2, lamn, rho = m.spectrum(args.eig)
         elapsed = time.perf_counter() - t0
     except TopologyError as exc:
@@ -171,7 +171,7 @@ def run_topo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m decomp.cli_topo ring 8``) until the main CLI wires it."""
+    """Stand-alone entry (``python -m decomp.cli.topo ring 8``) until the main CLI wires it."""
     parser = argparse.ArgumentParser(prog="decomp")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from decomp.data import data_dir as _data_dir
-from decomp.data import find_data_file
+from decomp.data.tabular import data_dir as _data_dir
+from decomp.data.tabular import find_data_file
 from decomp.errors import ConfigError, DataError
 from decomp.rng import Purpose, generator
 

@@ -1,8 +1,8 @@
 """``decomp bench``: the benchmark sub-command (argparse).
 
-Wire it into the main CLI with ``decomp.cli_bench.add_parser(subparsers)``; it registers
+Wire it into the main CLI with ``decomp.cli.bench.add_parser(subparsers)``; it registers
 ``bench`` with a positional target (only ``kernels`` for now, the default) and sets
-``func=run_bench``. Standalone: ``python -m decomp.cli_bench kernels --sizes 1e5,1e6``.
+``func=run_bench``. Standalone: ``python -m decomp.cli.bench kernels --sizes 1e5,1e6``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _log_progress(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry: ``python -m decomp.cli_bench [kernels] [--sizes ...]``."""
+    """Standalone entry: ``python -m decomp.cli.bench [kernels] [--sizes ...]``."""
     parser = argparse.ArgumentParser(prog="decomp")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

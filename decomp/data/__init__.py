@@ -1,0 +1,12 @@
+"""Datasets: :mod:`decomp.data.tabular` for the numpy problems (LIBSVM files, built-in and
+synthetic sets, contiguous/iid shards) and :mod:`decomp.data.classification` for torch
+training (:class:`~decomp.data.classification.SplitDataset`, partitions over workers). Neither
+imports torch.
+
+``from decomp.data import load_dataset`` is the tabular loader; the classification loaders are
+``decomp.data.classification.load`` (also reachable as ``decomp.datasets``).
+"""
+
+from decomp.data.tabular import Dataset, data_dir, find_data_file, load_dataset, partition
+
+__all__ = ["Dataset", "data_dir", "find_data_file", "load_dataset", "partition"]

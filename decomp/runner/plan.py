@@ -1,0 +1,141 @@
+"""Resolve a config once, at the top, into concrete parts: the methods (algorithm objects from
+the registry), the world (how many workers), the mixing matrix W. Nothing below the engine
+sees the :class:`~decomp.config.Config`.
+
+Every check that does not need the data runs here, before any data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from decomp.algorithms import registry
+from decomp.algorithms.registry import DECENTRALIZED_FAMILY, AlgorithmSpec
+from decomp.config import Config, MethodConfig, TopologyConfig, is_torch
+from decomp.errors import ConfigError, LaunchError
+from decomp.theory import ef21_stepsize
+from decomp.topologies import MixingMatrix, resolve_mixing
+
+
+@dataclass
+class MethodPlan:
+    """One ``[[methods]]`` entry, resolved: its registry spec, a fresh algorithm object and
+    the options it was built with (every constructor option, defaults included)."""
+
+    config: MethodConfig
+    spec: AlgorithmSpec
+    algorithm: Any
+    options: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def decentralized(self) -> bool:
+        return self.spec.family == DECENTRALIZED_FAMILY
+
+    @property
+    def compressor_name(self) -> str:
+        alg = self.algorithm
+        return repr(alg.compressor) if alg.uses_compressor else "-"
+
+
+def plan_method(m: MethodConfig) -> MethodPlan:
+    """The algorithm of a ``[[methods]]`` entry, built through the registry (unknown names,
+    options of another algorithm and bad option values are ConfigErrors naming the method)."""
+    spec = registry.get(m.algorithm)
+    if spec.family == DECENTRALIZED_FAMILY and m.lr == "theory":
+        raise ConfigError(f"{m.label}: {m.algorithm} needs an explicit lr: a number or '1/L' "
+                          "(lr = 'theory' is EF21's step-size formula, which does not apply to "
+                          "the decentralized family)")
+    options = spec.resolve_options(m.options, m.label)
+    try:
+        alg = spec.build(compressor=m.compressor, batch_size=m.batch_size, options=m.options,
+                         label=m.label)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(m.label) else f"{m.label}: {msg}") from None
+    return MethodPlan(m, spec, alg, options)
+
+
+def plan_methods(cfg: Config) -> list[MethodPlan]:
+    """Every method of ``cfg`` built once (fail fast on a bad one), with the family/run
+    combinations checked."""
+    for m in cfg.methods:
+        if is_torch(cfg) and isinstance(m.lr, str):
+            raise ConfigError(
+                f"{m.label}: lr = {m.lr!r} needs the smoothness constant L of the objective, "
+                f"which a neural network does not have: give [[methods]] lr as a number for "
+                f"problem.kind = 'torch' (e.g. lr = 0.1)")
+    plans = [plan_method(m) for m in cfg.methods]
+    for p in plans:
+        m = p.config
+        if p.decentralized and cfg.run.master != "shared":
+            raise ConfigError(
+                f"{m.label}: {m.algorithm} is a decentralized method (every rank is a node of "
+                f"W); run.master = {cfg.run.master!r} applies to the master–worker family only "
+                "— use run.master = 'shared'")
+    return plans
+
+
+def check_sizes(plans: list[MethodPlan], d: int) -> None:
+    """Check every method's compressor against the model size d (k > d, biased compressor for
+    an algorithm that needs an unbiased one, ...) before the first method starts."""
+    for p in plans:
+        p.algorithm.check(d)
+
+
+def resolve_lr(m: MethodConfig, alg: Any, L: float, Ls: list[float], d: int) -> float:
+    """γ: explicit, ``"1/L"``, or (master–worker) the EF21 theory step (α of the algorithm's
+    compressor), times the multiplier."""
+    if isinstance(m.lr, str):
+        if m.lr == "1/L":
+            base = 1.0 / L
+        elif m.lr != "theory":
+            raise ConfigError(f"{m.label}: lr must be a number, 'theory' or '1/L', "
+                              f"got {m.lr!r}")
+        elif registry.family_of(alg) == DECENTRALIZED_FAMILY:
+            raise ConfigError(f"{m.label}: lr = 'theory' does not apply to {m.algorithm}; give "
+                              "a number or '1/L'")
+        else:
+            base = ef21_stepsize(L, Ls, alg.alpha(d))
+    else:
+        if m.lr <= 0:
+            raise ConfigError(f"{m.label}: lr must be positive, got {m.lr}")
+        base = float(m.lr)
+    return base * m.lr_multiplier
+
+
+def build_mixing(t: TopologyConfig, n: int) -> MixingMatrix:
+    """The validated W of ``[topology]`` for n nodes (TopologyError, a ConfigError, if bad)."""
+    from decomp.comm.neighborhood import EXCHANGE_METHODS
+
+    if t.exchange not in EXCHANGE_METHODS:
+        raise ConfigError(f"topology.exchange must be one of {EXCHANGE_METHODS}, "
+                          f"got {t.exchange!r}")
+    return resolve_mixing(t.kind, n, t.weights, t.options)
+
+
+def mixing_for(cfg: Config, plans: list[MethodPlan], n: int) -> MixingMatrix | None:
+    """W when any method is decentralized, else None."""
+    return build_mixing(cfg.topology, n) if any(p.decentralized for p in plans) else None
+
+
+def check_world(cfg: Config, comm: Any) -> int:
+    """Number of workers this world gives, or a clear error if the config cannot use it."""
+    size = comm.Get_size()
+    n = size if cfg.run.master == "shared" else size - 1
+    if cfg.run.master == "dedicated" and size < 2:
+        raise LaunchError("run.master = 'dedicated' needs at least 2 MPI ranks")
+    if cfg.run.workers is not None and cfg.run.workers != n:
+        want = cfg.run.workers + (0 if cfg.run.master == "shared" else 1)
+        raise LaunchError(f"config asks for run.workers = {cfg.run.workers} but the MPI world "
+                          f"has {size} rank(s), i.e. {n} worker(s) with master = "
+                          f"'{cfg.run.master}'; launch with mpiexec -n {want}")
+    return n

@@ -1,0 +1,131 @@
+"""One algorithm running on this rank: its transport, env and state, for either family.
+
+A :class:`Session` is what the loop (:mod:`decomp.runner.loop`) drives and what the torch
+front end (:class:`decomp.torch.Trainer`) holds: ``init(x0)``, ``step()``, ``first_bad()``
+(the collective divergence protocol), ``timings()``. The concerns that exist once live here:
+which transport a family uses (:func:`open_transport`), the kernel warm-up
+(:meth:`Session.warm_up`) and the divergence protocol (:meth:`Session.first_bad`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from decomp.algorithms import Env, NodeEnv
+from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
+from decomp.comm import MasterWorker, Neighborhood
+from decomp.errors import ConfigError, DivergenceError
+
+#: "no bad step" in the min-reduction of first bad steps (larger than any step count)
+NEVER = 2**62
+
+
+def open_transport(family: str, comm: Any, *, master: str = "shared", mixing: Any = None,
+                   exchange: str = "auto") -> MasterWorker | Neighborhood:
+    """The transport of a family on ``comm``: :class:`MasterWorker` (``master`` shared or
+    dedicated) or a :class:`Neighborhood` over the mixing matrix W (``mixing``)."""
+    if family == DECENTRALIZED_FAMILY:
+        if mixing is None:
+            raise ConfigError("a decentralized method needs a mixing matrix W (topology)")
+        return Neighborhood(mixing, comm, method=exchange)
+    return MasterWorker(comm, master)
+
+
+class Session:
+    """``algorithm`` on this rank over ``transport``.
+
+    problem: this rank's f_i (None on a dedicated master); lr: the resolved step size γ;
+    seed: run seed. ``n`` is the number of workers (nodes); ``worker`` this rank's worker
+    index (None on a dedicated master); ``state`` the algorithm state after :meth:`init`;
+    ``wall_s`` the time spent inside init and steps (evaluation is off the clock).
+    """
+
+    def __init__(self, algorithm: Any, transport: MasterWorker | Neighborhood, problem: Any,
+                 *, lr: float, seed: int) -> None:
+        self.algorithm = algorithm
+        self.family = family_of(algorithm)
+        self.transport = transport
+        self.problem = problem
+        self.lr = float(lr)
+        self.seed = int(seed)
+        self.env: Env | NodeEnv
+        if isinstance(transport, Neighborhood):
+            self.n = transport.size
+            self.worker: int | None = transport.rank
+            self.env = NodeEnv(transport, problem, self.n, self.seed, self.lr)
+        else:
+            self.n = transport.n_workers
+            self.worker = transport.worker
+            self.env = Env(transport, problem, self.n, self.seed, self.lr)
+        self.rank: int = transport.rank
+        self.state: Any = None
+        self.wall_s = 0.0
+        self.steps_done = 0
+
+    @property
+    def decentralized(self) -> bool:
+        return self.family == DECENTRALIZED_FAMILY
+
+    @property
+    def compressor_name(self) -> str:
+        alg = self.algorithm
+        return repr(alg.compressor) if alg.uses_compressor else "-"
+
+    def warm_up(self, x0: np.ndarray) -> None:
+        """Compile / load the compressor's numba kernels before the clock starts (one encode
+        and decode of a length-d vector; nothing is sent)."""
+        if self.algorithm.uses_compressor:
+            C = self.algorithm.compressor
+            C.decode(C.encode(x0 + 1.0, (self.seed, 0, 0)))
+
+    def init(self, x0: np.ndarray) -> None:
+        """state ← algorithm.init(env, x^0) (x0 (d,) is not modified), on the clock."""
+        t0 = time.perf_counter()
+        self.state = self.algorithm.init(self.env, x0)
+        self.wall_s += time.perf_counter() - t0
+        if isinstance(self.env, NodeEnv):
+            self.env.watch.reset()
+
+    def step(self) -> None:
+        """One step of the algorithm, on the clock."""
+        t0 = time.perf_counter()
+        self.state = self.algorithm.step(self.env, self.state)
+        self.wall_s += time.perf_counter() - t0
+        self.steps_done += 1
+
+    def model(self) -> np.ndarray:
+        """The point this rank evaluates: x^t (master–worker) or its own x_i."""
+        return self.algorithm.model(self.state)
+
+    def first_bad(self) -> int:
+        """Collective: the first step at which any node met a non-finite value (0: none).
+
+        Master–worker steps raise :class:`DivergenceError` themselves, on every rank alike
+        (the checked values are replicated), so this is 0 there without communicating.
+        Decentralized steps never raise (x_i differ between ranks); each node records its
+        first bad step in ``state.bad`` and one small min-reduction combines them.
+        """
+        if not self.decentralized or self.state is None:
+            return 0
+        assert isinstance(self.transport, Neighborhood)
+        bad = self.transport.min_uncounted(getattr(self.state, "bad", 0) or NEVER)
+        return 0 if bad >= NEVER else int(bad)
+
+    def check_divergence(self, who: str, at_step: int) -> None:
+        """Raise the same :class:`DivergenceError` on every rank if any node went bad."""
+        bad = self.first_bad()
+        if bad:
+            raise DivergenceError(
+                f"{who}: non-finite value at step {bad} (found by the collective check at step "
+                f"{at_step})", step=bad, algorithm=self.algorithm.name, quantity="model x")
+
+    def timings(self) -> dict[str, float]:
+        """Decentralized: the step time split compute_s / compress_s / comm_s; else {}."""
+        return self.env.watch.as_dict() if isinstance(self.env, NodeEnv) else {}
+
+    def close(self) -> None:
+        if isinstance(self.transport, Neighborhood):
+            self.transport.close()
