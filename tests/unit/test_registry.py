@@ -1,0 +1,133 @@
+"""The algorithm registry is the one list of methods: every name has a class of its family, a
+reference in decomp.sim, a docs entry and an MPI-vs-reference case; options come from the
+constructor; and one contract test runs every method through the engine's Session on one rank
+against its reference (n = 1: the same arithmetic, so exactly equal)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from decomp.algorithms import REGISTRY, AlgorithmSpec, DecentralizedAlgorithm, family
+from decomp.algorithms.registry import family_of, names
+from decomp.compress import QSGD, TopK
+from decomp.config import load_config
+from decomp.data import load_dataset
+from decomp.errors import ConfigError
+from decomp.problems import initial_point, split_problem
+from decomp.runner import Session, open_transport, plan_method
+from decomp.sim import simulate, simulate_decentralized
+from decomp.topologies import MixingMatrix
+
+REPO = Path(__file__).resolve().parents[2]
+#: per-method options a test must give (no default in the class)
+REQUIRED = {"choco_sgd": {"gamma_c": 0.5}}
+
+
+def _build(spec: AlgorithmSpec) -> Any:
+    """The method with the first compressor its analysis accepts (its default, Top-2, else
+    QSGD-8; none for the dense methods)."""
+    last: Exception | None = None
+    candidates = ((None if spec.default_compressor else TopK(2), QSGD(levels=8))
+                  if spec.uses_compressor else (None,))
+    for C in candidates:
+        try:
+            alg = spec.build(compressor=C, batch_size=8 if spec.needs_batch else None,
+                             options=REQUIRED.get(spec.name, {}))
+            alg.check(30)
+            return alg
+        except ConfigError as e:
+            last = e
+    raise AssertionError(f"{spec.name}: no compressor accepted: {last}")
+
+
+@pytest.fixture(scope="module")
+def one_worker() -> tuple[list[Any], np.ndarray]:
+    ds = load_dataset("breast_cancer", scale="standard")
+    return split_problem(ds, "logistic", 1), initial_point("normal", ds.n_features, seed=1)
+
+
+def test_names_families_and_classes_agree() -> None:
+    assert set(names()) == set(REGISTRY)
+    assert set(names("master_worker")) | set(names("decentralized")) == set(REGISTRY)
+    for name, spec in REGISTRY.items():
+        assert spec.name == name and family(name) == spec.family
+        assert family_of(_build(spec)) == spec.family
+        assert issubclass(spec.cls, DecentralizedAlgorithm) == (spec.family == "decentralized")
+    with pytest.raises(ConfigError, match="unknown algorithm 'ef2l'; did you mean 'ef21'"):
+        family("ef2l")
+    with pytest.raises(ConfigError, match="not a decomp algorithm"):
+        family_of(object())
+
+
+def test_options_come_from_the_constructor_with_its_defaults() -> None:
+    assert REGISTRY["choco_sgd"].options == {"gamma_c": None}
+    assert REGISTRY["ecd_psgd"].options == {"t_start": 1}
+    assert REGISTRY["sgdm"].options == {"momentum": 0.9, "nesterov": False}
+    assert REGISTRY["ef21_sgdm"].resolve_options({"eta": 0.5}, "m") == {
+        "eta": 0.5, "init": "full", "init_batch": None}
+    for spec in REGISTRY.values():
+        assert not {"compressor", "batch_size", "lr"} & set(spec.options)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_name_has_docs_and_an_mpi_case(name: str) -> None:
+    docs = (REPO / "docs" / "algorithms.md").read_text()
+    assert f"`{name}`" in docs, f"docs/algorithms.md has no entry for `{name}`"
+    mpi = "".join((REPO / "tests" / "mpi" / f).read_text()
+                  for f in ("test_masterworker_vs_sim.py", "test_decentralized_vs_sim.py"))
+    cases = set(re.findall(r'\(\s*"([a-z0-9_]+)",', mpi))
+    assert name in cases, f"no MPI-vs-reference case for {name!r} in tests/mpi"
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_method_on_one_rank_equals_its_reference(one_worker, name: str) -> None:
+    """The contract: init/step through the engine's Session, 5 steps on one rank, equal to
+    decomp.sim's reference of the same name, iterate for iterate."""
+    spec = REGISTRY[name]
+    alg = _build(spec)
+    problems, x0 = one_worker
+    options = spec.resolve_options(REQUIRED.get(name, {}), name)
+    C = alg.compressor if alg.uses_compressor else None
+    comm = MPI.COMM_SELF
+    if spec.family == "decentralized":
+        W = MixingMatrix(np.ones((1, 1)))
+        ref = simulate_decentralized(name, problems, x0, W, lr=0.1, steps=5, seed=3,
+                                     compressor=C, batch_size=alg.batch_size, **options)
+        xs = [X[0] for X in ref.xs]
+        tp = open_transport(spec.family, comm, mixing=W)
+    else:
+        ref = simulate(name, problems, x0, lr=0.1, steps=5, seed=3, compressor=C,
+                       batch_size=alg.batch_size, **options)
+        xs = list(ref.xs)
+        tp = open_transport(spec.family, comm)
+    s = Session(alg, tp, problems[0], lr=0.1, seed=3)
+    s.init(x0)
+    got = [s.model().copy()]
+    for _ in range(5):
+        s.step()
+        got.append(s.model().copy())
+    s.close()
+    assert s.steps_done == 5 and s.state.t == 5
+    np.testing.assert_array_equal(np.array(got), np.array(xs))
+
+
+def test_a_method_entry_is_resolved_through_the_registry() -> None:
+    cfg = load_config({"methods": [
+        {"algorithm": "choco_sgd", "compressor": {"kind": "topk", "k": 2}, "lr": 0.1,
+         "gamma_c": 0.3},
+        {"algorithm": "ef21", "compressor": {"kind": "topk", "k": 2}, "init": "full"}]})
+    choco, ef21 = (plan_method(m) for m in cfg.methods)
+    assert choco.algorithm.gamma_c == 0.3 and choco.decentralized
+    assert ef21.options == {"init": "full"} and ef21.family == "master_worker"
+    with pytest.raises(ConfigError, match="unknown config key 'methods.0.gama_c'; did you "
+                                          "mean 'gamma_c'"):
+        load_config({"methods": [{"algorithm": "choco_sgd", "gama_c": 0.3}]})
+    with pytest.raises(ConfigError, match="gamma_c applies to the decentralized family only"):
+        plan_method(load_config({"methods": [{"algorithm": "ef21", "gamma_c": 0.3}]})
+                    .methods[0])
