@@ -148,7 +148,7 @@ def test_batchnorm_statistics_are_averaged_or_kept_local(comm, mode: str) -> Non
                      partition="by_label")
     tr.init()
     for _ in range(3):
-        tr.state = tr.algorithm.step(tr.env, tr.state)
+        tr.session.step()
     before = tr.flat.buffers.copy()
     all_before = comm.allgather(before)
     tr.evaluate()
