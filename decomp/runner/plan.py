@@ -66,7 +66,8 @@ def plan_method(m: MethodConfig) -> MethodPlan:
 
 def plan_methods(cfg: Config) -> list[MethodPlan]:
     """Every method of ``cfg`` built once (fail fast on a bad one), with the family/run
-    combinations checked."""
+    combinations checked. Each method's ``options`` are replaced by the resolved set (the
+    class defaults included), so the ``config.toml`` a run writes says what ran."""
     for m in cfg.methods:
         if is_torch(cfg) and isinstance(m.lr, str):
             raise ConfigError(
@@ -76,6 +77,7 @@ def plan_methods(cfg: Config) -> list[MethodPlan]:
     plans = [plan_method(m) for m in cfg.methods]
     for p in plans:
         m = p.config
+        m.options = {k: v for k, v in p.options.items() if v is not None}
         if p.decentralized and cfg.run.master != "shared":
             raise ConfigError(
                 f"{m.label}: {m.algorithm} is a decentralized method (every rank is a node of "
