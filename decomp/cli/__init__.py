@@ -19,7 +19,9 @@ SUBCOMMANDS = (run, sim, info, topo, bench, slurm)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="decomp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="decomp", description="decomp: communication-compressed distributed training on "
+        "MPI (EF21 family and compressed gossip).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(sub)
