@@ -36,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_SUFFIX = ".sbatch"
 TABLE_BEGIN = "# >>> sweep table"
 TABLE_END = "# <<< sweep table"
