@@ -144,4 +144,3 @@ def parse_sweep_arg(text: str) -> tuple[str, list[Any]]:
         raise ConfigError(f"--sweep {key}: expected a non-empty array [v1, v2, ...], "
                           f"got {values.strip()!r}")
     return key, parsed
-

@@ -146,4 +146,3 @@ def find_template(name: str) -> Path:
                     for f in d.glob(f"*{TEMPLATE_SUFFIX}")})
     raise ConfigError(f"no SLURM template {name!r} in {', '.join(map(str, template_dirs()))} "
                       f"(known: {', '.join(known) or 'none'})")
-
