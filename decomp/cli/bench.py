@@ -1,8 +1,11 @@
 """``decomp bench``: the benchmark sub-command (argparse).
 
 Wire it into the main CLI with ``decomp.cli.bench.add_parser(subparsers)``; it registers
-``bench`` with a positional target (only ``kernels`` for now, the default) and sets
+``bench`` with a positional target (``kernels``, the default, or ``step``) and sets
 ``func=run_bench``. Standalone: ``python -m decomp.cli.bench kernels --sizes 1e5,1e6``.
+
+``decomp bench step`` runs under MPI (``mpiexec -n 4 decomp bench step --model mlp``): one
+training step of each decomp method and of PyTorch DDP, interleaved (:mod:`decomp.bench_step`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-TARGETS = ("kernels",)
+TARGETS = ("kernels", "step")
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -30,10 +33,14 @@ def parse_sizes(text: str) -> list[int]:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bench`` on an argparse sub-parser collection; returns the new parser."""
     p = subparsers.add_parser(
-        "bench", help="benchmark the compression kernels",
-        description="Time encode/decode of every compressor on float32 vectors and compare "
-                    "with one memory-bandwidth pass (np.copyto) and, for Top-k, with numpy "
-                    "argpartition and torch.topk. Single-threaded; minimum over --repeat runs.")
+        "bench", help="benchmark the compression kernels or a training step",
+        description="kernels: time encode/decode of every compressor on float32 vectors and "
+                    "compare with one memory-bandwidth pass (np.copyto) and, for Top-k, with "
+                    "numpy argpartition and torch.topk (single-threaded; minimum over --repeat "
+                    "runs). step (under mpiexec): time one training step of each decomp method "
+                    "and of PyTorch DDP (gloo: plain, fp16 hook, PowerSGD hook) on the same "
+                    "model, data and ranks, interleaved; median, spread, ratio to DDP, bytes "
+                    "per rank per step and the compute/compress/comm split.")
     p.add_argument("target", nargs="?", default="kernels", choices=TARGETS,
                    help="what to benchmark (default: kernels)")
     p.add_argument("--sizes", type=parse_sizes, default=[100_000, 1_000_000, 25_000_000],
@@ -46,12 +53,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="skip the argpartition / torch.topk comparison")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the rows as JSON to PATH")
+    step = p.add_argument_group("step (decomp bench step, under mpiexec)")
+    step.add_argument("--model", default="mlp",
+                      help="mlp (1024-2048-2048-10, d = 6.3 M; default), mlp-medium, mlp-small, "
+                           "resnet20")
+    step.add_argument("--methods", default=None,
+                      help="comma-separated method labels (default: all; see decomp.bench_step)")
+    step.add_argument("--steps", type=int, default=5, help="steps per method per round")
+    step.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    step.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
+    step.add_argument("--batch", type=int, default=32, help="minibatch rows per rank per step")
     p.set_defaults(func=run_bench)
     return p
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark selected by ``args``; print the table; return an exit code."""
+    if args.target == "step":
+        return run_step(args)
     from decomp import bench
 
     if args.repeat < 1:
@@ -68,6 +87,42 @@ def run_bench(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"machine": bench.machine_info(), "rows": [r.as_dict() for r in rows]},
                       f, indent=1)
+    return 0
+
+
+def run_step(args: argparse.Namespace) -> int:
+    """``decomp bench step``: every rank runs it; rank 0 prints the table (and the JSON)."""
+    from mpi4py import MPI
+
+    from decomp import bench, bench_step
+    from decomp.launch import configure_threads
+
+    comm = MPI.COMM_WORLD
+    configure_threads(comm)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    unknown = [m for m in methods or () if m not in bench_step.METHODS]
+    if unknown:
+        if comm.Get_rank() == 0:
+            print(f"decomp bench step: unknown method(s) {unknown}; known: "
+                  f"{', '.join(bench_step.METHODS)}", file=sys.stderr)
+        return 2
+    root = comm.Get_rank() == 0
+    if root:
+        print(f"# {bench.machine_info()}")
+        print(f"# decomp bench step --model {args.model}: {comm.Get_size()} ranks, batch "
+              f"{args.batch}, {args.rounds} rounds x {args.steps} steps (after {args.warmup} "
+              "warm-up steps); median / min-max over rounds of the slowest rank's mean step "
+              "time; bytes: mean over ranks per step; split: ms per step, slowest rank")
+    rows = bench_step.run_step_bench(comm, model=args.model, methods=methods, steps=args.steps,
+                                     rounds=args.rounds, warmup=args.warmup, batch=args.batch,
+                                     log=_log_progress if root else None)
+    if root:
+        print(bench_step.format_table(rows), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": bench.machine_info(), "model": args.model,
+                           "ranks": comm.Get_size(), "batch": args.batch,
+                           "rows": [r.as_dict() for r in rows]}, f, indent=1)
     return 0
 
 
