@@ -191,9 +191,11 @@ class _TorchRunner(_Runner):
         self.t = 0
         self.sent_per_step = 0.0
         if kind == "ddp":
+            import torch.distributed as dist
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            module = DDP(module)
+            pg = dist.new_group(backend="gloo")  # each DDP its own group: no crossed traffic
+            module = DDP(module, process_group=pg)
             ring = 2.0 * (n - 1) / n
             if hook == "fp16":
                 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -203,7 +205,7 @@ class _TorchRunner(_Runner):
             elif hook == "powersgd":
                 from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
 
-                state = psgd.PowerSGDState(process_group=None, matrix_approximation_rank=4,
+                state = psgd.PowerSGDState(process_group=pg, matrix_approximation_rank=4,
                                            start_powerSGD_iter=2, use_error_feedback=True,
                                            warm_start=True)
                 module.register_comm_hook(state, psgd.powerSGD_hook)
