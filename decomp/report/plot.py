@@ -1,0 +1,153 @@
+"""Figures of run folders with matplotlib (a ``Figure`` on the Agg canvas: no display, no
+pyplot state): one line per method per run, a grid of axes with one row per y column and one
+column per x column (or per value of a ``panel`` setting, e.g. one per dataset).
+
+x: ``step`` | ``bits`` (``bits_up``, per worker) | ``bytes`` (bits_up / 8) | ``time``
+(``wall_s``) | any metrics column; y: ``grad_norm_sq`` | ``loss`` | ``test_acc`` |
+``consensus_distance`` | any metrics column. The y axis is logarithmic when all values are
+positive and span more than a factor 20, unless ``yscale`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decomp.report.labels import find_key, labels, show_value, title, value_of
+from decomp.report.runs import MethodRun, RunFolderError
+
+ALIASES = {"steps": "step", "bits": "bits_up", "time": "wall_s", "wall": "wall_s",
+           "grad": "grad_norm_sq", "acc": "test_acc", "consensus": "consensus_distance"}
+DERIVED = {"bytes": ("bits_up", 1 / 8), "bytes_down": ("bits_down", 1 / 8),
+           "mb": ("bits_up", 1 / 8e6)}
+AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker",
+              "bits_down": "bits received per worker", "bytes": "bytes sent per worker",
+              "mb": "MB sent per worker", "wall_s": "wall time (s)",
+              "grad_norm_sq": "‖∇f(x)‖²", "loss": "loss f(x)",
+              "test_acc": "test accuracy", "test_loss": "test loss",
+              "consensus_distance": "consensus distance (1/n) Σ‖x_i − x̄‖²",
+              "loss_local": "mean local loss (1/n) Σ f_i(x_i)"}
+
+
+def column(m: MethodRun, name: str) -> np.ndarray:
+    """Values of a metrics column (aliases and the derived byte columns resolved)."""
+    name = ALIASES.get(name, name)
+    if name in DERIVED:
+        src, scale = DERIVED[name]
+        return m.column(src) * scale
+    return m.column(name)
+
+
+def _scale(values: list[np.ndarray], wanted: str | None) -> str:
+    if wanted:
+        return wanted
+    v = np.concatenate([a[np.isfinite(a)] for a in values]) if values else np.array([])
+    if v.size and (v > 0).all() and v.max() > 20 * v.min():
+        return "log"
+    return "linear"
+
+
+def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
+                 x: Sequence[str] = ("step",), y: Sequence[str] = ("grad_norm_sq",),
+                 panel: str | None = None, xscale: str | None = None,
+                 yscale: str | None = None, heading: str | None = None,
+                 drop: Sequence[str] = (), dpi: int = 100) -> Any:
+    """Draw ``methods`` and save the figure to every path of ``outputs`` (format from the
+    suffix: .png, .pdf, .svg). Labels tell apart methods of the same name by their settings,
+    except ``drop`` and the ``panel`` key (the same label has the same colour in every panel).
+    Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    if not methods:
+        raise RunFolderError("nothing to plot: no methods in these runs")
+    for path in outputs:
+        if Path(path).suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise RunFolderError(f"{path}: the figure's file name must end in .png, .pdf or "
+                                 ".svg")
+    ys = [ALIASES.get(c, c) for c in y]
+    xs = [ALIASES.get(c, c) for c in x]
+    for c in (*xs, *ys):
+        if c not in DERIVED and not any(c in m.columns() for m in methods):
+            known = sorted({k for m in methods for k in m.columns()})
+            raise RunFolderError(f"no metrics column {c!r} in these runs (columns: "
+                                 f"{', '.join(known)}; x also: bits, bytes, time)")
+    key = find_key(methods, panel) if panel else ""
+    names = labels(methods, drop=[*(find_key(methods, k) for k in drop), key],
+                   unique=not panel)
+    if panel:
+        values = list(dict.fromkeys(repr(value_of(m, key)) for m in methods))
+        panels = [(f"{key.split('.')[-1]} = {show_value(value_of(g[0], key))}", g)
+                  for v in values for g in [[m for m in methods if repr(value_of(m, key)) == v]]]
+    else:
+        panels = [("", methods)]
+    cols = [(p, xc) for p in panels for xc in xs]
+    colors = _colors(names)
+    fig = Figure(figsize=(4.6 * len(cols), 3.4 * len(ys) + 0.9), layout="constrained")
+    axes = fig.subplots(len(ys), len(cols), squeeze=False)
+    handles: dict[str, Any] = {}
+    for r, yc in enumerate(ys):
+        ys_all = [column(m, yc) for m in methods]
+        ysc = _scale(ys_all, yscale)
+        for c, ((ptitle, group), xc) in enumerate(cols):
+            ax = axes[r][c]
+            for m in group:
+                i = methods.index(m)
+                xv, yv = column(m, xc), ys_all[i]
+                ok = np.isfinite(xv) & np.isfinite(yv)
+                if ysc == "log":
+                    ok &= yv > 0
+                if not ok.any():
+                    continue
+                diverged = m.status == "diverged"
+                (line,) = ax.plot(xv[ok], yv[ok], color=colors[names[i]][0],
+                                  linestyle=colors[names[i]][1], linewidth=1.4,
+                                  label=names[i] + (" (diverged)" if diverged else ""))
+                if diverged:
+                    ax.plot(xv[ok][-1:], yv[ok][-1:], marker="x", markersize=8,
+                            color=line.get_color())
+                handles.setdefault(line.get_label(), line)
+            ax.set_yscale(ysc)
+            if xscale:
+                ax.set_xscale(xscale)
+            ax.set_xlabel(AXIS_LABEL.get(xc, xc))
+            ax.set_ylabel(_axis_label(yc, group))
+            ax.grid(True, which="major", alpha=0.3)
+            if r == 0 and ptitle:
+                ax.set_title(ptitle, fontsize=10)
+    head = heading or title(methods)
+    if head:
+        fig.suptitle(head, fontsize=11)
+    if handles:
+        ncol = max(1, min(len(handles), int(4.6 * len(cols) // 3.2)))
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncol=ncol, fontsize=8, frameon=False)
+    for path in outputs:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+def _axis_label(name: str, methods: list[MethodRun]) -> str:
+    """The axis label; f and ∇f are taken at x̄ when any method is decentralized."""
+    text = AXIS_LABEL.get(name, name)
+    if any(m.summary.get("family") == "decentralized" for m in methods):
+        text = text.replace("f(x)", "f(x̄)")
+    return text
+
+
+def _colors(names: list[str]) -> dict[str, tuple[Any, str]]:
+    """A (color, linestyle) per distinct label: tab10, then dashed and dotted repeats."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    styles = ("-", "--", ":", "-.")
+    out: dict[str, tuple[Any, str]] = {}
+    for j, name in enumerate(dict.fromkeys(names)):
+        out[name] = (cmap(j % 10), styles[(j // 10) % len(styles)])
+    return out
+
+
+__all__ = ["ALIASES", "AXIS_LABEL", "DERIVED", "column", "plot_methods"]
