@@ -194,8 +194,16 @@ class _TorchRunner(_Runner):
             import torch.distributed as dist
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            pg = dist.new_group(backend="gloo")  # each DDP its own group: no crossed traffic
-            module = DDP(module, process_group=pg)
+            # each DDP its own group; one gloo thread per group: the PowerSGD hook's concurrent
+            # all-reduces otherwise cross on the wire ("Received data size doesn't match")
+            opts = dist.ProcessGroupGloo._Options()
+            opts._threads = 1
+            opts._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
+            pg = dist.new_group(backend="gloo", pg_options=opts)
+            # PowerSGD chains its all-reduces in gloo callbacks; with several buckets the next
+            # bucket's all-reduce can overtake them on one rank only: one bucket for it
+            cap = {"bucket_cap_mb": 4096.0} if hook == "powersgd" else {}
+            module = DDP(module, process_group=pg, **cap)
             ring = 2.0 * (n - 1) / n
             if hook == "fp16":
                 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
