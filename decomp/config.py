@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decomp.config_checks import check_config
 from decomp.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -244,23 +245,36 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     if isinstance(source, dict):
         raw = source
     else:
-        p = Path(source)
-        try:
-            raw = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(p)!r} not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+        raw = read_toml(Path(source))
     for o in overrides or []:
         apply_override(raw, o)
     cfg = _build(Config, raw, "")
     _check_method_keys(cfg)
     if not cfg.methods:
         raise ConfigError("config has no [[methods]] table: nothing to run")
-    if cfg.run.steps < 0 or cfg.run.log_every < 1:
-        raise ConfigError("run.steps must be >= 0 and run.log_every >= 1")
     resolve_problem(cfg)
+    check_config(cfg)  # value ranges, names, x0 / data_dir files: before any data is loaded
     return cfg
+
+
+def read_toml(p: Path) -> dict[str, Any]:
+    """The TOML table of config file ``p``; a ConfigError naming the file and the fix when it
+    is missing, not a regular file (a directory, a pipe), unreadable, not UTF-8 or not TOML."""
+    if not p.exists():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    if not p.is_file():
+        what = "a directory" if p.is_dir() else "not a regular file"
+        raise ConfigError(f"config file {str(p)!r} is {what}: give the path of a .toml file")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read ({e.strerror or e}): check "
+                          "its permissions") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start}): is it "
+                          "the right file?") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
 
 
 def _check_method_keys(cfg: Config) -> None:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from decomp.data import Dataset, partition
-from decomp.errors import ConfigError
+from decomp.errors import ConfigError, DataError
 
 PROBLEMS = ("logistic", "least_squares")
 _DENSE_MAX_D = 4096  # shards with at most this many features are stored dense (faster A @ x)
@@ -35,7 +35,11 @@ def lambda_max_gram(A: np.ndarray | sp.csr_matrix) -> float:
             from scipy.sparse.linalg import eigsh
 
             return float(eigsh(G.astype(np.float64), k=1, which="LA", return_eigenvectors=False)[0])
-    return float(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64))[-1])
+    G = np.asarray(G, dtype=np.float64)
+    if not np.all(np.isfinite(G)):
+        raise DataError("the feature matrix has non-finite values (NaN or inf, or entries so "
+                        "large that AᵀA overflows): check the dataset or use problem.scale")
+    return float(np.linalg.eigvalsh(G)[-1])
 
 
 class Problem(ABC):
@@ -137,8 +141,9 @@ def minibatch_rows(seed: int, worker: int, step: int, n_rows: int, batch_size: i
     from decomp.rng import Purpose, generator
 
     if not 1 <= batch_size <= n_rows:
-        raise ConfigError(f"batch_size must be in [1, {n_rows}] (rows in the shard), "
-                          f"got {batch_size}")
+        raise ConfigError(f"batch_size = {batch_size} does not fit worker {worker}'s shard of "
+                          f"{n_rows} rows: lower [[methods]] batch_size to at most {n_rows} "
+                          "or use fewer workers")
     rows = generator(seed, worker, step, Purpose.MINIBATCH).choice(n_rows, batch_size,
                                                                     replace=False)
     rows.sort()
@@ -154,9 +159,38 @@ def oracle_grad(problem: Problem, x: np.ndarray, *, seed: int, worker: int, step
                                                     batch_size))
 
 
+def read_x0(path: str) -> np.ndarray:
+    """The vector of a ``run.x0`` .npy file: a 1-D array of finite real numbers (integers are
+    accepted); a :class:`ConfigError` naming the file and the fix otherwise. The length is the
+    caller's to check (:func:`initial_point`)."""
+    try:
+        x0 = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        reason = ("it is a pickle or not a .npy file" if isinstance(e, ValueError)
+                  else getattr(e, "strerror", None) or str(e))
+        raise ConfigError(f"run.x0: cannot read {path!r} ({reason}); save the start point "
+                          "with numpy.save(path, x) as a 1-D float array") from None
+    if not isinstance(x0, np.ndarray):  # an .npz archive
+        raise ConfigError(f"run.x0: {path!r} is an .npz archive; save one 1-D array with "
+                          "numpy.save")
+    if x0.dtype.kind not in "fiu":
+        what = ("complex numbers" if x0.dtype.kind == "c" else f"dtype {x0.dtype}")
+        raise ConfigError(f"run.x0: {path!r} holds {what}; the start point must be real "
+                          "(float) values: save x.real or convert with x.astype(float)")
+    if x0.ndim != 1:
+        raise ConfigError(f"run.x0: {path!r} has shape {x0.shape}; the start point must be a "
+                          "1-D vector (save x.ravel())")
+    bad = np.flatnonzero(~np.isfinite(x0)) if x0.dtype.kind == "f" else np.empty(0)
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(f"run.x0: {path!r} has {bad.size} non-finite entries (first "
+                          f"x0[{j}] = {x0[j]}); the start point must be finite")
+    return x0
+
+
 def initial_point(spec: str, d: int, *, seed: int = 0, dtype: str = "float64") -> np.ndarray:
     """x^0: ``"zeros"``, ``"normal"`` (N(0, I) from (seed, INIT), the EF21 experiments), or
-    the path of a ``.npy`` file holding a (d,) vector."""
+    the path of a ``.npy`` file holding a (d,) vector of finite real numbers (:func:`read_x0`)."""
     from decomp.rng import Purpose, generator
 
     if spec == "zeros":
@@ -164,11 +198,11 @@ def initial_point(spec: str, d: int, *, seed: int = 0, dtype: str = "float64") -
     if spec == "normal":
         return generator(seed, 0, 0, Purpose.INIT).standard_normal(d).astype(dtype)
     if spec.endswith(".npy"):
-        try:
-            x0 = np.load(spec)
-        except OSError as e:
-            raise ConfigError(f"run.x0: cannot read {spec!r}: {e}") from None
+        x0 = read_x0(spec)
         if x0.shape != (d,):
             raise ConfigError(f"run.x0: {spec!r} has shape {x0.shape}, the model needs ({d},)")
-        return np.ascontiguousarray(x0, dtype=dtype)
+        x0 = np.ascontiguousarray(x0, dtype=dtype)
+        if not np.all(np.isfinite(x0)):
+            raise ConfigError(f"run.x0: {spec!r} has values outside the {dtype} range")
+        return x0
     raise ConfigError(f"run.x0 must be 'zeros', 'normal' or a .npy path, got {spec!r}")

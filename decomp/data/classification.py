@@ -15,9 +15,10 @@ numpy, or scipy CSR for sparse LIBSVM), labels ``y`` (N,) int64 in 0..K−1. Sou
   Labels are mapped to 0..K−1 in sorted order. ``sparse=True`` keeps CSR features.
 - ``"cifar10"``: the standard python-pickle batches (``data_batch_1..5``, ``test_batch``) in
   ``<data_dir>/cifar-10-batches-py/`` or ``<data_dir>`` itself, read with
-  :func:`restricted_load` (a pickle reader that admits only numpy arrays, bytes, str, numbers,
-  lists and dicts: a file that would call any other function is refused). Images (N, 3, 32, 32)
-  scaled to [0, 1] then standardised per channel with the usual CIFAR-10 mean/std.
+  :func:`decomp.data.unpickle.restricted_load` (a pickle reader that admits only numpy arrays,
+  bytes, str, numbers, lists and dicts: a file that would call any other function, or whose
+  structure would blow up when read, is refused). Images (N, 3, 32, 32) scaled to [0, 1] then
+  standardised per channel with the usual CIFAR-10 mean/std.
 - ``"synthetic"``: Gaussian class clusters (tests).
 
 Partitions (:func:`partition`): ``iid`` (seeded shuffle), ``contiguous`` (file order),
@@ -32,9 +33,7 @@ This module needs numpy/scipy/scikit-learn only (no torch).
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from decomp.data.tabular import check_finite, find_data_file
 from decomp.data.tabular import data_dir as _data_dir
-from decomp.data.tabular import find_data_file
+from decomp.data.unpickle import RestrictedUnpickler as RestrictedUnpickler  # re-export
+from decomp.data.unpickle import restricted_load
 from decomp.errors import ConfigError, DataError
 from decomp.rng import Purpose, generator
 
@@ -84,102 +85,12 @@ class SplitDataset:
                 f"{kind}input {self.input_shape}, {self.n_classes} classes)")
 
 
-# --- restricted unpickling ------------------------------------------------------------------
-
-def _latin1_encode(obj: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles of bytes use it: str -> latin-1 bytes only."""
-    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-        raise pickle.UnpicklingError("restricted unpickler: _codecs.encode is admitted only as "
-                                     "encode(str, 'latin1')")
-    return obj.encode("latin1")
-
-
-def _numpy_allowed() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core import multiarray as ma
-        from numpy._core import numeric as nm
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray as ma  # type: ignore[no-redef]
-        from numpy.core import numeric as nm  # type: ignore[no-redef]
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_encode,
-    }
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = ma._reconstruct
-        allowed[(mod, "scalar")] = ma.scalar
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = nm._frombuffer
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals numpy needs to rebuild an array.
-
-    Admitted: ``numpy.ndarray``, ``numpy.dtype``, ``numpy(._core|.core).multiarray._reconstruct``
-    and ``.scalar``, ``numpy(._core|.core).numeric._frombuffer`` and ``_codecs.encode`` restricted
-    to (str, 'latin1'). Lists, dicts, tuples, str, bytes and numbers need no global. Anything else
-    (``os.system``, ``builtins.eval``, any class) raises ``pickle.UnpicklingError``, before it
-    could be called.
-    """
-
-    _allowed: dict[tuple[str, str], Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if RestrictedUnpickler._allowed is None:
-            RestrictedUnpickler._allowed = _numpy_allowed()
-        try:
-            return RestrictedUnpickler._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"restricted unpickler: refusing global {module}.{name} (only numpy arrays, "
-                "bytes, str, numbers, lists and dicts are admitted)") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("restricted unpickler: persistent ids are not admitted")
-
-
-def _check_plain(obj: Any, depth: int = 0) -> None:
-    """Refuse object arrays and anything but arrays/bytes/str/numbers/lists/tuples/dicts."""
-    if depth > 50:
-        raise pickle.UnpicklingError("restricted unpickler: structure nested too deeply")
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise pickle.UnpicklingError("restricted unpickler: object arrays are not admitted")
-        return
-    if isinstance(obj, (bytes, str, int, float, bool, np.generic)) or obj is None:
-        if isinstance(obj, np.generic) and obj.dtype.hasobject:
-            raise pickle.UnpicklingError("restricted unpickler: object scalars are not admitted")
-        return
-    if isinstance(obj, (list, tuple)):
-        for v in obj:
-            _check_plain(v, depth + 1)
-        return
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_plain(k, depth + 1)
-            _check_plain(v, depth + 1)
-        return
-    raise pickle.UnpicklingError(f"restricted unpickler: {type(obj).__name__} is not admitted")
-
-
-def restricted_load(data: bytes | io.BufferedIOBase, *, encoding: str = "bytes") -> Any:
-    """Unpickle ``data`` (bytes or a binary file) admitting only plain data (see
-    :class:`RestrictedUnpickler`). ``encoding="bytes"`` reads Python-2 pickles (CIFAR's) with
-    bytes keys, as the CIFAR-10 page recommends. Raises :class:`DataError` on refusal."""
-    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        obj = RestrictedUnpickler(f, encoding=encoding).load()
-        _check_plain(obj)
-    except pickle.UnpicklingError as e:
-        raise DataError(str(e)) from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise DataError(f"not a valid pickle of plain data: {type(e).__name__}: {e}") from None
-    return obj
-
-
 # --- loaders --------------------------------------------------------------------------------
+
+def _check_count(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
 
 def _split(X: Any, y: np.ndarray, test_fraction: float, seed: int) -> tuple[Any, ...]:
     if not 0.0 < test_fraction < 1.0:
@@ -205,6 +116,9 @@ def load_mnist1d(*, n_samples: int = 5000, seed: int = 42, train_split: float = 
     seed 42 with 5000 samples is the package's reference dataset. The generator seeds numpy's
     and Python's global RNGs; their states are restored afterwards.
     """
+    _check_count("n_samples", n_samples, 2)
+    if not 0.0 < train_split < 1.0:
+        raise ConfigError(f"train_split must be in (0, 1), got {train_split}")
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:
@@ -240,6 +154,9 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> SplitDataset:
 def load_synthetic(*, n_samples: int = 600, n_features: int = 10, n_classes: int = 3,
                    test_fraction: float = 0.25, seed: int = 0) -> SplitDataset:
     """Gaussian clusters: class k centred at a random mean (scale 2), unit noise."""
+    _check_count("n_samples", n_samples, 2)
+    _check_count("n_features", n_features, 1)
+    _check_count("n_classes", n_classes, 2)
     rng = generator(seed, 0, 0, Purpose.DATA)
     means = 2.0 * rng.standard_normal((n_classes, n_features))
     y = rng.integers(0, n_classes, n_samples)
@@ -272,6 +189,9 @@ def load_libsvm(name: str, *, directory: str | os.PathLike[str] | None = None,
                                         n_features=X.shape[1])
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"cannot read LIBSVM file {path}: {e}") from None
+    check_finite(X, y, f"LIBSVM file {path}")
+    if test_path is not None:
+        check_finite(Xt, yt, f"LIBSVM file {test_path}")
     y, classes = _labels(np.asarray(y))
     X = X.tocsr()
     if test_path is not None:
@@ -285,8 +205,13 @@ def load_libsvm(name: str, *, directory: str | os.PathLike[str] | None = None,
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = restricted_load(f)
+    try:
+        with open(path, "rb") as f:
+            d = restricted_load(f)
+    except DataError as e:
+        raise DataError(f"{path}: {e}; re-download the CIFAR-10 python version") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: expected a dict, got {type(d).__name__}")
     data = d.get(b"data", d.get("data"))
@@ -310,6 +235,9 @@ def load_cifar10(directory: str | os.PathLike[str] | None = None, *,
 
     ``train_batches`` (1..5) limits how many ``data_batch_*`` files are read.
     """
+    if isinstance(train_batches, bool) or train_batches not in range(1, 6):
+        raise ConfigError(f"train_batches must be an integer in 1..5 (CIFAR-10 has five "
+                          f"training batches), got {train_batches!r}")
     base = _data_dir(directory)
     if base is None:
         raise DataError("cifar10 needs a data directory holding cifar-10-batches-py/ "

@@ -30,6 +30,8 @@ from decomp.rng import Purpose, generator
 SKLEARN_SETS = ("breast_cancer", "digits")
 SCALINGS = ("none", "standard", "maxabs")
 PARTITIONS = ("contiguous", "iid")
+#: largest sparse matrix (entries) scale = "standard" may densify: 2**28 float64 = 2 GiB
+DENSE_MAX_ENTRIES = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,36 @@ def find_data_file(name: str, directory: Path | None, what: str = "dataset") -> 
                     "--data-dir / DECOMP_DATA at the directory that holds it")
 
 
+def check_finite(A: np.ndarray | sp.spmatrix, b: np.ndarray, source: str) -> None:
+    """Refuse a feature matrix or label vector holding NaN or inf with a :class:`DataError`
+    naming ``source`` (a file) and the first bad entry (0-based sample and feature)."""
+    y = np.asarray(b)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        i = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise DataError(f"{source}: label of sample {i} (0-based) is {y[i]}; labels must be "
+                        "finite numbers: fix or drop that row")
+    if sp.issparse(A):
+        M = sp.csr_matrix(A)
+        vals, cols = M.data, M.indices
+        bad = np.flatnonzero(~np.isfinite(vals)) if vals.dtype.kind == "f" else np.empty(0)
+        if bad.size == 0:
+            return
+        k = int(bad[0])
+        row = int(np.searchsorted(M.indptr, k, side="right")) - 1
+        col, val, count = int(cols[k]), vals[k], bad.size
+    else:
+        D = np.asarray(A)
+        if D.dtype.kind != "f" or np.all(np.isfinite(D)):
+            return
+        mask = ~np.isfinite(D.reshape(D.shape[0], -1))
+        count = int(mask.sum())
+        row, col = (int(v) for v in np.argwhere(mask)[0])
+        val = D.reshape(D.shape[0], -1)[row, col]
+    raise DataError(f"{source}: {count} non-finite feature value(s), the first at sample {row}, "
+                    f"feature {col} (0-based) = {val}; fix or drop those rows (NaN/inf make "
+                    "every gradient NaN)")
+
+
 def _binary_labels(y: np.ndarray, name: str) -> np.ndarray:
     vals = np.unique(y)
     if vals.size != 2:
@@ -98,6 +130,9 @@ def load_dataset(name: str, *, directory: str | os.PathLike[str] | None = None,
         y = bunch.target if name == "breast_cancer" else bunch.target % 2
         b = _binary_labels(y, name)
     elif name == "synthetic":
+        if n_samples < 1 or n_features < 1:
+            raise ConfigError(f"synthetic dataset needs n_samples >= 1 and n_features >= 1, got "
+                              f"{n_samples} and {n_features}")
         rng = generator(seed, 0, 0, Purpose.DATA)
         A = rng.standard_normal((n_samples, n_features))
         w = rng.standard_normal(n_features)
@@ -112,9 +147,11 @@ def load_dataset(name: str, *, directory: str | os.PathLike[str] | None = None,
         except (ValueError, OSError, EOFError) as e:
             raise DataError(f"cannot read LIBSVM file {path}: {e}") from None
         A = X.tocsr()
+        check_finite(A, y, f"LIBSVM file {path}")
         b = _binary_labels(np.asarray(y), name)
-    A = _scaled(A, scale)
-    A = A.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        A = _scaled(A, scale).astype(dtype)
+    check_finite(A, b, f"dataset {name!r} after scale = {scale!r} and conversion to {dtype}")
     return Dataset(name=name, A=A, b=np.asarray(b, dtype=dtype))
 
 
@@ -126,6 +163,11 @@ def _scaled(A: np.ndarray | sp.csr_matrix, scale: str) -> np.ndarray | sp.csr_ma
         m = np.where(m.ravel() > 0, m.ravel(), 1.0)
         return A @ sp.diags(1.0 / m) if sp.issparse(A) else A / m
     # standard: zero mean, unit variance per feature (densifies a sparse matrix)
+    n, d = A.shape
+    if sp.issparse(A) and n * d > DENSE_MAX_ENTRIES:
+        raise DataError(f"problem.scale = 'standard' would make the sparse {n} x {d} feature "
+                        f"matrix dense ({n * d * 8 / 2**30:.1f} GiB): use scale = 'maxabs' "
+                        "(keeps it sparse) or 'none'")
     D = A.toarray() if sp.issparse(A) else A
     sd = D.std(axis=0)
     return (D - D.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
