@@ -12,12 +12,19 @@ what crosses MPI and what metrics report. Header layout (little endian)::
 
 ``decode`` checks magic, kind, d (when the caller knows it) and that the payload is exactly as
 long as the header says, so a corrupted or truncated buffer is refused, never decoded to garbage.
+The length check comes before ``decode`` allocates its output, so a header claiming d = 2**40
+is a :class:`PayloadError`, not a 8 TiB allocation (pass ``d`` when the expected length is
+known). ``decode_add`` accumulates into a caller's 1-D float32/float64 ``out`` (in ``out``'s
+precision); any other ``out`` (int64, complex, float16, 2-D) is refused with a TypeError,
+never silently truncated or cast.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -105,6 +112,33 @@ def nonfinite_error(x: np.ndarray, who: str) -> FloatingPointError:
                               f"(first x[{j}] = {x[j] if j >= 0 else 'n/a'})")
 
 
+def check_out(out: Any) -> None:
+    """``decode_add``'s accumulator must be a writable 1-D float32/float64 numpy array: an
+    integer, complex, float16 or read-only ``out`` would be truncated or cast silently."""
+    if not isinstance(out, np.ndarray) or out.dtype not in _OUT_DTYPES or out.ndim != 1:
+        what = (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+                else type(out).__name__)
+        raise TypeError(f"decode_add needs out = a 1-D float32 or float64 numpy array, got a "
+                        f"{what}: decode into a float array and convert afterwards")
+    if not out.flags.writeable:
+        raise TypeError("decode_add needs a writable out array (got a read-only view)")
+
+
+_OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _checking_out(decode_add: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a subclass's ``decode_add`` so ``out`` is checked (:func:`check_out`) first."""
+    @functools.wraps(decode_add)
+    def checked(self: Compressor, payload: np.ndarray, out: np.ndarray,
+                scale: float = 1.0) -> None:
+        check_out(out)
+        decode_add(self, payload, out, scale)
+
+    checked.__checks_out__ = True  # type: ignore[attr-defined]
+    return checked
+
+
 def out_dtype(vdtype_code: int) -> type:
     """decode's output dtype for a header vdtype code (float64 for code 1, else float32)."""
     return np.float64 if vdtype_code == 1 else np.float32
@@ -122,6 +156,15 @@ class Compressor(ABC):
     name: ClassVar[str]
     is_unbiased: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every ``decode_add`` a subclass defines checks ``out`` first (:func:`check_out`),
+        so no compressor can scatter floats into an integer or complex array."""
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("decode_add")
+        if fn is not None and not getattr(fn, "__checks_out__", False) \
+                and not getattr(fn, "__isabstractmethod__", False):
+            cls.decode_add = _checking_out(fn)  # type: ignore[method-assign]
 
     # --- constants -------------------------------------------------------------------------
     def alpha(self, d: int) -> float:
@@ -151,15 +194,33 @@ class Compressor(ABC):
     def decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
         """out += scale * C(x) for the x that produced ``payload``; out has shape (d,)."""
 
-    def decode(self, payload: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The dense C(x), shape (d,), in the wire value dtype (at least float32)."""
-        h = read_header(payload, self.kind)
+    def decode(self, payload: np.ndarray, out: np.ndarray | None = None, *,
+               d: int | None = None) -> np.ndarray:
+        """The dense C(x), shape (d,), in the wire value dtype (at least float32); ``d``: the
+        expected length, when known (a payload for another length is refused)."""
         if out is None:
+            h = self.checked_header(payload, d)
             out = np.zeros(h.d, dtype=out_dtype(h.vdtype))
         else:
+            check_out(out)
             out[:] = 0
         self.decode_add(payload, out)
         return out
+
+    def checked_header(self, payload: np.ndarray, d: int | None = None) -> Header:
+        """The header of ``payload`` after checking its total size against
+        :meth:`payload_bytes` for the header's d, before anything of size d is allocated."""
+        h = read_header(payload, self.kind, d)
+        try:
+            self.check(h.d)  # e.g. RandK: d < 2**32
+            want = self.payload_bytes(h.d, out_dtype(h.vdtype))
+        except (ConfigError, ValueError, OverflowError):
+            want = -1
+        if payload.size != want:
+            raise PayloadError(f"payload of {payload.size} bytes does not match {self!r} for "
+                               f"the length d={h.d} its header claims: corrupted, truncated or "
+                               "written by another compressor configuration")
+        return h
 
     def decode_dtype(self, dtype: np.dtype | type) -> np.dtype:
         """dtype of ``decode``'s output for inputs of ``dtype``: float64 iff the wire carries
@@ -189,9 +250,12 @@ class DenseCodec(Compressor):
     def decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
         self._decode(payload, out, scale, False)
 
-    def decode(self, payload: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, payload: np.ndarray, out: np.ndarray | None = None, *,
+               d: int | None = None) -> np.ndarray:
         if out is None:
-            h = read_header(payload, self.kind)
+            h = self.checked_header(payload, d)
             out = np.empty(h.d, dtype=out_dtype(h.vdtype))
+        else:
+            check_out(out)
         self._decode(payload, out, 1.0, True)
         return out

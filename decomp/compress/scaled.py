@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from decomp.compress.base import Compressor, read_header
+from decomp.compress.base import Compressor
 from decomp.compress.registry import make_compressor, register
 from decomp.errors import ConfigError
 from decomp.rng import Key
@@ -60,9 +60,7 @@ class Scaled(Compressor):
         return self.inner.encode(x, key)
 
     def decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
-        dense = self.inner.decode(payload)
-        if dense.size != out.size:
-            read_header(payload, self.kind, out.size)  # raises the standard PayloadError
+        dense = self.inner.decode(payload, d=out.size)  # checks d before allocating
         dense *= dense.dtype.type(self.factor(dense.size))
         if scale == 1.0:
             out += dense

@@ -15,6 +15,7 @@ left untouched), so every rank builds the same x^0.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -142,16 +143,43 @@ MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn1d": CNN1D, "lenet": LeNet
                                       "resnet20": ResNet20}
 
 
-def make_model(name: str, *, input_shape: Sequence[int], n_classes: int, seed: int = 0,
-               **options: Any) -> nn.Module:
-    """Build model ``name`` for inputs of ``input_shape`` (one example) and ``n_classes``,
-    initialised from ``seed`` (same parameters on every rank; global RNG state preserved)."""
+#: constructor arguments make_model derives from the data (not model options)
+FROM_DATA: dict[str, tuple[str, ...]] = {"mlp": ("in_features", "n_classes"),
+                                         "cnn1d": ("n_classes", "length"),
+                                         "lenet": ("n_classes", "side"),
+                                         "resnet20": ("n_classes",)}
+
+
+def check_model(name: str, options: dict[str, Any] | None = None) -> None:
+    """Refuse an unknown model name or a bad option (unknown key, a size that is not a
+    positive integer) with a :class:`ConfigError`; needs no data, so config runs call it
+    before loading any."""
     if name not in MODELS:
         import difflib
 
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(MODELS)})")
+    own = [k for k in inspect.signature(MODELS[name]).parameters if k not in FROM_DATA[name]]
+    for key, value in (options or {}).items():
+        if key not in own:
+            why = " (set from the dataset)" if key in FROM_DATA[name] else ""
+            raise ConfigError(f"model {name!r} has no option {key!r}{why}; its options: "
+                              f"{', '.join(own) or 'none'}")
+        sizes = value if key == "hidden" else [value]
+        if key == "hidden" and not isinstance(value, (list, tuple)):
+            sizes = [None]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            what = "a list of layer widths, integers >= 1" if key == "hidden" else \
+                "an integer >= 1"
+            raise ConfigError(f"model {name!r}: {key} must be {what}, got {value!r}")
+
+
+def make_model(name: str, *, input_shape: Sequence[int], n_classes: int, seed: int = 0,
+               **options: Any) -> nn.Module:
+    """Build model ``name`` for inputs of ``input_shape`` (one example) and ``n_classes``,
+    initialised from ``seed`` (same parameters on every rank; global RNG state preserved)."""
+    check_model(name, options)
     numel = math.prod(input_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

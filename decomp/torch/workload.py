@@ -28,7 +28,7 @@ from decomp.data.classification import (
     load,
     partition,
 )
-from decomp.errors import ConfigError
+from decomp.errors import ConfigError, DataError
 from decomp.problems import initial_point
 from decomp.torch.flat import FlatModel
 from decomp.torch.problem import LossFn, TorchProblem, evaluate_model
@@ -89,8 +89,9 @@ def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
     others are None. Under MPI a rank's worker shares the evaluation model ``flat``.
     Returns x0 as a (d,) float32 vector.
     """
-    from decomp.torch.models import make_model
+    from decomp.torch.models import check_model, make_model
 
+    check_model(problem.model, problem.model_options)  # before any data is loaded
     try:
         data = load(problem.dataset, data_dir=data_dir, **(problem.dataset_options or {}))
     except ConfigError as e:
@@ -100,6 +101,11 @@ def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
     template = copy.deepcopy(module)  # pristine copy for the other workers' models
     flat = FlatModel(module)
     loss_fn = make_loss(problem.loss or "cross_entropy")
+    if data.n_train < n_workers * min_size:
+        raise DataError(f"problem.dataset {problem.dataset!r}: {data.n_train} training rows give "
+                        f"each of {n_workers} workers at most {data.n_train // n_workers}, fewer "
+                        f"than the largest [[methods]] batch_size (τ = {min_size}): lower "
+                        "batch_size or use fewer workers")
     parts = partition(data.y, n_workers, problem.shard, seed=seed,
                       alpha=problem.dirichlet_alpha or 0.5, min_size=min_size)
     if x0 == "model":
