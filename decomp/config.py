@@ -76,7 +76,9 @@ class RunConfig:
     expected number of
     workers (checked against the MPI world); progress: tqdm bar on rank 0; loss_blowup: stop as
     diverged when the loss (at x̄ for decentralized methods) exceeds this factor times its
-    start; fail_rank / fail_step: inject a failure (tests of the abort path)."""
+    start; fail_rank / fail_step: inject a failure (tests of the abort path);
+    checkpoint_every: steps between checkpoints (0: only at the end of each method and on a
+    termination signal); comm_timeout_s: the watchdog's limit on a silent rank (seconds)."""
 
     steps: int = 100
     log_every: int = 10
@@ -87,6 +89,8 @@ class RunConfig:
     loss_blowup: float = 1e6
     fail_rank: int | None = None
     fail_step: int | None = None
+    checkpoint_every: int = 0
+    comm_timeout_s: float = 300.0
 
 
 @dataclass

@@ -204,9 +204,15 @@ def check_launch(comm: Any, env: Mapping[str, str] | None = None) -> LaunchConte
         LOGGER.warning("launch: %s=1: running one-rank copies as asked", ALLOW_SINGLETON)
     elif ctx.world_size == 1 and ctx.job_tasks is not None and ctx.job_tasks > 1 \
             and ctx.step_tasks is None:
-        LOGGER.warning("launch: SLURM job %s has %d tasks but this run has 1 MPI rank "
-                       "(started without srun/mpiexec?); use `srun --mpi=pmi2 decomp run ...` "
-                       "to use them all", ctx.job_id, ctx.job_tasks)
+        # N copies started by hand in a batch script would all write the same run folder
+        if env.get(ALLOW_SINGLETON, "").strip() not in ("1", "true", "yes"):
+            raise LaunchError(
+                f"SLURM job {ctx.job_id} has {ctx.job_tasks} tasks but this run has 1 MPI "
+                f"rank: started without srun? Launch it as `srun --mpi=pmi2 decomp run ...` "
+                f"(or `mpiexec -n {ctx.job_tasks} decomp run ...`) to use them all; if one "
+                f"rank is intended, pass --single-rank (or set {ALLOW_SINGLETON}=1)")
+        LOGGER.warning("launch: SLURM job %s has %d tasks; running on 1 rank as asked",
+                       ctx.job_id, ctx.job_tasks)
     if comm.Get_rank() == 0:
         for line in ctx.describe():
             LOGGER.info("launch: %s", line)

@@ -21,6 +21,19 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--threads", type=int, help="BLAS/torch threads per rank "
                    "(default: $OMP_NUM_THREADS, else cores / ranks on the node)")
+    folder = r.add_mutually_exclusive_group()
+    folder.add_argument("--resume", action="store_true",
+                        help="continue <out_dir>/<name>/ from its checkpoints (run.steps may "
+                        "grow; anything else must be unchanged)")
+    folder.add_argument("--overwrite", action="store_true",
+                        help="replace the results in an existing <out_dir>/<name>/")
+    r.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="override run.checkpoint_every (0: only at the end of each method and "
+                   "on a signal)")
+    r.add_argument("--comm-timeout", type=float, metavar="SECONDS",
+                   help="override run.comm_timeout_s (the watchdog's limit on a silent rank)")
+    r.add_argument("--single-rank", action="store_true",
+                   help="inside a SLURM allocation of several tasks, run on one rank anyway")
     r.set_defaults(func=cmd_run)
 
 
@@ -33,25 +46,48 @@ def overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"data_dir={quote(args.data_dir)}")
     if args.steps is not None:
         out.append(f"run.steps={args.steps}")
+    if getattr(args, "checkpoint_every", None) is not None:
+        out.append(f"run.checkpoint_every={args.checkpoint_every}")
+    if getattr(args, "comm_timeout", None) is not None:
+        out.append(f"run.comm_timeout_s={args.comm_timeout}")
     return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Every rank: run the config; any error on any rank ends the whole job (MPI_Abort); a
+    stop signal ends it with 128 + the signal's number after a checkpoint."""
+    import os
+
     from decomp.config import load_config
-    from decomp.launch import check_launch, configure_threads
+    from decomp.launch import ALLOW_SINGLETON, check_launch, configure_threads
     from decomp.log import setup_logging
     from decomp.runner import format_table, run
+    from decomp.runner.lifecycle import SIGNALS, Interrupted
 
-    comm = world()
+    SIGNALS.__enter__()  # from here on a stop signal ends the job with 128 + its number
+    try:
+        comm = world()
+    except Interrupted as e:  # before MPI is up: this process alone
+        return e.exit_code
     setup_logging(comm.Get_rank(), comm.Get_size())
     try:
+        if args.single_rank:
+            os.environ[ALLOW_SINGLETON] = "1"
         check_launch(comm)  # logs SLURM/MPI context; refuses N one-rank copies under srun
         configure_threads(comm, args.threads)
         cfg = load_config(args.config, overrides(args))
-        results = run(cfg, comm, progress=False if args.no_progress else None)
+        mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+        results = run(cfg, comm, progress=False if args.no_progress else None, mode=mode)
+    except Interrupted as e:  # agreed: every rank, at the same step, after the checkpoint
+        if not e.agreed:  # this rank alone, before the loop: end the job now
+            return fail(comm, str(e), code=e.exit_code)
+        if comm.Get_rank() == 0:
+            print(f"interrupted: {e}; outputs and checkpoint in {cfg.out_dir}/{cfg.name}/ "
+                  f"(continue with: decomp run {args.config} --resume)", flush=True)
+        return e.exit_code
     except DecompError as e:
         return fail(comm, str(e))
-    except Exception:
+    except BaseException:  # noqa: BLE001 (KeyboardInterrupt, SystemExit: end every rank too)
         return fail(comm, "unexpected error\n" + traceback.format_exc())
     if comm.Get_rank() == 0:
         print(format_table(results), flush=True)

@@ -1,10 +1,15 @@
 """Rank 0's files of a run, ``<out_dir>/<name>/``: ``config.toml`` (resolved),
-``metrics.jsonl`` (one line per logged step and method) and ``summary.json``; and the progress
-bar."""
+``metrics.jsonl`` (one line per logged step and method) and ``summary.json`` (one entry per
+method with its status: ok, diverged, interrupted or failed); and the progress bar.
+
+``summary.json`` and ``config.toml`` are replaced atomically (written to a temporary file, then
+renamed), so a kill never leaves half a file. On a resume, ``metrics.jsonl`` keeps the rows each
+method had logged up to its checkpoint (:meth:`Outputs.keep_rows`) and grows from there."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -13,19 +18,81 @@ from typing import Any
 from decomp.runner.results import MethodResult
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once (a temporary file in the same folder, then a
+    rename): readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+#: where a resume keeps the rows it read until the run ends (in the run folder)
+BACKUP = ".metrics.resume.jsonl"
+
+
 class Outputs:
     """The run folder ``directory`` (rank 0 writes; no-op where ``active`` is False).
 
-    config_toml: the resolved config, written as ``config.toml`` at the start.
+    config_toml: the resolved config, written as ``config.toml`` at the start; resume: append
+    to the metrics of an earlier run of the same folder instead of starting them anew.
     """
 
-    def __init__(self, directory: Path, config_toml: str, active: bool) -> None:
+    def __init__(self, directory: Path, config_toml: str, active: bool, *,
+                 resume: bool = False) -> None:
         self.active = active
         self.dir = directory
         if active:
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "config.toml").write_text(config_toml)
-            self._metrics = open(self.dir / "metrics.jsonl", "w")  # noqa: SIM115
+            write_atomic(self.dir / "config.toml", config_toml)
+            self._metrics = open(self.dir / "metrics.jsonl", "a" if resume else "w")  # noqa: SIM115
+        self._pending: dict[str, list[tuple[int, str]]] = {}
+
+    def keep_rows(self, last_step: dict[str, int], *, log_every: int, steps: int) -> None:
+        """Resume: keep each method's metrics rows up to its checkpoint step (``last_step``
+        by method label; methods not in it lose their rows, they start again) that a straight
+        run of ``steps`` steps logs too (step 0, multiples of ``log_every``, the last step).
+
+        The kept rows are written back method by method as each method starts
+        (:meth:`begin`), so the file ends in the order a straight run writes. Until the run
+        ends (:meth:`finish`), every row read here stays in ``.metrics.resume.jsonl``, which
+        the next resume reads too: a kill during a resume loses no row."""
+        if not self.active:
+            return
+        self._metrics.close()
+        path, backup = self.dir / "metrics.jsonl", self.dir / BACKUP
+        seen: dict[tuple[Any, Any], str] = {}
+        for source in (backup, path):
+            if not source.exists():
+                continue
+            for line in source.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                seen.setdefault((row.get("method"), row.get("step")), line)
+        write_atomic(backup, "".join(f"{line}\n" for line in seen.values()))
+        self._pending = {}
+        for (method, step), line in seen.items():
+            logged = step == 0 or step == steps or step % log_every == 0
+            if logged and step <= last_step.get(method, -1):
+                self._pending.setdefault(method, []).append((step, line))
+        write_atomic(path, "")
+        self._metrics = open(path, "a")  # noqa: SIM115
+
+    def begin(self, label: str) -> None:
+        """A method starts: write the rows it had before a resume (see :meth:`keep_rows`)."""
+        if self.active and label in self._pending:
+            for _, line in sorted(self._pending.pop(label), key=lambda sl: sl[0]):
+                self._metrics.write(line + "\n")
+            self._metrics.flush()
+
+    def finish(self) -> None:
+        """The run ended with every method done: the resume backup is no longer needed."""
+        if self.active:
+            (self.dir / BACKUP).unlink(missing_ok=True)
 
     def metrics(self, row: dict[str, Any]) -> None:
         if self.active:
@@ -34,8 +101,8 @@ class Outputs:
 
     def summary(self, results: list[MethodResult]) -> None:
         if self.active:
-            (self.dir / "summary.json").write_text(
-                json.dumps([asdict(r) for r in results], indent=2) + "\n")
+            write_atomic(self.dir / "summary.json",
+                         json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
     def close(self) -> None:
         if self.active:

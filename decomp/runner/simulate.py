@@ -1,9 +1,18 @@
 """``decomp sim``: every method of a config through the single-process reference
-:mod:`decomp.sim` (no MPI), resolved by the same plan as ``decomp run``."""
+:mod:`decomp.sim` (no MPI), resolved by the same plan as ``decomp run``.
+
+The reference returns every iterate, so the run folder gets the same curve as ``decomp run``: a
+``metrics.jsonl`` row at step 0, every ``run.log_every`` steps and at the last step, with the
+columns of ``decomp run`` that follow from the iterates (loss, grad_norm_sq, bits_up,
+bits_down, consensus_distance; decentralized: loss_local; torch: the test metrics). Not
+``wall_s`` per row: the reference is not timed step by step (the summary has its total).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +20,7 @@ import numpy as np
 
 from decomp.config import Config, dump_toml
 from decomp.errors import DivergenceError
+from decomp.runner.metadata import sim_metadata
 from decomp.runner.outputs import Outputs
 from decomp.runner.plan import MethodPlan, check_sizes, mixing_for, plan_methods, resolve_lr
 from decomp.runner.results import MethodResult
@@ -21,105 +31,198 @@ def simulate_config(cfg: Config, n_workers: int, *, write: bool = False) -> list
     """Run every method with the single-process reference :mod:`decomp.sim` (no MPI).
 
     Same problems, step sizes, W, options and randomness as ``run`` with n_workers workers
-    (nodes); metrics are computed at the final iterate (at x̄ for decentralized methods; for
-    torch problems also the test loss / accuracy). write: also write ``config.toml``,
-    ``metrics.jsonl`` (the final row of each method) and ``summary.json`` to
-    ``<out_dir>/<name>/``, as ``decomp run`` does.
+    (nodes); metrics at x (master–worker) or x̄ (decentralized) at every log step. A
+    non-finite iterate, or a loss above ``run.loss_blowup`` × its start, ends the method as
+    ``diverged`` with the rows logged before it (as ``decomp run`` does). write: also write
+    ``config.toml``, ``metrics.jsonl`` and ``summary.json`` to ``<out_dir>/<name>/``.
     """
-    from decomp.sim import simulate
-
     plans = plan_methods(cfg)
     work = prepare(cfg, n_workers)
     check_sizes(plans, work.d)
     mixing = mixing_for(cfg, plans, n_workers)
-    out = Outputs(Path(cfg.out_dir) / cfg.name, dump_toml(cfg), write)
+    out = Outputs(Path(cfg.out_dir) / cfg.name, dump_toml(cfg), write,
+                  meta=sim_metadata(n_workers), cfg=cfg)
     results = []
     try:
         for plan in plans:
-            m, alg = plan.config, plan.algorithm
-            lr = resolve_lr(m, alg, work.L, work.Ls, work.d)
+            lr = resolve_lr(plan.config, plan.algorithm, work.L, work.Ls, work.d)
             if work.torch is not None:
                 work.torch.reset_buffers()
-            if plan.decentralized:
-                r = _simulate_decentralized(cfg, plan, lr, work, mixing)
-            else:
-                r = _simulate_master_worker(cfg, plan, lr, work, simulate)
+            r, rows = _simulate_method(cfg, plan, lr, work, mixing)
+            for row in rows:
+                out.metrics({"method": r.method, **row})
             results.append(r)
-            out.metrics({"method": r.method, "step": r.steps, "loss": r.loss,
-                         "grad_norm_sq": r.grad_norm_sq, "bits_up": r.bits_up,
-                         "bits_down": r.bits_down, "wall_s": r.wall_s})
             out.summary(results)
     finally:
         out.close()
     return results
 
 
-def _simulate_master_worker(cfg: Config, plan: MethodPlan, lr: float, work: Workload,
-                            simulate: Any) -> MethodResult:
+def log_steps(steps: int, log_every: int) -> list[int]:
+    """The steps ``decomp run`` logs: 0, every ``log_every``-th, and the last."""
+    return sorted({0, steps, *range(log_every, steps + 1, log_every)})
+
+
+def _simulate_method(cfg: Config, plan: MethodPlan, lr: float, work: Workload,
+                     mixing: Any) -> tuple[MethodResult, list[dict[str, Any]]]:
     m, alg = plan.config, plan.algorithm
-    n_workers = len(work.problems)
-    t0 = time.perf_counter()
     comp = alg.compressor if alg.uses_compressor else None
+    steps = cfg.run.steps
+    t0 = time.perf_counter()
+    status, message = "ok", ""
     try:
-        tr = simulate(m.algorithm, work.problems, work.x0, lr=lr, steps=cfg.run.steps,
-                      seed=cfg.seed, compressor=comp, batch_size=m.batch_size, **plan.options)
-        status, message, x = "ok", "", tr.xs[-1]
-        bits_up = 8 * float(tr.bytes_up.mean())
+        tr = _trace(cfg, plan, lr, work, mixing, steps)
     except (DivergenceError, FloatingPointError) as e:
-        status, message, x, bits_up = "diverged", str(e), work.x0, float("nan")
+        status, message = "diverged", str(e)
+        bad = getattr(e, "step", None)
+        # the rows before the first non-finite step: run the reference again up to it
+        tr = _trace(cfg, plan, lr, work, mixing, bad - 1) if bad else None
     wall = time.perf_counter() - t0
-    test = _reference_test(work, x)
-    loss = float(np.mean([p.loss(x) for p in work.problems]))
-    g = np.mean([np.array(p.grad(x), dtype=np.float64) for p in work.problems], axis=0)
+    rows = [] if tr is None else _curve(cfg, plan, work, tr, status == "ok")
+    if rows and status == "ok":
+        status, message = _verdict(cfg, m.label, rows, tr)
+        if status != "ok":
+            rows = [r for r in rows if r["step"] <= _bad_step(cfg, rows, tr)]
+    last = rows[-1] if rows else {"step": 0, "loss": float("nan"),
+                                  "grad_norm_sq": float("nan"), "bits_up": float("nan"),
+                                  "bits_down": float("nan"), "consensus_distance": 0.0}
+    if status != "ok":
+        message = f"{message} (compressor {comp!r}, lr {lr:.6g})" if comp else \
+            f"{message} (lr {lr:.6g})"
+    return MethodResult(
+        m.label, m.algorithm, repr(comp) if comp else "-", lr, int(last["step"]), last["loss"],
+        last["grad_norm_sq"], last["bits_up"], last["bits_down"], wall, status, message,
+        plan.family, float(last.get("consensus_distance", 0.0)), last.get("loss_local"),
+        test_loss=last.get("test_loss"), test_acc=last.get("test_acc"),
+        test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min")), rows
+
+
+class _Trace:
+    """A reference run reduced to what the metrics need: iterates and byte counts at t."""
+
+    def __init__(self, xs: np.ndarray, up: np.ndarray, down: np.ndarray) -> None:
+        self.xs, self.up, self.down = xs, up, down  # up/down: (T+1,) mean bytes per worker
+
+    @property
+    def steps(self) -> int:
+        return self.xs.shape[0] - 1
+
+
+def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any,
+           steps: int) -> _Trace:
+    """Run the reference for ``steps`` steps. Every payload of a method has the same size
+    (the compressor contract), so the bytes grow linearly after the start: the count at step
+    t is start + t × (end − start) / T, with the start from a 0-step run (EF21's g_i^0)."""
+    from decomp.sim import simulate, simulate_decentralized
+
+    m, alg = plan.config, plan.algorithm
+    comp = alg.compressor if alg.uses_compressor else None
+    kw = {"lr": lr, "seed": cfg.seed, "compressor": comp, "batch_size": m.batch_size,
+          **plan.options}
+    t = np.arange(steps + 1, dtype=np.float64)
+    if plan.decentralized:
+        tr = simulate_decentralized(m.algorithm, work.problems, work.x0, mixing, steps=steps, **kw)
+        up = t * float(tr.bytes_sent.mean()) / max(steps, 1)
+        down = t * float(tr.bytes_received.mean()) / max(steps, 1)
+        return _Trace(tr.xs, up, down)
+    tr = simulate(m.algorithm, work.problems, work.x0, steps=steps, **kw)
+    start = float(simulate(m.algorithm, work.problems, work.x0, steps=0,
+                           **kw).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
+    up = start + t * (float(tr.bytes_up.mean()) - start) / max(steps, 1)
     # Bcast bytes received, averaged over workers (a shared master receives nothing); the
     # dense methods (no compressor) all-reduce instead and count no downlink.
-    receivers = n_workers - 1 if cfg.run.master == "shared" else n_workers
-    down = (8.0 * work.d * work.x0.itemsize * cfg.run.steps * receivers / n_workers
-            if alg.uses_compressor else 0.0)
-    return MethodResult(m.label, m.algorithm, repr(comp) if comp else "-", lr, cfg.run.steps,
-                        loss, float(g @ g), bits_up, down, wall, status, message,
-                        test_loss=test.get("test_loss"), test_acc=test.get("test_acc"))
+    n = len(work.problems)
+    receivers = n - 1 if cfg.run.master == "shared" else n
+    per_step = work.d * work.x0.itemsize * receivers / n if alg.uses_compressor else 0.0
+    return _Trace(tr.xs, up, t * per_step)
+
+
+def _curve(cfg: Config, plan: MethodPlan, work: Workload, tr: _Trace,
+           complete: bool) -> list[dict[str, Any]]:
+    """Metrics rows at the log steps (the final step too only when the run completed)."""
+    steps = log_steps(tr.steps, cfg.run.log_every) if complete else \
+        [t for t in log_steps(cfg.run.steps, cfg.run.log_every) if t <= tr.steps]
+    bn = work.torch is not None and work.torch.flat.buffers.size > 0
+    rows = []
+    for t in steps:
+        X = tr.xs[t]
+        finite = bool(np.isfinite(X).all())
+        if not finite:
+            break
+        # BatchNorm statistics are only known at the end: test metrics of BN models only there
+        test = _reference_test(work, X) if not bn or t == tr.steps else {}
+        with _kept_buffers(work):
+            row = _row(work, X, plan.decentralized)
+        rows.append({"step": t, **row, "bits_up": 8 * float(tr.up[t]),
+                     "bits_down": 8 * float(tr.down[t]), **test})
+    return rows
+
+
+def _row(work: Workload, X: np.ndarray, decentralized: bool) -> dict[str, Any]:
+    """Training metrics at x (master–worker) or x̄ (decentralized, X has rows x_i)."""
+    x = X.mean(axis=0) if decentralized else X
+    with np.errstate(all="ignore"):
+        loss = float(np.mean([p.loss(x) for p in work.problems]))
+        g = np.mean([np.array(p.grad(x), dtype=np.float64) for p in work.problems], axis=0)
+        row: dict[str, Any] = {"loss": loss, "grad_norm_sq": float(g @ g)}
+        if decentralized:
+            row["consensus_distance"] = float(((X - x) ** 2).sum(axis=1).mean())
+            row["loss_local"] = float(np.mean([p.loss(X[i])
+                                               for i, p in enumerate(work.problems)]))
+        else:
+            row["consensus_distance"] = 0.0
+    return row
+
+
+def _verdict(cfg: Config, label: str, rows: list[dict[str, Any]], tr: _Trace) -> tuple[str, str]:
+    """``decomp run``'s checks on a finished reference curve: a non-finite iterate, or a loss
+    above ``run.loss_blowup`` × the starting loss at a log step."""
+    bad = _bad_step(cfg, rows, tr)
+    if bad is None:
+        return "ok", ""
+    first = rows[0]["loss"]
+    hit = [r for r in rows if r["step"] == bad]
+    if hit and np.isfinite(hit[0]["loss"]):
+        return "diverged", (f"{label}: loss {hit[0]['loss']:.4g} exceeded "
+                            f"{cfg.run.loss_blowup:g} x its start {first:.4g} at step {bad}")
+    return "diverged", f"{label}: non-finite value at step {bad}"
+
+
+def _bad_step(cfg: Config, rows: list[dict[str, Any]], tr: _Trace) -> int | None:
+    first = abs(rows[0]["loss"])
+    for r in rows[1:]:
+        if not np.isfinite(r["loss"]) or r["loss"] > cfg.run.loss_blowup * max(first, 1e-12):
+            return int(r["step"])
+    finite = np.isfinite(tr.xs.reshape(tr.xs.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        return int(np.argmin(finite))
+    return None
+
+
+@contextmanager
+def _kept_buffers(work: Workload) -> Iterator[None]:
+    """Restore every worker's BatchNorm statistics after a full-gradient evaluation (it runs
+    the model in train mode); nothing to do for the numpy problems and models without BN."""
+    if work.torch is None or not work.torch.flat.buffers.size:
+        yield
+        return
+    saved = [p.flat.buffers.copy() for p in work.problems]
+    try:
+        yield
+    finally:
+        for p, b in zip(work.problems, saved, strict=True):
+            p.flat.buffers[:] = b
 
 
 def _reference_test(work: Workload, X: np.ndarray) -> dict[str, Any]:
     """Test metrics of a reference iterate (x, or X with rows x_i) for torch problems; {}
-    for the numpy problems. Run before the training metrics, whose full gradients touch the
-    BatchNorm statistics."""
+    for the numpy problems. The per-node lists (test_loss_i, test_acc_i) stay out of the rows."""
     if work.torch is None:
         return {}
     from decomp.torch.workload import reference_test_metrics
 
-    return reference_test_metrics(work.torch, X, work.problems)
+    got = reference_test_metrics(work.torch, X, work.problems)
+    return {k: v for k, v in got.items() if not k.endswith("_i")}
 
 
-def _simulate_decentralized(cfg: Config, plan: MethodPlan, lr: float, work: Workload,
-                            mixing: Any) -> MethodResult:
-    """One decentralized method through :func:`decomp.sim.simulate_decentralized`."""
-    from decomp.sim import simulate_decentralized
-
-    m, alg = plan.config, plan.algorithm
-    comp = alg.compressor if alg.uses_compressor else None
-    t0 = time.perf_counter()
-    steps, status, message = cfg.run.steps, "ok", ""
-    try:
-        tr = simulate_decentralized(
-            m.algorithm, work.problems, work.x0, mixing, lr=lr, steps=cfg.run.steps,
-            seed=cfg.seed, compressor=comp, batch_size=m.batch_size, **plan.options)
-        X = tr.xs[-1]
-        bits_up, bits_down = 8 * float(tr.bytes_sent.mean()), 8 * float(tr.bytes_received.mean())
-    except (DivergenceError, FloatingPointError) as e:
-        steps, status, message = getattr(e, "step", 0), "diverged", str(e)
-        X = np.tile(work.x0, (len(work.problems), 1))
-        bits_up = bits_down = float("nan")
-    wall = time.perf_counter() - t0
-    test = _reference_test(work, X)
-    xbar = X.mean(axis=0)
-    loss = float(np.mean([p.loss(xbar) for p in work.problems]))
-    g = np.mean([np.array(p.grad(xbar), dtype=np.float64) for p in work.problems], axis=0)
-    cd = float(((X - xbar) ** 2).sum(axis=1).mean())
-    local = float(np.mean([p.loss(X[i]) for i, p in enumerate(work.problems)]))
-    return MethodResult(m.label, m.algorithm, repr(comp) if comp else "-", lr, steps, loss,
-                        float(g @ g), bits_up, bits_down, wall, status, message,
-                        "decentralized", cd, local, test_loss=test.get("test_loss"),
-                        test_acc=test.get("test_acc"), test_acc_mean=test.get("test_acc_mean"),
-                        test_acc_min=test.get("test_acc_min"))
+__all__ = ["log_steps", "simulate_config"]

@@ -72,7 +72,7 @@ from decomp.data.classification import load as load_dataset
 from decomp.data.classification import partition as partition_rows
 from decomp.errors import ConfigError
 from decomp.launch import configure_threads
-from decomp.runner.loop import drive
+from decomp.runner.drive import drive
 from decomp.runner.session import Session, open_transport
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator

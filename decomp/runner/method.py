@@ -1,0 +1,209 @@
+"""One method of ``decomp run`` on this rank: its session, metrics, checkpoints and summary.
+
+:func:`run_method` opens the method's transport and :class:`~decomp.runner.session.Session`,
+starts it from x^0 or restores it from its checkpoint, drives it to ``run.steps`` (logging,
+checkpointing every ``run.checkpoint_every`` steps, watching for signals and silent ranks),
+checkpoints its end and returns its :class:`~decomp.runner.results.MethodResult`, whose status
+is ``ok``, ``diverged`` or (with :class:`~decomp.runner.lifecycle.Interrupted` raised on every
+rank) ``interrupted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from decomp.config import Config
+from decomp.errors import DivergenceError
+from decomp.log import LOGGER
+from decomp.runner.checkpoint import CheckpointStore
+from decomp.runner.drive import drive
+from decomp.runner.lifecycle import Interrupted, RunControl
+from decomp.runner.metrics import evaluate, evaluate_nodes, keeping_buffers, make_test_evaluator
+from decomp.runner.outputs import Outputs, progress_bar
+from decomp.runner.plan import MethodPlan, resolve_lr
+from decomp.runner.results import MethodResult
+from decomp.runner.resume import restore_session, session_meta, torch_buffers
+from decomp.runner.session import Session, open_transport
+from decomp.runner.workload import Workload
+
+
+class MethodRun:
+    """The metrics side of one method of ``decomp run``: evaluation at log steps, the JSONL
+    rows, the loss blow-up test and the summary."""
+
+    def __init__(self, cfg: Config, plan: MethodPlan, session: Session, work: Workload,
+                 out: Outputs, evaluator: Any) -> None:
+        self.cfg, self.plan, self.session, self.work, self.out = cfg, plan, session, work, out
+        self.evaluator = evaluator
+        m = plan.config
+        self.who = m.label if m.label == m.algorithm else f"{m.label} ({m.algorithm})"
+        self.first: dict[str, Any] = {}
+        self.last: dict[str, Any] = {}
+        self.bar: Any = None
+        self.status, self.message = "ok", ""
+
+    def evaluate(self) -> dict[str, Any]:
+        s = self.session
+        x = s.model()
+        if s.decentralized:
+            ev: dict[str, Any] = keeping_buffers(self.work, evaluate_nodes, s.transport,
+                                                 s.problem, x, s.n)
+            if self.evaluator is not None:
+                with np.errstate(all="ignore"):
+                    test = self.evaluator.nodes(x)
+                test.pop("consensus_distance")  # evaluate_nodes has it already
+                ev.update(test)
+            return ev
+        ev = keeping_buffers(self.work, evaluate, s.transport, s.problem, x, s.n)
+        ev["consensus_distance"] = 0.0
+        if self.evaluator is not None:
+            ev.update(self.evaluator.master(x, is_worker=s.transport.is_worker, n_workers=s.n))
+        return ev
+
+    def log(self, t: int) -> None:
+        ev = self.evaluate()
+        self.last = {"step": t, **ev}
+        if t == 0:
+            self.first = ev
+        self.out.metrics({"method": self.plan.label, **self.last,
+                          "wall_s": self.session.wall_s, **self.session.timings()})
+        if self.bar is not None:
+            if "test_acc" in ev:
+                self.bar.set_postfix(loss=f"{ev['loss']:.4f}", acc=f"{ev['test_acc']:.4f}")
+            else:
+                self.bar.set_postfix(grad_norm_sq=f"{ev['grad_norm_sq']:.3e}")
+        blowup = self.cfg.run.loss_blowup
+        if t and (not np.isfinite(ev["loss"])
+                  or ev["loss"] > blowup * max(abs(self.first["loss"]), 1e-12)):
+            raise DivergenceError(
+                f"{self.who}: loss {ev['loss']:.4g} exceeded {blowup:g} x its start "
+                f"{self.first['loss']:.4g} at step {t}", step=t,
+                algorithm=self.plan.config.algorithm, quantity="loss")
+
+    def inject(self, t: int) -> None:
+        run = self.cfg.run
+        if run.fail_rank == self.session.rank and run.fail_step == t:
+            raise RuntimeError(f"injected failure (run.fail_rank={self.session.rank}, "
+                               f"run.fail_step={t})")
+
+    def result(self) -> MethodResult:
+        status, message = self.status, self.message
+        last, s, tm = self.last, self.session, self.session.timings()
+        return MethodResult(
+            method=self.plan.label, algorithm=self.plan.config.algorithm,
+            compressor=s.compressor_name, lr=s.lr, steps=int(last["step"]), loss=last["loss"],
+            grad_norm_sq=last["grad_norm_sq"], bits_up=last["bits_up"],
+            bits_down=last["bits_down"], wall_s=s.wall_s, status=status, message=message,
+            family=s.family, consensus_distance=float(last.get("consensus_distance", 0.0)),
+            loss_local=last.get("loss_local"), compute_s=tm.get("compute_s"),
+            compress_s=tm.get("compress_s"), comm_s=tm.get("comm_s"),
+            test_loss=last.get("test_loss"), test_acc=last.get("test_acc"),
+            test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min"))
+
+
+class _Checkpointer:
+    """Saves one method's checkpoints (and remembers the last step saved)."""
+
+    def __init__(self, store: CheckpointStore, index: int, mr: MethodRun, work: Workload,
+                 fingerprint: dict[str, Any]) -> None:
+        self.store, self.index, self.mr, self.work = store, index, mr, work
+        self.fingerprint = fingerprint
+        self.saved = -1
+
+    def __call__(self, step: int) -> None:
+        if step == self.saved:
+            return
+        mr = self.mr
+        meta = session_meta(mr.session, mr.first, mr.last, mr.status, mr.message)
+        self.store.save(self.index, step, mr.session.state, meta, torch_buffers(self.work),
+                        self.fingerprint)
+        self.saved = step
+
+
+def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Outputs,
+               progress: bool, mixing: Any = None, *, index: int = 0,
+               store: CheckpointStore | None = None, control: RunControl | None = None,
+               pointer: dict[str, Any] | None = None,
+               fingerprint: dict[str, Any] | None = None) -> MethodResult:
+    """Run one method to ``run.steps`` (or divergence) and return its summary.
+
+    store: where checkpoints go (None: none); control: signals, stop vote and watchdog (None:
+    none); pointer: the checkpoint to continue from (None: start at step 0). Raises
+    :class:`Interrupted` (with ``.result``) on every rank when a stop signal came, after the
+    checkpoint of the step where every rank stopped.
+    """
+    m = plan.config
+    lr = resolve_lr(m, plan.algorithm, work.L, work.Ls, work.d)
+    tp = open_transport(plan.family, comm, master=cfg.run.master, mixing=mixing,
+                        exchange=cfg.topology.exchange)
+    worker = tp.rank if plan.decentralized else tp.worker  # type: ignore[union-attr]
+    problem = work.problems[worker] if worker is not None else None
+    session = Session(plan.algorithm, tp, problem, lr=lr, seed=cfg.seed)
+    if plan.decentralized:
+        where = (f"{mixing.name} (rho {mixing.rho:.4f}, exchange {cfg.topology.exchange})"
+                 if plan.algorithm.gossip else "all ranks (collective)")
+        LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d nodes on %s", m.label,
+                    m.algorithm, session.compressor_name, lr, session.n, where)
+    else:
+        LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d workers", m.label, m.algorithm,
+                    session.compressor_name, lr, session.n)
+    mr = MethodRun(cfg, plan, session, work, out, make_test_evaluator(work, comm))
+    save = (_Checkpointer(store, index, mr, work, fingerprint or {}) if store is not None
+            else None)
+    try:
+        session.warm_up(work.x0)
+        if work.torch is not None:
+            work.torch.reset_buffers()
+        session.init(work.x0)
+        if pointer is not None:
+            meta = restore_session(session, store, pointer, work)  # type: ignore[arg-type]
+            mr.first, mr.last = meta["first"], meta["last"]
+            mr.status, mr.message = meta["status"], meta["message"]
+            if save is not None:
+                save.saved = session.steps_done
+            LOGGER.info("method %s: resumed from its checkpoint at step %d", m.label,
+                        session.steps_done)
+            if mr.status != "ok":  # a diverged method ends where it ended
+                return mr.result()
+        else:
+            mr.log(0)
+        remaining = cfg.run.steps - session.steps_done
+        mr.bar = progress_bar(remaining, m.label, progress)
+        if control is not None:
+            control.watch(True)
+        every = cfg.run.checkpoint_every
+        drive(session, remaining, log_every=cfg.run.log_every, on_log=mr.log, who=mr.who,
+              before_step=mr.inject, bar=mr.bar, control=control,
+              checkpoint_every=every if save is not None and every else None,
+              on_checkpoint=save)
+        signum = control.settle() if control is not None else 0
+        if save is not None:
+            save(session.steps_done)
+        if signum:
+            raise Interrupted(signum, session.steps_done)
+    except DivergenceError as e:  # raised on every rank alike (replicated or reduced values)
+        mr.status = "diverged"
+        mr.message = f"{e} (compressor {session.compressor_name}, lr {lr:.6g})"
+        LOGGER.error("diverged: %s", mr.message)
+        if save is not None:
+            save(session.steps_done)
+    except Interrupted as e:
+        if save is not None:
+            save(e.step)
+        if mr.last.get("step") != e.step:  # the summary reports where the method stopped
+            mr.log(e.step)
+        mr.status = "interrupted"
+        mr.message = (f"{e}; checkpointed: continue with decomp run CONFIG --resume"
+                      if save is not None else str(e))
+        LOGGER.warning("%s: %s", m.label, mr.message)
+        e.result = mr.result()  # type: ignore[attr-defined]
+        raise
+    finally:
+        if control is not None:
+            control.watch(False)
+        if mr.bar is not None:
+            mr.bar.close()
+        session.close()
+    return mr.result()

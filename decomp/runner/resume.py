@@ -1,0 +1,143 @@
+"""Resume: which methods of a run folder continue from which checkpoint, refused when anything
+but the run length differs; and the save/restore of one method's session.
+
+A resumed run must be the same run: the resolved config may differ from the one that wrote the
+checkpoints only in :data:`OPERATIONAL` keys (``run.steps`` may grow: every method is extended
+from its last checkpoint), and the world size must be the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decomp.algorithms import NodeEnv
+from decomp.config import Config, load_config, to_dict
+from decomp.errors import ConfigError
+from decomp.runner.checkpoint import CheckpointStore, restore_state
+from decomp.runner.plan import plan_methods
+from decomp.runner.session import Session
+from decomp.runner.workload import Workload
+
+#: config keys that may change between a run and its resume (how it runs, not what it computes)
+OPERATIONAL = ("out_dir", "data_dir", "run.steps", "run.progress", "run.checkpoint_every",
+               "run.comm_timeout_s", "run.fail_rank", "run.fail_step", "run.progress_every_s")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, list) and all(isinstance(v, dict) for v in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def fingerprint(cfg: Config) -> dict[str, Any]:
+    """The resolved config as flat ``key: value`` pairs, without the operational keys."""
+    flat = _flatten(to_dict(cfg))
+    return {k: v for k, v in sorted(flat.items()) if k not in OPERATIONAL}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every key that differs (missing on one side: ``<unset>``)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if a != b:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume(cfg: Config, run_dir: Path, store: CheckpointStore, comm: Any,
+                 world_size: int) -> list[dict[str, Any] | None]:
+    """The checkpoint pointer of every method (None: start it at step 0), after refusing a
+    changed config, another world size or fewer steps than a checkpoint has. Rank 0 reads
+    the folder; every rank gets the same answer."""
+    answer: tuple[str, list[dict[str, Any] | None]] = ("", [])
+    if comm.Get_rank() == 0:
+        try:
+            answer = ("", _pointers(cfg, run_dir, store, world_size))
+        except ConfigError as e:
+            answer = (str(e), [])
+    if comm.Get_size() > 1:
+        answer = comm.bcast(answer, root=0)  # control path, once per run
+    if answer[0]:
+        raise ConfigError(answer[0])
+    return answer[1]
+
+
+def _pointers(cfg: Config, run_dir: Path, store: CheckpointStore,
+              world_size: int) -> list[dict[str, Any] | None]:
+    old_cfg = load_config(run_dir / "config.toml")
+    plan_methods(old_cfg)  # resolved the same way as cfg
+    diff = config_differences(fingerprint(old_cfg), fingerprint(cfg))
+    if diff:
+        raise ConfigError(f"--resume: the config differs from the one run in {run_dir} "
+                          f"(only run.steps and how-to-run keys may change): "
+                          + "; ".join(diff[:8]) + (" ..." if len(diff) > 8 else ""))
+    pointers = [store.read_pointer(i) for i in range(len(cfg.methods))]
+    for i, p in enumerate(pointers):
+        if p is None:
+            continue
+        label = cfg.methods[i].label
+        if int(p["world_size"]) != world_size:
+            raise ConfigError(f"--resume: {label} was checkpointed with {p['world_size']} MPI "
+                              f"rank(s); this run has {world_size}. Launch with mpiexec -n "
+                              f"{p['world_size']}")
+        if p.get("fingerprint") != fingerprint(cfg):
+            raise ConfigError(f"--resume: the checkpoint of {label} was written for another "
+                              f"config: " + "; ".join(config_differences(
+                                  p.get("fingerprint") or {}, fingerprint(cfg))[:8]))
+        if int(p["step"]) > cfg.run.steps:
+            raise ConfigError(f"--resume: {label} is checkpointed at step {p['step']} but "
+                              f"run.steps = {cfg.run.steps}; run.steps may grow, not shrink")
+    return pointers
+
+
+def torch_buffers(work: Workload) -> list[np.ndarray]:
+    """The BatchNorm statistics of this process's torch models (none for numpy problems)."""
+    if work.torch is None:
+        return []
+    tw = work.torch
+    flats = {id(f): f for f in [tw.flat, *tw.flats]}.values()
+    return [f.buffers for f in flats if f.buffers.size]
+
+
+def session_meta(session: Session, first: dict[str, Any], last: dict[str, Any],
+                 status: str, message: str) -> dict[str, Any]:
+    """The non-array part of a method's checkpoint."""
+    b = session.transport.bytes
+    env = session.env
+    split = list(env.watch.totals) if isinstance(env, NodeEnv) else None
+    return {"wall_s": session.wall_s, "bytes": [b.up, b.down, b.control], "split": split,
+            "first": first, "last": last, "status": status, "message": message}
+
+
+def restore_session(session: Session, store: CheckpointStore, pointer: dict[str, Any],
+                    work: Workload) -> dict[str, Any]:
+    """Put the checkpointed state into a freshly initialised ``session`` (in place) and
+    return the checkpoint's meta (first/last metrics rows, status)."""
+    arrays, buffers, meta = store.load(pointer)
+    session.state = restore_state(session.state, arrays, meta["state_scalars"])
+    session.steps_done = int(meta["step"])
+    session.wall_s = float(meta["wall_s"])
+    b = session.transport.bytes
+    b.up, b.down, b.control = (int(v) for v in meta["bytes"])
+    env = session.env
+    if isinstance(env, NodeEnv) and meta.get("split") is not None:
+        env.watch.totals[:] = [float(v) for v in meta["split"]]
+    live = torch_buffers(work)
+    if len(live) != len(buffers):
+        raise ConfigError(f"checkpoint has {len(buffers)} BatchNorm buffer sets, the model "
+                          f"{len(live)}")
+    for dst, src in zip(live, buffers, strict=True):
+        dst[...] = src
+    return meta
