@@ -155,7 +155,7 @@ def test_planted_dcd_divergence_ends_with_a_report_on_every_rank(comm, tmp_path:
                          "compressor": {"kind": "qsgd", "levels": 8}}]}
     res = run(load_config(base), comm, progress=False)
     base["run"]["loss_blowup"] = 1e308
-    res2 = run(load_config(base), comm, progress=False)
+    res2 = run(load_config(base), comm, progress=False, mode="overwrite")
     rows = comm.allgather([(r.status, r.steps, r.message) for r in res + res2])
     assert all(row == rows[0] for row in rows), rows
     (s1, _, m1), (s2, _, m2), _, (s4, _, m4) = rows[0]
