@@ -1,4 +1,4 @@
-"""``decomp`` command line: run | sim | info | topo | bench | slurm.
+"""``decomp`` command line: run | sim | plot | compare | info | topo | bench | slurm.
 
 One module per sub-command, each with ``add_parser(subparsers)``; they are imported
 explicitly, so a broken import is an error, never a silently missing command. Under MPI every
@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from decomp.cli import bench, info, run, sim, slurm, topo
+from decomp.cli import bench, compare, info, plot, run, sim, slurm, topo
 from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, EXIT_USAGE
 
-SUBCOMMANDS = (run, sim, info, topo, bench, slurm)
+SUBCOMMANDS = (run, sim, plot, compare, info, topo, bench, slurm)
 
 
 def build_parser() -> argparse.ArgumentParser:
