@@ -31,6 +31,7 @@ from decomp.log import LOGGER
 from decomp.runner.checkpoint import CheckpointStore
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
+from decomp.runner.metadata import mpi_metadata
 from decomp.runner.method import run_method
 from decomp.runner.outputs import Outputs
 from decomp.runner.plan import check_sizes, check_world, mixing_for, plan_methods
@@ -90,7 +91,9 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     rank = comm.Get_rank()
     work = prepare(cfg, n, local_workers(cfg, rank) if is_torch(cfg) else None)
     check_sizes(plans, work.d)
-    out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume")
+    meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
+    out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume", meta=meta,
+                  cfg=cfg)
     if mode == "resume":
         out.keep_rows({p.label: int(ptr["step"]) for p, ptr in zip(plans, pointers, strict=True)
                        if ptr is not None}, log_every=cfg.run.log_every, steps=cfg.run.steps)

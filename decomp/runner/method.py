@@ -21,8 +21,9 @@ from decomp.runner.checkpoint import CheckpointStore
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.runner.metrics import evaluate, evaluate_nodes, keeping_buffers, make_test_evaluator
-from decomp.runner.outputs import Outputs, progress_bar
+from decomp.runner.outputs import Outputs
 from decomp.runner.plan import MethodPlan, resolve_lr
+from decomp.runner.progress import make_progress, show_metrics
 from decomp.runner.results import MethodResult
 from decomp.runner.resume import restore_session, session_meta, torch_buffers
 from decomp.runner.session import Session, open_transport
@@ -69,11 +70,7 @@ class MethodRun:
             self.first = ev
         self.out.metrics({"method": self.plan.label, **self.last,
                           "wall_s": self.session.wall_s, **self.session.timings()})
-        if self.bar is not None:
-            if "test_acc" in ev:
-                self.bar.set_postfix(loss=f"{ev['loss']:.4f}", acc=f"{ev['test_acc']:.4f}")
-            else:
-                self.bar.set_postfix(grad_norm_sq=f"{ev['grad_norm_sq']:.3e}")
+        show_metrics(self.bar, ev)
         blowup = self.cfg.run.loss_blowup
         if t and (not np.isfinite(ev["loss"])
                   or ev["loss"] > blowup * max(abs(self.first["loss"]), 1e-12)):
@@ -170,7 +167,7 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         else:
             mr.log(0)
         remaining = cfg.run.steps - session.steps_done
-        mr.bar = progress_bar(remaining, m.label, progress)
+        mr.bar = make_progress(cfg.run.steps, m.label, progress, initial=session.steps_done)
         if control is not None:
             control.watch(True)
         every = cfg.run.checkpoint_every

@@ -1,6 +1,7 @@
 """Rank 0's files of a run, ``<out_dir>/<name>/``: ``config.toml`` (resolved),
 ``metrics.jsonl`` (one line per logged step and method) and ``summary.json`` (one entry per
-method with its status: ok, diverged, interrupted or failed); and the progress bar.
+method with its status: ok, diverged, interrupted or failed, and the run's metadata). The
+progress display is :mod:`decomp.runner.progress`.
 
 ``summary.json`` and ``config.toml`` are replaced atomically (written to a temporary file, then
 renamed), so a kill never leaves half a file. On a resume, ``metrics.jsonl`` keeps the rows each
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,12 @@ class Outputs:
     """
 
     def __init__(self, directory: Path, config_toml: str, active: bool, *,
-                 resume: bool = False) -> None:
+                 resume: bool = False, meta: dict[str, Any] | None = None,
+                 cfg: Any = None) -> None:
         self.active = active
         self.dir = directory
+        # run metadata and the config, for summary.json and config.toml's footer (metadata.py)
+        self.meta, self.cfg, self.config_toml = meta, cfg, config_toml
         if active:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self.dir / "config.toml", config_toml)
@@ -100,19 +102,18 @@ class Outputs:
             self._metrics.flush()
 
     def summary(self, results: list[MethodResult]) -> None:
+        """summary.json = {"run": metadata + numeric step sizes, "methods": [...]}; config.toml
+        gets the same as comments at its end (runner.metadata)."""
         if self.active:
-            write_atomic(self.dir / "summary.json",
-                         json.dumps([asdict(r) for r in results], indent=2) + "\n")
+            from decomp.runner.metadata import config_footer, summary_document
+
+            doc = summary_document(self.meta, self.cfg, results)
+            write_atomic(self.dir / "summary.json", json.dumps(doc, indent=2) + "\n")
+            if self.cfg is not None:
+                write_atomic(self.dir / "config.toml",
+                             self.config_toml + config_footer(self.meta, self.cfg, results))
 
     def close(self) -> None:
         if self.active:
             self._metrics.close()
 
-
-def progress_bar(total: int, label: str, enabled: bool) -> Any:
-    """A tqdm bar on stderr, shown only when ``enabled`` and stderr is a terminal (in batch
-    logs it would be one line per refresh)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, disable=not (enabled and sys.stderr.isatty()),
-                leave=False, file=sys.stderr, dynamic_ncols=True)
