@@ -43,7 +43,7 @@ def test_ef21_top1_on_a9a_reduces_grad_norm_100x(tmp_path: Path, data_dir: Path)
     assert set(rows[0]) >= {"step", "loss", "grad_norm_sq", "bits_up", "bits_down", "wall_s"}
     # Top-1 of d = 123 in float64: 16-byte header + 8-byte value + 2-byte index per message
     assert rows[-1]["bits_up"] == 8 * 26 * 1001
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())["methods"]
     assert summary[0]["status"] == "ok" and summary[0]["steps"] == 1000
     assert "EF21 top-1" in r.stdout and "final ||grad f||^2" in r.stdout
     assert (out / "config.toml").is_file()
@@ -110,7 +110,7 @@ lr = 50.0
     r = run_cli(["run", str(cfg), "--out", str(tmp_path)], np=2, timeout=60)
     assert r.returncode == 3, r.stderr
     assert "diverged" in r.stderr and "at step" in r.stderr
-    summary = json.loads((tmp_path / "div" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "div" / "summary.json").read_text())["methods"]
     assert summary[0]["status"] == "diverged" and "TopK(k=2)" in summary[0]["message"]
     assert len(_metrics(tmp_path / "div" / "metrics.jsonl")) >= 1
 

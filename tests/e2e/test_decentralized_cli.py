@@ -33,7 +33,7 @@ def test_all_six_at_8_ranks_equal_the_reference(tmp_path: Path, data_dir: Path) 
                 "compute/compress/comm s", *LABELS):
         assert col in r.stdout
     out = tmp_path / "decentralized"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())["methods"]
     cfg = load_config(CONFIG, ["run.steps=30", f"data_dir={json.dumps(str(data_dir))}"])
     ref = simulate_config(cfg, 8)
     for got, want in zip(summary, ref, strict=True):
@@ -74,7 +74,7 @@ def test_two_ranks_run_all_six(tmp_path: Path, data_dir: Path) -> None:
     r = run_cli(["run", str(CONFIG), "--out", str(tmp_path), "--data-dir", str(data_dir),
                  "--steps", "20", "--set", "topology.kind=complete"], np=2, timeout=200)
     assert r.returncode == 0, r.stderr
-    summary = json.loads((tmp_path / "decentralized" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "decentralized" / "summary.json").read_text())["methods"]
     assert [s["status"] for s in summary] == ["ok"] * 6
 
 
@@ -109,7 +109,7 @@ def test_planted_dcd_divergence_is_reported(tmp_path: Path, data_dir: Path, blow
     msg = lines[0]
     assert "DCD 1-level QSGD (dcd_psgd)" in msg and "QSGD(levels=1)" in msg
     assert ("exceeded" in msg) if blowup == "1e6" else ("non-finite value at step" in msg)
-    summary = json.loads((tmp_path / "dcd-div" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "dcd-div" / "summary.json").read_text())["methods"]
     assert summary[0]["status"] == "diverged" and "at step" in summary[0]["message"]
     rows = _metrics(tmp_path / "dcd-div" / "metrics.jsonl")
     assert rows[0]["step"] == 0 and rows[-1]["step"] == summary[0]["steps"]

@@ -122,7 +122,7 @@ def test_ef21_template_with_4_tasks(tmp_path: Path, data_dir: Path) -> None:
     rows = metrics(out_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(0, 1001, 100))
     assert rows[-1]["grad_norm_sq"] <= rows[0]["grad_norm_sq"] / 100
-    summary = json.loads((out_dir / "summary.json").read_text())
+    summary = json.loads((out_dir / "summary.json").read_text())["methods"]
     assert summary[0]["status"] == "ok" and summary[0]["steps"] == 1000
 
 
