@@ -1,35 +1,52 @@
-"""``decomp sim CONFIG --workers N``: a config through the single-process reference."""
+"""``decomp sim CONFIG --workers N``: a config through the single-process reference; a sweep
+file (config + ``[grid]``, as ``decomp slurm`` and ``jobs/local/sweep.sh`` read it) runs every
+grid point, each into its own run folder ``<out>/<sweep name>/<task>/``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR
+from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, quote
 from decomp.cli.run import overrides
 from decomp.errors import DecompError
 
 
 def add_parser(sub: Any) -> None:
-    s = sub.add_parser("sim", help="run a config with the single-process reference")
-    s.add_argument("config", help="TOML config file")
+    s = sub.add_parser("sim", help="run a config (or a sweep) with the single-process reference")
+    s.add_argument("config", help="TOML config file, or a sweep file (config + [grid])")
     s.add_argument("--workers", type=int, required=True, help="number of simulated workers n")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key (dotted path), repeatable")
     s.add_argument("--data-dir", help="directory with LIBSVM files (default: $DECOMP_DATA)")
     s.add_argument("--steps", type=int, help="override run.steps")
-    s.add_argument("--out", help="write config.toml, metrics.jsonl and summary.json to "
-                   "OUT/<name>/ as decomp run does (default: print the table only)")
+    s.add_argument("--out", help="write config.toml, metrics.jsonl (a row per log step) and "
+                   "summary.json to OUT/<name>/ as decomp run does (default: print the table "
+                   "only; a sweep always writes, to OUT/<sweep name>/<task>/, OUT default: the "
+                   "config's out_dir)")
+    g = s.add_argument_group("sweeps")
+    g.add_argument("--sweep", action="append", default=[], metavar="KEY=[V1, V2, ...]",
+                   help="sweep a config key over values (repeatable; as decomp slurm --sweep)")
+    g.add_argument("--tasks", metavar="SPEC",
+                   help="only these tasks of the sweep, e.g. 0-5,8 (default: all)")
+    g.add_argument("--jobs", "-j", type=int, default=1,
+                   help="tasks run at once, in separate processes (default 1)")
     s.set_defaults(func=cmd_sim)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from decomp.config import load_config
     from decomp.runner import format_table, simulate_config
+    from decomp.slurm import load_source
 
     try:
-        cfg = load_config(args.config, overrides(args))
+        src = load_source(args.config, args.sweep)
+        if src.is_sweep:
+            return _sweep(args, src)
+        cfg = load_config(src.config, overrides(args))
         results = simulate_config(cfg, args.workers, write=args.out is not None)
     except DecompError as e:
         print(f"ERROR: {e}", file=sys.stderr)
@@ -38,3 +55,51 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"outputs: {cfg.out_dir}/{cfg.name}/ (config.toml, metrics.jsonl, summary.json)")
     return EXIT_DIVERGED if any(r.status == "diverged" for r in results) else 0
+
+
+def _task(config: str, sets: list[str], n_workers: int) -> tuple[str, list[Any]]:
+    """One sweep task in this process: (run folder, results)."""
+    from decomp.config import load_config
+    from decomp.runner import simulate_config
+
+    cfg = load_config(config, sets)
+    return f"{cfg.out_dir}/{cfg.name}", simulate_config(cfg, n_workers, write=True)
+
+
+def _sweep(args: argparse.Namespace, src: Any) -> int:
+    from decomp.config import load_config
+    from decomp.errors import ConfigError
+    from decomp.slurm import parse_array
+
+    n = len(src.settings())
+    tasks = parse_array(args.tasks) if args.tasks else list(range(n))
+    if any(t >= n for t in tasks):
+        raise ConfigError(f"--tasks {args.tasks}: sweep {src.sweep_name} has tasks 0-{n - 1}")
+    base = [s for s in overrides(args) if not s.startswith("out_dir=")]
+    out = Path(args.out or load_config(src.config, base).out_dir) / str(src.sweep_name)
+    jobs: dict[int, list[str]] = {}
+    for t in tasks:
+        sets = [*src.task_overrides(t), *base, f"name={quote(str(t))}",
+                f"out_dir={quote(str(out))}"]
+        load_config(src.config, sets)  # every task's config is valid before any runs
+        jobs[t] = sets
+    print(f"sweep {src.sweep_name}: {len(tasks)} task(s) of {n}, {args.workers} workers, "
+          f"outputs in {out}/<task>/", flush=True)
+    diverged = 0
+    pool = ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else None
+    try:
+        pending = {t: pool.submit(_task, str(src.config), sets, args.workers) if pool else None
+                   for t, sets in jobs.items()}
+        for t, fut in pending.items():
+            where, results = fut.result() if fut else _task(str(src.config), jobs[t],
+                                                            args.workers)
+            diverged += any(r.status == "diverged" for r in results)
+            summary = "; ".join(f"{r.method}: {r.status}, ||grad f||^2 {r.grad_norm_sq:.3e}"
+                                for r in results)
+            print(f"task {t} [{' '.join(src.settings()[t])}] -> {where}: {summary}", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    print(f"sweep {src.sweep_name}: {len(tasks)} task(s), {diverged} with a diverged method; "
+          f"compare with: decomp compare {out}")
+    return 0

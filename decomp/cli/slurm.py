@@ -81,6 +81,9 @@ def add_parser(subparsers: Any) -> None:
                    help="where to write the script ('-' for stdout; default: "
                    "<out>/slurm/<job name>.sbatch)")
     o.add_argument("--submit", action="store_true", help="submit it with sbatch")
+    o.add_argument("--list-tasks", action="store_true",
+                   help="print each task of a sweep as a shell-quoted line 'TASK decomp-run-"
+                   "arguments...' and write no script (jobs/local/sweep.sh runs these)")
     p.set_defaults(func=cmd_slurm)
 
 
@@ -141,11 +144,42 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return spec, src, cfg
 
 
+def task_lines(args: argparse.Namespace) -> list[str]:
+    """``--list-tasks``: one line per sweep task, ``TASK CONFIG --out OUT/SWEEP --set
+    name="TASK" --set ...``, shell-quoted; every task's config loaded and checked first."""
+    from decomp.config import load_config
+    from decomp.errors import ConfigError
+    from decomp.slurm import load_source
+
+    src = load_source(args.config, args.sweep)
+    if not src.is_sweep:
+        raise ConfigError(f"{args.config} is not a sweep: --list-tasks needs a sweep file "
+                          "(config + [grid]) or --sweep KEY=[...]")
+    extra = list(args.set)
+    if args.steps is not None:
+        extra.append(f"run.steps={args.steps}")
+    lines = []
+    for task in range(len(src.settings())):
+        sets = [f'name="{task}"', *src.task_overrides(task), *extra]
+        cfg = load_config(src.config, sets)
+        out = Path(args.out or cfg.out_dir) / str(src.sweep_name)
+        words = [str(task), str(src.config), "--out", str(out)]
+        if args.data_dir:
+            words += ["--data-dir", args.data_dir]
+        for s in sets:
+            words += ["--set", s]
+        lines.append(" ".join(shlex.quote(w) for w in words))
+    return lines
+
+
 def cmd_slurm(args: argparse.Namespace) -> int:
     """Render (and with --submit, submit) the batch script; 1 on a bad value."""
     from decomp.slurm import log_path, render, sbatch_options, submit
 
     try:
+        if args.list_tasks:
+            print("\n".join(task_lines(args)))
+            return 0
         spec, src, cfg = build_spec(args)
         text = render(spec.template.read_text(), spec)
         if args.script == "-":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sys
 from collections.abc import Sequence
@@ -45,6 +46,15 @@ class Source:
         keys = list(self.grid)
         return [[f"{k}={toml_literal(v)}" for k, v in zip(keys, combo, strict=True)]
                 for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+    def task_overrides(self, task: int) -> list[str]:
+        """The ``--set`` overrides of one task: the file's ``set`` list, then its grid point
+        (the run's name and outputs folder are the caller's: ``<out>/<sweep name>/<task>/``)."""
+        settings = self.settings()
+        if not 0 <= task < len(settings):
+            raise ConfigError(f"sweep {self.sweep_name}: no task {task} (tasks 0-"
+                              f"{len(settings) - 1})")
+        return [*self.base_sets, *settings[task]]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -102,6 +112,10 @@ def load_source(path: str | Path, sweeps: Sequence[str] = ()) -> Source:
         src.grid[key] = values
     if src.grid and src.sweep_name is None:
         src.sweep_name = f"{src.raw.get('name', 'run')}-sweep"
+    if sweeps:  # a grid from the command line: its own name, so two grids never share files
+        digest = hashlib.sha1(repr(sorted((k, repr(v)) for k, v in src.grid.items()))
+                              .encode()).hexdigest()[:6]
+        src.sweep_name = f"{src.sweep_name}-{digest}"
     if src.sweep_name is not None:
         check_name("sweep name", src.sweep_name)
     return src

@@ -1,35 +1,31 @@
 #!/usr/bin/env bash
-# decomp without SLURM: a parameter sweep, one mpiexec run per setting, one after another. The
-# same runs as jobs/slurm/sweep.sbatch (a job array); task i writes $OUT/$SWEEP_NAME/i/.
+# decomp without SLURM: a parameter sweep, one mpiexec run per grid point, one after another.
+# The grid is the sweep file's (config + [grid], e.g. jobs/configs/ef21_a9a_sweep.toml): the
+# same tasks as `decomp slurm SWEEP` (a job array) and `decomp sim SWEEP` (the reference), read
+# by `decomp slurm SWEEP --list-tasks`. Task i writes $OUT/<sweep name>/i/.
 #
-#   bash jobs/local/sweep.sh [CONFIG] [decomp run args for every task...]
-#   NP=2 bash jobs/local/sweep.sh jobs/configs/ef21_a9a.toml --steps 300
-#   TASKS="0 3" bash jobs/local/sweep.sh      # only some settings
+#   bash jobs/local/sweep.sh [SWEEP] [decomp run args for every task...]
+#   NP=2 bash jobs/local/sweep.sh jobs/configs/ef21_a9a_sweep.toml --steps 300
+#   TASKS="0 3" bash jobs/local/sweep.sh      # only some tasks
+#   decomp compare $OUT/ef21-a9a-sweep --best grad_norm_sq --over lr_multiplier
 #
-# Edit SETTINGS: one line per task, space-separated --set overrides (no spaces inside a value:
-# write {kind="topk",k=1}). NP, HOSTFILE, VENV, OUT as in jobs/local/ef21.sh.
+# NP, HOSTFILE, VENV, OUT as in jobs/local/run.sh.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-CONFIG=$REPO/jobs/configs/ef21_a9a.toml
-if [ $# -gt 0 ]; then CONFIG=$1; shift; fi
-SWEEP_NAME=${SWEEP_NAME:-ef21-a9a-sweep}
-SETTINGS=(
-    'methods.0.lr_multiplier=4 methods.0.compressor={kind="topk",k=1}'
-    'methods.0.lr_multiplier=4 methods.0.compressor={kind="topk",k=8}'
-    'methods.0.lr_multiplier=16 methods.0.compressor={kind="topk",k=1}'
-    'methods.0.lr_multiplier=16 methods.0.compressor={kind="topk",k=8}'
-    'methods.0.lr_multiplier=64 methods.0.compressor={kind="topk",k=1}'
-    'methods.0.lr_multiplier=64 methods.0.compressor={kind="topk",k=8}'
-)
+SWEEP=$REPO/jobs/configs/ef21_a9a_sweep.toml
+if [ $# -gt 0 ]; then SWEEP=$1; shift; fi
 source "$REPO/jobs/local/env.sh"  # NP, OUT, VENV, threads, launch=(mpiexec ...)
+list=$(decomp slurm "$SWEEP" --list-tasks --out "$OUT")  # fails here on a bad sweep or config
 failed=0
-for task in ${TASKS:-$(seq 0 $((${#SETTINGS[@]} - 1)))}; do
-    sets=(--set "name=\"$task\"")
-    read -r -a kvs <<< "${SETTINGS[$task]}"
-    for kv in "${kvs[@]}"; do sets+=(--set "$kv"); done
-    echo "+ task $task: ${launch[*]} decomp run $CONFIG --out $OUT/$SWEEP_NAME ${sets[*]} $*"
-    "${launch[@]}" decomp run "$CONFIG" --out "$OUT/$SWEEP_NAME" "${sets[@]}" "$@" \
+out_dir=
+while IFS= read -r line; do
+    eval "words=($line)"  # shell-quoted by decomp: TASK CONFIG --out DIR --set ...
+    task=${words[0]}
+    out_dir=${words[3]}
+    if [ -n "${TASKS:-}" ] && [[ " $TASKS " != *" $task "* ]]; then continue; fi
+    echo "+ task $task: ${launch[*]} decomp run ${words[*]:1} $*"
+    "${launch[@]}" decomp run "${words[@]:1}" "$@" \
         || { echo "task $task failed (exit $?)" >&2; failed=$((failed + 1)); }
-done
-echo "sweep $SWEEP_NAME: ${failed} failed; results in $OUT/$SWEEP_NAME/<task>/"
+done <<< "$list"
+echo "sweep $(basename "$out_dir"): ${failed} failed; results in $out_dir/<task>/"
 [ "$failed" -eq 0 ]

@@ -53,7 +53,7 @@ def test_local_scripts_ef21_and_sweep(tmp_path: Path, data_dir: Path) -> None:
     rows = (tmp_path / "ef21-a9a" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(rows[-1])["step"] == 30
     r = subprocess.run(["bash", str(REPO / "jobs/local/sweep.sh"),
-                        str(REPO / "jobs/configs/ef21_a9a.toml"), "--steps", "10"],
+                        str(REPO / "jobs/configs/ef21_a9a_sweep.toml"), "--steps", "10"],
                        env={**env, "TASKS": "3"}, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     assert "sweep ef21-a9a-sweep: 0 failed" in r.stdout

@@ -192,7 +192,13 @@ def test_sweep_flags_add_axes_and_each_setting_is_a_valid_config(tmp_path: Path)
                         ["methods.0.lr_multiplier=1", 'problem.scale="maxabs"'],
                         ["methods.0.lr_multiplier=2", 'problem.scale="none"'],
                         ["methods.0.lr_multiplier=2", 'problem.scale="maxabs"']]
-    assert src.sweep_name == "ef21-a9a-sweep"
+    # a grid from the command line has a name of its own: two grids never share a script or
+    # outputs folder (nor does it clash with the sweep file's "ef21-a9a-sweep")
+    other = load_source(EF21, ["methods.0.lr_multiplier=[1, 4]"])
+    assert src.sweep_name.startswith("ef21-a9a-sweep-") and other.sweep_name.startswith(
+        "ef21-a9a-sweep-") and src.sweep_name != other.sweep_name
+    assert load_source(EF21, ["methods.0.lr_multiplier=[1, 2]", 'problem.scale=["none", '
+                              '"maxabs"]']).sweep_name == src.sweep_name  # repeatable
     cfg = load_config(EF21, settings[3])
     assert cfg.methods[0].lr_multiplier == 2 and cfg.problem.scale == "maxabs"
     text = render(tmp_path, str(EF21), "--sweep", "seed=[0, 1, 2]", "--array", "0-2%1")
