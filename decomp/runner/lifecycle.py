@@ -142,7 +142,9 @@ def abort_on_error(comm: Any = None) -> None:
 class RunControl:
     """The lifecycle machinery one run's loop consults after every step: the signal flag, the
     collective stop vote and the watchdog (all optional: a ``RunControl()`` without a
-    communicator only watches for signals on this process)."""
+    communicator only watches for signals on this process). Entering it (collective) starts
+    the watchdog for the whole run, data loading included; :meth:`close` (collective) ends
+    it."""
 
     def __init__(self, comm: Any = None, *, comm_timeout_s: float | None = None) -> None:
         from decomp.comm.control import StopVote
@@ -159,6 +161,8 @@ class RunControl:
             self.flag.__enter__()
             self._owns_flag = True
         self.flag.deferred = True
+        if self.watchdog is not None:
+            self.watchdog.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -166,11 +170,6 @@ class RunControl:
         if self._owns_flag:
             self.flag.__exit__(*exc)
             self._owns_flag = False
-
-    def watch(self, on: bool) -> None:
-        """Start (on) or stop the watchdog: collective, around a method's steps."""
-        if self.watchdog is not None:
-            (self.watchdog.start if on else self.watchdog.stop)()
 
     def after_step(self, step: int) -> int:
         """Collective (one pipelined vote): 0, or the signal every rank stops for now."""

@@ -89,18 +89,20 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     if progress is None:
         progress = cfg.run.progress and os.environ.get("DECOMP_PROGRESS", "1") != "0"
     rank = comm.Get_rank()
-    work = prepare(cfg, n, local_workers(cfg, rank) if is_torch(cfg) else None)
-    check_sizes(plans, work.d)
-    meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
-    out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume", meta=meta,
-                  cfg=cfg)
-    if mode == "resume":
-        out.keep_rows({p.label: int(ptr["step"]) for p, ptr in zip(plans, pointers, strict=True)
-                       if ptr is not None}, log_every=cfg.run.log_every, steps=cfg.run.steps)
-    _log_problem(cfg, comm, work, n, out)
     results: list[MethodResult] = []
+    out: Outputs | None = None
     with RunControl(comm, comm_timeout_s=cfg.run.comm_timeout_s) as control:
         try:
+            work = prepare(cfg, n, local_workers(cfg, rank) if is_torch(cfg) else None)
+            check_sizes(plans, work.d)
+            meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
+            out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume",
+                          meta=meta, cfg=cfg)
+            if mode == "resume":
+                out.keep_rows({p.label: int(ptr["step"]) for p, ptr
+                               in zip(plans, pointers, strict=True) if ptr is not None},
+                              log_every=cfg.run.log_every, steps=cfg.run.steps)
+            _log_problem(cfg, comm, work, n, out)
             for i, plan in enumerate(plans):
                 out.summary([*results, _running(plan)])
                 out.begin(plan.label)
@@ -120,9 +122,10 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
                 out.summary(results)
             out.finish()
         finally:
-            out.summary(results)
+            if out is not None:
+                out.summary(results)
+                out.close()
             control.close()
-            out.close()
     return results
 
 

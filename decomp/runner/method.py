@@ -168,8 +168,6 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
             mr.log(0)
         remaining = cfg.run.steps - session.steps_done
         mr.bar = make_progress(cfg.run.steps, m.label, progress, initial=session.steps_done)
-        if control is not None:
-            control.watch(True)
         every = cfg.run.checkpoint_every
         drive(session, remaining, log_every=cfg.run.log_every, on_log=mr.log, who=mr.who,
               before_step=mr.inject, bar=mr.bar, control=control,
@@ -198,8 +196,6 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         e.result = mr.result()  # type: ignore[attr-defined]
         raise
     finally:
-        if control is not None:
-            control.watch(False)
         if mr.bar is not None:
             mr.bar.close()
         session.close()
