@@ -124,8 +124,9 @@ def abort_on_error(comm: Any = None) -> None:
 
     def hook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
         text = "".join(traceback.format_exception(tp, value, tb)).rstrip()
+        code = value.exit_code if isinstance(value, Interrupted) else 1
         try:
-            abort_job(comm, f"uncaught {tp.__name__}: {value}\n{text}", code=1)
+            abort_job(comm, f"uncaught {tp.__name__}: {value}\n{text}", code=code)
         finally:
             previous(tp, value, tb)
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from decomp.algorithms import NodeEnv
 from decomp.config import Config, load_config, to_dict
 from decomp.errors import ConfigError
-from decomp.runner.checkpoint import CheckpointStore, restore_state
+from decomp.runner.checkpoint import CheckpointStore
 from decomp.runner.plan import plan_methods
 from decomp.runner.session import Session
 from decomp.runner.workload import Workload
@@ -114,11 +113,9 @@ def torch_buffers(work: Workload) -> list[np.ndarray]:
 def session_meta(session: Session, first: dict[str, Any], last: dict[str, Any],
                  status: str, message: str) -> dict[str, Any]:
     """The non-array part of a method's checkpoint."""
-    b = session.transport.bytes
-    env = session.env
-    split = list(env.watch.totals) if isinstance(env, NodeEnv) else None
-    return {"wall_s": session.wall_s, "bytes": [b.up, b.down, b.control], "split": split,
-            "first": first, "last": last, "status": status, "message": message}
+    d = session.state_dict()
+    return {"wall_s": d["wall_s"], "bytes": d["bytes"], "split": d["split"], "first": first,
+            "last": last, "status": status, "message": message}
 
 
 def restore_session(session: Session, store: CheckpointStore, pointer: dict[str, Any],
@@ -126,14 +123,9 @@ def restore_session(session: Session, store: CheckpointStore, pointer: dict[str,
     """Put the checkpointed state into a freshly initialised ``session`` (in place) and
     return the checkpoint's meta (first/last metrics rows, status)."""
     arrays, buffers, meta = store.load(pointer)
-    session.state = restore_state(session.state, arrays, meta["state_scalars"])
-    session.steps_done = int(meta["step"])
-    session.wall_s = float(meta["wall_s"])
-    b = session.transport.bytes
-    b.up, b.down, b.control = (int(v) for v in meta["bytes"])
-    env = session.env
-    if isinstance(env, NodeEnv) and meta.get("split") is not None:
-        env.watch.totals[:] = [float(v) for v in meta["split"]]
+    session.load_state_dict({"state": {**arrays, **meta["state_scalars"]},
+                             "steps_done": meta["step"], "wall_s": meta["wall_s"],
+                             "bytes": meta["bytes"], "split": meta.get("split")})
     live = torch_buffers(work)
     if len(live) != len(buffers):
         raise ConfigError(f"checkpoint has {len(buffers)} BatchNorm buffer sets, the model "

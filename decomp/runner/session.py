@@ -126,6 +126,41 @@ class Session:
         """Decentralized: the step time split compute_s / compress_s / comm_s; else {}."""
         return self.env.watch.as_dict() if isinstance(self.env, NodeEnv) else {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this rank bit for bit, as plain values (copies):
+        ``state`` (the algorithm state's fields: arrays and scalars), ``steps_done``,
+        ``wall_s``, ``bytes`` ([up, down, control]) and ``split`` (decentralized step-time
+        split, or None). Randomness is a function of (seed, rank, step, purpose): no
+        generator state is needed."""
+        if self.state is None:
+            raise ConfigError("state_dict() before init(): nothing to save yet")
+        from decomp.runner.checkpoint import split_state
+
+        arrays, scalars = split_state(self.state)
+        b = self.transport.bytes
+        split = list(self.env.watch.totals) if isinstance(self.env, NodeEnv) else None
+        return {"state": {**{k: v.copy() for k, v in arrays.items()}, **scalars},
+                "steps_done": self.steps_done, "wall_s": self.wall_s,
+                "bytes": [b.up, b.down, b.control], "split": split}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (after :meth:`init`, which made the arrays the
+        saved values are copied into, so anything bound to them stays bound)."""
+        if self.state is None:
+            raise ConfigError("load_state_dict() needs init() first (it restores in place)")
+        from decomp.runner.checkpoint import restore_state
+
+        arrays = {k: np.asarray(v) for k, v in d["state"].items()
+                  if isinstance(v, np.ndarray) or hasattr(v, "__array__")}
+        scalars = {k: v for k, v in d["state"].items() if k not in arrays}
+        self.state = restore_state(self.state, arrays, scalars)
+        self.steps_done = int(d["steps_done"])
+        self.wall_s = float(d["wall_s"])
+        b = self.transport.bytes
+        b.up, b.down, b.control = (int(v) for v in d["bytes"])
+        if isinstance(self.env, NodeEnv) and d.get("split") is not None:
+            self.env.watch.totals[:] = [float(v) for v in d["split"]]
+
     def close(self) -> None:
         if isinstance(self.transport, Neighborhood):
             self.transport.close()

@@ -73,6 +73,7 @@ from decomp.data.classification import partition as partition_rows
 from decomp.errors import ConfigError
 from decomp.launch import configure_threads
 from decomp.runner.drive import drive
+from decomp.runner.lifecycle import RunControl, abort_on_error
 from decomp.runner.session import Session, open_transport
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
@@ -113,6 +114,14 @@ class Trainer:
         progress: tqdm bar on rank 0 (only when stderr is a terminal).
         verbose: rank 0 prints the label counts and one line per evaluation.
         check_every: decentralized family: steps between collective divergence checks.
+        comm_timeout_s: the watchdog's limit on a silent rank during :meth:`fit` (None: off).
+
+    Under MPI with several ranks, creating a Trainer installs
+    :func:`decomp.runner.lifecycle.abort_on_error`: an uncaught exception on any rank ends the
+    whole job instead of leaving the others waiting. A stop signal (SIGINT, SIGTERM, SIGUSR1)
+    during :meth:`fit` makes every rank raise :class:`~decomp.runner.lifecycle.Interrupted`
+    after the same step: catch it to save :meth:`state_dict` (``torch.save``) and resume
+    later with :meth:`load_state_dict`.
     """
 
     def __init__(self, model: nn.Module | str, loss_fn: LossFn, dataset: SplitDataset | str,
@@ -124,12 +133,15 @@ class Trainer:
                  buffers: str = "average", weight_decay: float = 0.0,
                  threads: int | None = None, eval_chunk: int = 1024,
                  metrics_path: str | Path | None = None, progress: bool = True,
-                 verbose: bool = True, check_every: int = 50) -> None:
+                 verbose: bool = True, check_every: int = 50,
+                 comm_timeout_s: float | None = 300.0) -> None:
         if comm is None:
             from mpi4py import MPI
 
             comm = MPI.COMM_WORLD
+        abort_on_error(comm)
         self.comm = comm
+        self.comm_timeout_s = comm_timeout_s
         self.rank: int = comm.Get_rank()
         self.threads = configure_threads(comm, threads)
         if buffers not in BUFFER_MODES:
@@ -285,13 +297,39 @@ class Trainer:
             row = self._record(self.evaluate(), bar)
             bar.set_postfix(loss=_fmt(row["loss"]), acc=_fmt(row["test_acc"]))
 
+        control = RunControl(self.comm, comm_timeout_s=self.comm_timeout_s)
         try:
-            drive(self.session, steps, log_every=eval_every, on_log=log,
-                  check_every=self.check_every if self.session.decentralized else None,
-                  after_step=self._note_loss, bar=bar)
+            with control:
+                drive(self.session, steps, log_every=eval_every, on_log=log,
+                      check_every=self.check_every if self.session.decentralized else None,
+                      after_step=self._note_loss, bar=bar, control=control)
+                signum = control.settle()
+            if signum:
+                from decomp.runner.lifecycle import Interrupted
+
+                raise Interrupted(signum, self.step_count)
         finally:
+            control.close()
             bar.close()
         return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's training state (copies): the algorithm state (x or x_i, error-feedback
+        memories, replicas, momenta), the step, byte counters and times, the BatchNorm
+        statistics, the history and the running loss tally. ``torch.save`` it per rank."""
+        self.init()
+        return {"session": self.session.state_dict(), "buffers": self.flat.buffers.copy(),
+                "history": [dict(r) for r in self.history],
+                "loss_tally": [self._loss_sum, self._loss_cnt]}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of the same rank of an identical Trainer: the next
+        :meth:`fit` steps exactly as the saved run would have."""
+        self.init()
+        self.session.load_state_dict(d["session"])
+        self.flat.buffers[...] = d["buffers"]
+        self.history = [dict(r) for r in d["history"]]
+        self._loss_sum, self._loss_cnt = float(d["loss_tally"][0]), int(d["loss_tally"][1])
 
     def check_divergence(self) -> None:
         """Decentralized family, collective: raise :class:`DivergenceError` on every rank if
