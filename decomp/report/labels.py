@@ -47,16 +47,21 @@ def setting(m: MethodRun) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in IGNORED}
 
 
-def show_value(v: Any) -> str:
-    """A compact rendering: {kind = "topk", k = 1} -> "topk k=1", floats with %g."""
+def show_value(v: Any, nested: bool = False) -> str:
+    """A compact rendering: {kind = "topk", k = 1} -> "topk k=1"; a table inside a table in
+    parentheses ("scaled(qsgd levels=7)"); floats with %g."""
     if isinstance(v, dict):
         kind = v.get("kind", "")
-        rest = " ".join(f"{k}={show_value(w)}" for k, w in v.items() if k != "kind")
-        return f"{kind} {rest}".strip()
+        parts = [show_value(w, True) if k == "inner" else f"{k}={show_value(w, True)}"
+                 for k, w in v.items() if k != "kind"]
+        if kind and len(parts) == 1 and "inner" in v:
+            return f"{kind}({parts[0]})"
+        text = f"{kind} {' '.join(parts)}".strip()
+        return f"({text})" if nested and " " in text and not kind else text
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, list):
-        return "[" + ", ".join(show_value(w) for w in v) + "]"
+        return "[" + ", ".join(show_value(w, True) for w in v) + "]"
     return str(v)
 
 

@@ -84,7 +84,14 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
     else:
         panels = [("", methods)]
     cols = [(p, xc) for p in panels for xc in xs]
-    colors = _colors(names)
+    # one colour per label; when no label is in two panels, the i-th method of each panel gets
+    # the i-th colour instead (the panels' methods line up: same compressor, same colour)
+    index = {id(m): i for i, m in enumerate(methods)}
+    shared = panel and any(sum(names[index[id(m)]] == n for _, g in panels for m in g) > 1
+                           for n in names)
+    style = ({names[index[id(m)]]: _style(j) for _, g in panels for j, m in enumerate(g)}
+             if panel and not shared
+             else {n: _style(j) for j, n in enumerate(dict.fromkeys(names))})
     fig = Figure(figsize=(4.6 * len(cols), 3.4 * len(ys) + 0.9), layout="constrained")
     axes = fig.subplots(len(ys), len(cols), squeeze=False)
     handles: dict[str, Any] = {}
@@ -94,7 +101,7 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
         for c, ((ptitle, group), xc) in enumerate(cols):
             ax = axes[r][c]
             for m in group:
-                i = methods.index(m)
+                i = index[id(m)]
                 xv, yv = column(m, xc), ys_all[i]
                 ok = np.isfinite(xv) & np.isfinite(yv)
                 if ysc == "log":
@@ -102,8 +109,8 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
                 if not ok.any():
                     continue
                 diverged = m.status == "diverged"
-                (line,) = ax.plot(xv[ok], yv[ok], color=colors[names[i]][0],
-                                  linestyle=colors[names[i]][1], linewidth=1.4,
+                (line,) = ax.plot(xv[ok], yv[ok], color=style[names[i]][0],
+                                  linestyle=style[names[i]][1], linewidth=1.4,
                                   label=names[i] + (" (diverged)" if diverged else ""))
                 if diverged:
                     ax.plot(xv[ok][-1:], yv[ok][-1:], marker="x", markersize=8,
@@ -117,10 +124,12 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
             ax.grid(True, which="major", alpha=0.3)
             if r == 0 and ptitle:
                 ax.set_title(ptitle, fontsize=10)
+            if panel and r == len(ys) - 1 and c % len(xs) == 0 and ax.get_lines():
+                ax.legend(fontsize=7, frameon=False)
     head = heading or title(methods)
     if head:
         fig.suptitle(head, fontsize=11)
-    if handles:
+    if handles and not panel:
         ncol = max(1, min(len(handles), int(4.6 * len(cols) // 3.2)))
         fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                    ncol=ncol, fontsize=8, frameon=False)
@@ -138,16 +147,11 @@ def _axis_label(name: str, methods: list[MethodRun]) -> str:
     return text
 
 
-def _colors(names: list[str]) -> dict[str, tuple[Any, str]]:
-    """A (color, linestyle) per distinct label: tab10, then dashed and dotted repeats."""
+def _style(j: int) -> tuple[Any, str]:
+    """The j-th (colour, linestyle): tab10, then the same colours dashed, dotted, dash-dotted."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    styles = ("-", "--", ":", "-.")
-    out: dict[str, tuple[Any, str]] = {}
-    for j, name in enumerate(dict.fromkeys(names)):
-        out[name] = (cmap(j % 10), styles[(j // 10) % len(styles)])
-    return out
+    return colormaps["tab10"](j % 10), ("-", "--", ":", "-.")[(j // 10) % 4]
 
 
 __all__ = ["ALIASES", "AXIS_LABEL", "DERIVED", "column", "plot_methods"]

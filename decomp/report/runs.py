@@ -34,7 +34,7 @@ class RunFolderError(DecompError):
     """A path that is not a run folder (or holds none), or a file that cannot be read."""
 
 
-@dataclass
+@dataclass(eq=False)
 class MethodRun:
     """One method of one run: its metrics rows (in step order) and its summary entry."""
 
@@ -74,7 +74,7 @@ class MethodRun:
         return _number(self.rows[-1].get(name)) if self.rows else math.nan
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
     """A run folder: its config (parsed ``config.toml``), run metadata and methods."""
 

@@ -116,7 +116,7 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     from decomp.sim import simulate, simulate_decentralized
 
     m, alg = plan.config, plan.algorithm
-    comp = alg.compressor if alg.uses_compressor else None
+    comp = _StepTagged(alg.compressor) if alg.uses_compressor else None
     kw = {"lr": lr, "seed": cfg.seed, "compressor": comp, "batch_size": m.batch_size,
           **plan.options}
     t = np.arange(steps + 1, dtype=np.float64)
@@ -135,6 +135,29 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     receivers = n - 1 if cfg.run.master == "shared" else n
     per_step = work.d * work.x0.itemsize * receivers / n if alg.uses_compressor else 0.0
     return _Trace(tr.xs, up, t * per_step)
+
+
+class _StepTagged:
+    """A compressor whose refusal of a vector (QSGD: a norm beyond float32) names the step, as
+    a :class:`DivergenceError`: on MPI that node flags the step and the collective check stops
+    every rank; here the step lets the rows before it be kept. Everything else is the inner
+    compressor's."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def reference(self, x: np.ndarray, key: Any) -> np.ndarray:
+        try:
+            return self._inner.reference(x, key)
+        except FloatingPointError as e:
+            raise DivergenceError(f"{e} at step {key.step}", step=key.step,
+                                  quantity="compressor input") from None
 
 
 def _curve(cfg: Config, plan: MethodPlan, work: Workload, tr: _Trace,
