@@ -17,6 +17,7 @@ randomness with step index t + 1, the initialisation with step index 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,9 +25,15 @@ import numpy as np
 
 from decomp.comm import MasterWorker
 from decomp.compress import Compressor, Identity
+from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison
 from decomp.errors import ConfigError, DivergenceError
+from decomp.kernels.fused import all_finite, apply_dense, descend
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
+
+#: how the master–worker family moves the master's update to the workers: the re-encoded sum
+#: of the compressed payloads (every rank applies it) or the dense model
+DOWNLINKS = ("compressed", "model")
 
 
 class Workspace:
@@ -37,10 +44,19 @@ class Workspace:
     and nothing in it outlives the step — what must survive belongs in the state.
     """
 
-    __slots__ = ("_arrays",)
+    __slots__ = ("_arrays", "_objects")
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self._objects: dict[str, Any] = {}
+
+    def keep(self, name: str, make: Callable[[], Any]) -> Any:
+        """A helper object of this run (buffers that must persist between steps, e.g. the
+        master's sum encoder), made by ``make()`` on first use."""
+        obj = self._objects.get(name)
+        if obj is None:
+            obj = self._objects[name] = make()
+        return obj
 
     def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """The scratch array ``name``, of ``shape`` and ``dtype`` (uninitialised)."""
@@ -50,8 +66,9 @@ class Workspace:
         return a
 
     def clear(self) -> None:
-        """Drop every array (the next requests allocate afresh)."""
+        """Drop every array and helper (the next requests allocate afresh)."""
         self._arrays.clear()
+        self._objects.clear()
 
 
 def scratch(ws: Workspace, name: str, like: np.ndarray | None, shape: tuple[int, ...] | None,
@@ -107,65 +124,125 @@ def check_lr(name: str, lr: Any) -> float | None:
     return float(lr)
 
 
+def diverged(step: int, algorithm: str, what: str = "model x") -> DivergenceError:
+    """The :class:`DivergenceError` of a non-finite ``what`` at ``step``."""
+    return DivergenceError(f"{algorithm}: {what} became non-finite at step {step}",
+                           step=step, algorithm=algorithm, quantity=what)
+
+
 def check_finite(x: np.ndarray, step: int, algorithm: str, what: str = "model x") -> None:
-    """Raise :class:`DivergenceError` naming the step if x has NaN/inf."""
-    if not np.isfinite(x).all():
-        raise DivergenceError(f"{algorithm}: {what} became non-finite at step {step}",
-                              step=step, algorithm=algorithm, quantity=what)
+    """Raise :class:`DivergenceError` naming the step if x has NaN/inf (one pass, no
+    temporary)."""
+    if not all_finite(x):
+        raise diverged(step, algorithm, what)
+
+
+def check_downlink(algorithm: str, downlink: str) -> str:
+    """Validate a ``downlink`` option (one of :data:`DOWNLINKS`)."""
+    if downlink not in DOWNLINKS:
+        raise ConfigError(f"{algorithm}: downlink must be one of {DOWNLINKS}, got {downlink!r}")
+    return downlink
 
 
 #: what a worker sends when the vector it should compress is non-finite: an empty payload
+#: (or, where every payload has a fixed size, that many zero bytes: no header magic)
 POISON = np.empty(0, dtype=np.uint8)
 
 
-def encode_or_poison(compressor: Compressor, v: np.ndarray, key: Any) -> np.ndarray:
-    """``compressor.encode(v, key)``, or :data:`POISON` when v (d,) has NaN/inf (or the
-    compressor refuses it with a FloatingPointError, e.g. beyond the float32 range).
+def encode_or_poison(compressor: Compressor, v: np.ndarray, key: Any,
+                     nbytes: int | None = None) -> np.ndarray:
+    """``compressor.encode(v, key)``, or a poison payload when v (d,) has NaN/inf (every
+    compressor refuses it with a FloatingPointError in a pass it makes anyway — the Top-k
+    selection, the norm, the max — as does a value beyond the float32 wire range).
 
     A torch model can return a non-finite gradient at a finite x (an overflowing loss). A
     worker that raised there alone would leave the others waiting in the next collective;
-    instead it sends the empty payload, whose receivers (:func:`decode_add_or_poison`,
-    :func:`aggregate`) turn into NaN. The master's update then makes x non-finite, and every
-    rank raises :class:`DivergenceError` at the same step (:func:`check_finite` after the
-    broadcast).
+    instead it sends the poison payload (:data:`POISON`, or ``nbytes`` zero bytes when the
+    gather has a fixed size), whose receivers (:func:`decode_add_or_poison`, the master's sum
+    encoder) turn into NaN. The master's update then makes x non-finite, and every rank raises
+    :class:`DivergenceError` at the same step.
     """
-    if not np.isfinite(v).all():
-        return POISON
     try:
         return compressor.encode(v, key)
     except FloatingPointError:
-        return POISON
+        return POISON if nbytes is None else np.zeros(nbytes, dtype=np.uint8)
 
 
 def decode_add_or_poison(compressor: Compressor, payload: np.ndarray, out: np.ndarray,
                          scale: float = 1.0) -> None:
-    """out += scale · C(x) for the x behind ``payload``; out (d,) becomes NaN for
-    :data:`POISON` (see :func:`encode_or_poison`)."""
-    if payload.size == 0:
+    """out += scale · C(x) for the x behind ``payload``; out (d,) becomes NaN for a poison
+    payload (see :func:`encode_or_poison`)."""
+    if is_poison(payload):
         out[:] = np.nan
     else:
         compressor.decode_add(payload, out, scale)
 
 
+def descend_checked(env: Env, x: np.ndarray, g: np.ndarray, step: int, algorithm: str) -> None:
+    """x ← x − γ g in place (one fused pass, x and g (d,)); raise :class:`DivergenceError`
+    if x became non-finite (x and g are the same on every rank, so all stop together)."""
+    if not descend(x, x.dtype.type(env.lr), g):
+        raise diverged(step, algorithm)
+
+
 def descend_and_broadcast(env: Env, x: np.ndarray, g: np.ndarray | None, step: int,
                           algorithm: str) -> None:
-    """The EF21 family's downlink: the master takes x ← x − γ g (x, g: (d,)), broadcasts x in
-    place, and every rank checks it is finite (the same x everywhere, so all stop together)."""
+    """The dense-model downlink (``downlink = "model"``): the master takes x ← x − γ g (x, g:
+    (d,)), broadcasts x in place, and every rank checks it is finite."""
     if env.transport.is_master:
         assert g is not None
-        x -= env.lr * g
+        descend(x, x.dtype.type(env.lr), g)
     env.transport.broadcast(x)
     check_finite(x, step, algorithm)
 
 
-def aggregate(compressor: Compressor, payloads: list[np.ndarray], d: int,
-              dtype: np.dtype) -> np.ndarray:
-    """Σ_i decode(payload_i): decoded in worker order into one dense (d,) vector (NaN if any
-    payload is :data:`POISON`)."""
-    acc = np.zeros(d, dtype=dtype)
+def share_sum(env: Env, compressor: Compressor, payloads: list[np.ndarray] | None,
+              x: np.ndarray) -> np.ndarray:
+    """The compressed downlink: the master re-encodes s = Σ_i decode(payload_i) (summed in
+    worker order; sparse union or dense, whichever is smaller, see
+    :mod:`decomp.compress.aggregate`) and broadcasts it; returns it on every rank. x: a
+    (d,) vector of the model's dtype (for the size)."""
+    down = None
+    if env.transport.is_master:
+        assert payloads is not None
+        enc = env.workspace.keep(f"sum_encoder_{x.size}_{x.dtype}",
+                                 lambda: SumEncoder(x.size, x.dtype))
+        down = enc.encode(compressor, payloads)
+    return env.transport.broadcast_bytes(down)
+
+
+def update_from_sum(env: Env, compressor: Compressor, downlink: str,
+                    payloads: list[np.ndarray] | None, out: np.ndarray | None, c: float,
+                    like: np.ndarray) -> bool:
+    """out ← out + c · (s / n) with s = Σ_i decode(payload_i): on every rank through the
+    compressed downlink (:func:`share_sum`, :func:`apply_sum`), or on the master only for
+    ``downlink = "model"`` (out is None elsewhere; the caller broadcasts). like: a (d,)
+    vector of the model's dtype. True iff the entries written are finite."""
+    if downlink == "compressed":
+        assert out is not None
+        return apply_sum(env, share_sum(env, compressor, payloads, like), out, c)
+    if not env.transport.is_master:
+        return True
+    assert payloads is not None and out is not None
+    acc = aggregate(compressor, payloads, env.scratch("sum", like))
+    t = out.dtype.type
+    return bool(apply_dense(out, acc, t(c), t(env.n)))
+
+
+def apply_sum(env: Env, down: np.ndarray, out: np.ndarray, c: float) -> bool:
+    """out ← out + c · (s / n) for the sum s in the downlink payload ``down`` (the same
+    arithmetic on every rank); True iff the entries written are finite."""
+    dec = env.workspace.keep("sum_decoder", lambda: SumDecoder(env.n))
+    return dec.apply(down, out, c)
+
+
+def aggregate(compressor: Compressor, payloads: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """out = Σ_i decode(payload_i), decoded in worker order into ``out`` (d,) (NaN if any
+    payload is poison); returns out. The dense-model downlink's aggregation."""
+    out[:] = 0
     for p in payloads:
-        decode_add_or_poison(compressor, p, acc)
-    return acc
+        decode_add_or_poison(compressor, p, out)
+    return out
 
 
 class AlgorithmOptions:

@@ -11,12 +11,22 @@ authors' code; the paper sets x̂^0 = 0 with the suggested x^0 = 0, the same thi
 
 With C = identity and γ_c = 1 this is X^{t+1} = W (X^t − γ G^t) (adapt then combine).
 
+Sparse-aware mixing: node i keeps the mixing sum S_i = Σ_{j≠i} W_ij (x̂_j − x̂_i) in its state
+and updates it from the decoded payloads instead of recomputing it from the replicas::
+
+    S_i ← S_i − (Σ_{j≠i} W_ij) q_i           then, for j ascending:  S_i ← S_i + W_ij q_j
+
+so a Top-k step touches k entries per payload, and x_i^{t+1} = x_i^{t+1/2} + γ_c S_i is one fused
+pass. The reference (:mod:`decomp.sim.decentralized`) keeps S the same way, in the same order,
+so the iterates stay equal bit for bit. S_i carries the rounding of its updates (it equals the
+recomputed sum up to a few ulp per step, not exactly).
+
 Wire: one compressed payload q_i per neighbour per step (``C.payload_bytes(d, dtype)``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +34,7 @@ from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
+from decomp.kernels.fused import axpy, descend
 
 
 class CHOCOState(NamedTuple):
@@ -31,6 +42,7 @@ class CHOCOState(NamedTuple):
     x: np.ndarray  # x_i^t (d,)
     R: np.ndarray  # (1 + deg, d): R[0] = x̂_i, R[1 + k] = x̂ of the k-th neighbour (ascending)
     bad: int  # first step at which this node met a non-finite value (0: none)
+    S: np.ndarray | None = None  # (d,) mixing sum Σ_{j≠i} W_ij (x̂_j − x̂_i) (None: zeros)
 
 
 class CHOCOSGD(DecentralizedAlgorithm):
@@ -52,23 +64,27 @@ class CHOCOSGD(DecentralizedAlgorithm):
     def init(self, env: NodeEnv, x0: np.ndarray) -> CHOCOState:
         self.check(x0.size)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
-        return CHOCOState(0, x0.copy(), R, 0)
+        return CHOCOState(0, x0.copy(), R, 0, np.zeros_like(x0))
 
     def _step(self, env: NodeEnv, state: CHOCOState) -> CHOCOState:
         tp, x, R = env.transport, state.x, state.R
-        acc, tmp = env.scratch("acc", x), env.scratch("tmp", x)
+        S = state.S if state.S is not None else np.zeros_like(x)
         step = state.t + 1
-        g = self.grad(env, x, step)
-        x -= env.lr * g  # x_i^{t+1/2}
-        diff = np.subtract(x, R[0], out=tmp)  # x_i^{t+1/2} − x̂_i
+        t = x.dtype.type
+        ok = descend(x, t(env.lr), self.grad(env, x, step))  # x_i^{t+1/2}
+        diff = np.subtract(x, R[0], out=env.scratch("tmp", x))  # x_i^{t+1/2} − x̂_i
+        wsum = -sum(tp.weights[j] for j in tp.sources)  # −Σ_{j≠i} W_ij, ascending
+
+        def own(C: Any, p: np.ndarray) -> None:  # S_i −= (Σ_j W_ij) q_i
+            C.decode_add(p, S, wsum)
+
+        def received(C: Any, p: np.ndarray, k: int, j: int) -> None:  # S_i += W_ij q_j
+            C.decode_add(p, S, tp.weights[j])
+
         # q_i = C(diff); x̂_i += q_i here and on every neighbour, x̂_j += q_j here
-        bad = replica_round(env, self.compressor, diff, R, step, state.bad)
-        acc[:] = 0
-        for k, j in enumerate(tp.sources):
-            np.subtract(R[1 + k], R[0], out=tmp)
-            tmp *= tp.weights[j]
-            acc += tmp
-        x += self.gamma_c * acc  # x_i^{t+1} = x_i^{t+1/2} + γ_c Σ_j W_ij (x̂_j − x̂_i)
-        if bad == 0 and not np.isfinite(x).all():
+        bad = replica_round(env, self.compressor, diff, R, step, state.bad, on_own=own,
+                            on_received=received)
+        ok &= axpy(x, t(self.gamma_c), S)  # x_i^{t+1} = x_i^{t+1/2} + γ_c S_i
+        if bad == 0 and not ok:
             bad = step
-        return CHOCOState(step, x, R, bad)
+        return CHOCOState(step, x, R, bad, S)

@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
 from decomp.algorithms.replica import replica_round
+from decomp.kernels.fused import all_finite
 
 
 class DCDState(NamedTuple):
@@ -44,15 +45,14 @@ class DCDPSGD(DecentralizedAlgorithm):
         return DCDState(0, R[0], R, 0)
 
     def _step(self, env: NodeEnv, state: DCDState) -> DCDState:
-        tp, x, R = env.transport, state.x, state.R
+        x, R = state.x, state.R
         acc, tmp = env.scratch("acc", x), env.scratch("tmp", x)
         step = state.t + 1
         g = self.grad(env, x, step)
-        half = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, acc, tmp)
-        half -= env.lr * g  # x_i^{t+1/2}
-        z = np.subtract(half, x, out=tmp)  # z_i^t
+        mix(env, acc, R[0], R[1:], g)  # x_i^{t+1/2} = Σ_j W_ij x̂_j − γ g, one pass
+        z = np.subtract(acc, x, out=tmp)  # z_i^t
         # x_i (= R[0]) += C(z_i) here and on every neighbour; x̂_j += C(z_j) here
         bad = replica_round(env, self.compressor, z, R, step, state.bad)
-        if bad == 0 and not np.isfinite(x).all():
+        if bad == 0 and not all_finite(x):
             bad = step
         return DCDState(step, x, R, bad)

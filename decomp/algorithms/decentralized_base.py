@@ -53,11 +53,12 @@ from decomp.comm.timing import (
 )
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
+from decomp.kernels.fused import gossip_mix
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
 
 __all__ = ["COMM", "COMPRESS", "COMPUTE", "SECTIONS", "DecentralizedAlgorithm", "NodeEnv",
-           "Stopwatch", "encode_or_zeros", "mix_rows"]
+           "Stopwatch", "encode_or_zeros", "mix", "mix_rows"]
 
 
 @dataclass
@@ -118,13 +119,29 @@ def encode_or_zeros(C: Compressor | TimedCodec, v: np.ndarray, key: Key, step: i
     """(C.encode(v, key), bad) for v (d,): a non-finite v (or one C refuses with a
     FloatingPointError), or a node already bad, sends C's encoding of zeros instead and
     ``bad`` becomes ``step`` if it was 0 — so the exchange goes on and nobody is left waiting.
+    (Every compressor refuses non-finite input with a FloatingPointError in a pass it makes
+    anyway, so there is no separate check.)
     """
-    if bad == 0 and np.isfinite(v).all():
+    if bad == 0:
         try:
             return C.encode(v, key), bad
         except FloatingPointError:
             pass
     return C.encode(np.zeros_like(v), Key(key.seed, key.rank, 0)), bad or step
+
+
+def mix(env: NodeEnv, out: np.ndarray, x0: np.ndarray, rest: np.ndarray,
+        g: np.ndarray) -> bool:
+    """out ← W_ii x0 + Σ_k W_{i,sources[k]} rest[k] − γ g in one fused pass (summed self
+    first, then the neighbours ascending, as :mod:`decomp.sim.decentralized` does, so the
+    results agree bit for bit); out may be x0. x0, g, out: (d,); rest: (deg, d). True iff out
+    is finite."""
+    tp = env.transport
+    t = out.dtype.type
+    w = env.scratch("mix_w", shape=(len(tp.sources),), dtype=out.dtype)
+    for k, j in enumerate(tp.sources):
+        w[k] = tp.weights[j]
+    return bool(gossip_mix(out, x0, rest, t(tp.self_weight), w, t(env.lr), g))
 
 
 def mix_rows(self_weight: float, weights: list[float], R: np.ndarray, out: np.ndarray,

@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.base import Env, MasterWorkerAlgorithm, check_finite
+from decomp.algorithms.base import Env, MasterWorkerAlgorithm, diverged
+from decomp.kernels.fused import descend_mean
 
 
 class GDState(NamedTuple):
@@ -29,10 +30,12 @@ class GD(MasterWorkerAlgorithm):
     def step(self, env: Env, state: GDState) -> GDState:
         x = state.x
         if env.transport.is_worker:
-            g = self.grad(env, x, state.t + 1)
+            g = self.grad(env, x, state.t + 1)  # may be a problem's buffer: summed in place
         else:  # a dedicated master joins the all-reduce with zeros
-            g = np.zeros_like(x)
+            g = env.scratch("zeros", x)
+            g.fill(0)
         env.transport.allreduce_sum(g)
-        x -= env.lr * (g / env.n)
-        check_finite(x, state.t + 1, self.name)
+        t = x.dtype.type
+        if not descend_mean(x, t(env.lr), g, t(env.n)):  # x − γ (g / n), one pass
+            raise diverged(state.t + 1, self.name)
         return GDState(state.t + 1, x)

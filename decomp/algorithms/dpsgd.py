@@ -6,6 +6,10 @@ Node i, step t → t + 1 (X ∈ R^{n×d}, row i = x_i)::
 
 Wire: node i sends its dense x_i^t (d values in the model dtype, no header) to each neighbour:
 deg_i · d · itemsize bytes per step.
+
+Overlap: x_i^t is all the exchange needs, so it is posted before the gradient
+∇F_i(x_i^t; ξ_i^t) is computed and waited for after it; the mixing then reads the received
+rows in place (no staging copies) and writes x_i^{t+1} in one fused pass.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
 
 
 class DPSGDState(NamedTuple):
@@ -35,16 +39,10 @@ class DPSGD(DecentralizedAlgorithm):
     def _step(self, env: NodeEnv, state: DPSGDState) -> DPSGDState:
         tp, x = env.transport, state.x
         step = state.t + 1
+        tp.exchange_start(x.view(np.uint8), x.nbytes)  # x_i^t travels during the gradient
         g = self.grad(env, x, step)
-        got = tp.exchange(x.view(np.uint8), x.nbytes)
-        # (1 + deg, d) scratch: row 0 = x_i, rows 1.. = the neighbours' x_j (ascending)
-        R = env.scratch("recv", shape=(tp.indegree + 1, x.size), dtype=x.dtype)
-        R[0] = x
-        for k, j in enumerate(tp.sources):
-            R[1 + k] = got[j].view(x.dtype)
-        acc = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R,
-                       env.scratch("acc", x), env.scratch("tmp", x))
-        acc -= env.lr * g  # Σ_j W_ij x_j^t − γ ∇F_i(x_i^t; ξ_i^t)
-        x[:] = acc
-        bad = state.bad or (0 if np.isfinite(x).all() else step)
+        tp.exchange_finish()
+        # x_i ← Σ_j W_ij x_j^t − γ ∇F_i(x_i^t; ξ_i^t), reading the neighbours' rows in place
+        ok = mix(env, x, x, tp.received_rows(x.dtype, x.size), g)
+        bad = state.bad or (0 if ok else step)
         return DPSGDState(step, x, bad)

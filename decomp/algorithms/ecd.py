@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix_rows
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
+from decomp.kernels.fused import all_finite
 
 
 class ECDState(NamedTuple):
@@ -61,19 +62,19 @@ class ECDPSGD(DecentralizedAlgorithm):
         return ECDState(0, x0.copy(), R, 0)
 
     def _step(self, env: NodeEnv, state: ECDState) -> ECDState:
-        tp, x, R = env.transport, state.x, state.R
+        x, R = state.x, state.R
         acc, tmp, z = env.scratch("acc", x), env.scratch("tmp", x), env.scratch("z", x)
         step = state.t + 1
         t = self.t_start + state.t  # the paper's t
         g = self.grad(env, x, step)
-        new = mix_rows(tp.self_weight, [tp.weights[j] for j in tp.sources], R, acc, tmp)
-        new -= env.lr * g  # x_i^{t+1}
+        new = acc
+        mix(env, new, R[0], R[1:], g)  # x_i^{t+1} = Σ_j W_ij ỹ_j − γ g, one pass
         np.multiply(x, 1.0 - t / 2, out=z)
         z += np.multiply(new, t / 2, out=tmp)  # z_i^t = (1 − t/2) x_i^t + (t/2) x_i^{t+1}
         x[:] = new
         # ỹ ← (1 − 2/t) ỹ + (2/t) C(z) for the own estimate (as the neighbours do) and theirs
         bad = replica_round(env, self.compressor, z, R, step, state.bad,
                             keep=1.0 - 2.0 / t, scale=2.0 / t)
-        if bad == 0 and not np.isfinite(x).all():
+        if bad == 0 and not all_finite(x):
             bad = step
         return ECDState(step, x, R, bad)

@@ -7,6 +7,10 @@ EF, worker i (e_i^0 = 0)::
     master: x^{t+1} = x^t − (1/n) Σ_i v_i;  broadcast x^{t+1}
 
 DCGD: x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)).
+
+Downlink (``downlink``): "compressed" (default) — the master re-encodes Σ_i v_i (sparse union
+or dense, :mod:`decomp.compress.aggregate`), broadcasts it, and every rank applies the update
+to its x; "model" — the master updates x and broadcasts it dense. Same iterates either way.
 """
 
 from __future__ import annotations
@@ -18,11 +22,28 @@ import numpy as np
 from decomp.algorithms.base import (
     Env,
     MasterWorkerAlgorithm,
-    aggregate,
+    check_downlink,
     check_finite,
     decode_add_or_poison,
+    diverged,
     encode_or_poison,
+    update_from_sum,
 )
+from decomp.compress import Compressor
+from decomp.kernels.fused import axpy
+
+
+def _update_x(alg: EF | DCGD, env: Env, payloads: list[np.ndarray] | None, x: np.ndarray,
+              c: float, step: int) -> None:
+    """x ← x + c · (1/n) Σ_i v_i on every rank (compressed downlink) or on the master, then
+    broadcast (model); raises on every rank alike if x became non-finite."""
+    if alg.downlink == "compressed":
+        if not update_from_sum(env, alg.compressor, "compressed", payloads, x, c, x):
+            raise diverged(step, alg.name)
+        return
+    update_from_sum(env, alg.compressor, "model", payloads, x, c, x)
+    env.transport.broadcast(x)
+    check_finite(x, step, alg.name)
 
 
 class EFState(NamedTuple):
@@ -36,6 +57,11 @@ class EF(MasterWorkerAlgorithm):
 
     name = "ef"
 
+    def __init__(self, compressor: Compressor | None = None, *, downlink: str = "compressed",
+                 batch_size: int | None = None, lr: float | None = None) -> None:
+        super().__init__(compressor, batch_size=batch_size, lr=lr)
+        self.downlink = check_downlink(self.name, downlink)
+
     def init(self, env: Env, x0: np.ndarray) -> EFState:
         self.check(x0.size)
         e = np.zeros_like(x0) if env.transport.is_worker else None
@@ -43,20 +69,18 @@ class EF(MasterWorkerAlgorithm):
 
     def step(self, env: Env, state: EFState) -> EFState:
         x, e, tp = state.x, state.e, env.transport
-        payload = None
+        C, payload, step = self.compressor, None, state.t + 1
+        nbytes = C.payload_bytes(x.size, x.dtype)
         if tp.is_worker:
             assert e is not None
-            step = state.t + 1
-            e += env.lr * self.grad(env, x, step)  # p_i = e_i + γ ∇f_i(x^t)
-            payload = encode_or_poison(self.compressor, e, env.key(step))
-            decode_add_or_poison(self.compressor, payload, e, -1.0)  # e_i = p_i − v_i
-        payloads = tp.gather(payload)
-        if tp.is_master:
-            assert payloads is not None
-            x -= aggregate(self.compressor, payloads, x.size, x.dtype) / env.n
-        tp.broadcast(x)
-        check_finite(x, state.t + 1, self.name)
-        return EFState(state.t + 1, x, e)
+            axpy(e, x.dtype.type(env.lr), self.grad(env, x, step))  # p_i = e_i + γ ∇f_i(x^t)
+            payload = encode_or_poison(C, e, env.key(step), nbytes)
+        tp.gather_start(payload, nbytes)
+        if payload is not None:
+            assert e is not None
+            decode_add_or_poison(C, payload, e, -1.0)  # e_i = p_i − v_i, during the gather
+        _update_x(self, env, tp.gather_finish(), x, -1.0, step)  # x − (1/n) Σ_i v_i
+        return EFState(step, x, e)
 
 
 class DCGDState(NamedTuple):
@@ -70,6 +94,11 @@ class DCGD(MasterWorkerAlgorithm):
     name = "dcgd"
     needs_contractive = False
 
+    def __init__(self, compressor: Compressor | None = None, *, downlink: str = "compressed",
+                 batch_size: int | None = None, lr: float | None = None) -> None:
+        super().__init__(compressor, batch_size=batch_size, lr=lr)
+        self.downlink = check_downlink(self.name, downlink)
+
     def alpha(self, d: int) -> float:
         return 1.0  # DCGD's step is chosen explicitly or as 1/L times a multiplier
 
@@ -79,15 +108,10 @@ class DCGD(MasterWorkerAlgorithm):
 
     def step(self, env: Env, state: DCGDState) -> DCGDState:
         x, tp = state.x, env.transport
-        payload = None
+        C, payload, step = self.compressor, None, state.t + 1
+        nbytes = C.payload_bytes(x.size, x.dtype)
         if tp.is_worker:
-            step = state.t + 1
-            payload = encode_or_poison(self.compressor, self.grad(env, x, step),
-                                       env.key(step))
-        payloads = tp.gather(payload)
-        if tp.is_master:
-            assert payloads is not None
-            x -= env.lr * (aggregate(self.compressor, payloads, x.size, x.dtype) / env.n)
-        tp.broadcast(x)
-        check_finite(x, state.t + 1, self.name)
-        return DCGDState(state.t + 1, x)
+            payload = encode_or_poison(C, self.grad(env, x, step), env.key(step), nbytes)
+        payloads = tp.gather(payload, nbytes)
+        _update_x(self, env, payloads, x, -env.lr, step)  # x − γ (1/n) Σ_i C(∇f_i)
+        return DCGDState(step, x)

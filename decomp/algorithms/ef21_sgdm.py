@@ -25,16 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.base import (
-    Env,
-    aggregate,
-    decode_add_or_poison,
-    descend_and_broadcast,
-    encode_or_poison,
-)
+from decomp.algorithms.base import Env, decode_add_or_poison, encode_or_poison
 from decomp.algorithms.ef21 import EF21
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
+from decomp.kernels.fused import scale_add
 from decomp.problems import oracle_grad
 
 
@@ -55,15 +50,18 @@ class EF21SGDM(EF21):
         init: "full" (g_i^0 = v_i^0 sent uncompressed, the paper) or "compressed" (C(v_i^0)).
         batch_size: τ, minibatch size of ∇f_i(x; ξ) (None = full local gradient).
         init_batch: rows of the minibatch for v_i^0 (None = full local gradient).
+        downlink: "compressed" (every rank applies the re-encoded Σ_i c_i) or "model" (the
+            master broadcasts x), as :class:`~decomp.algorithms.EF21`.
         lr: optional default step size γ (a Trainer or Env lr given explicitly wins).
     """
 
     name = "ef21_sgdm"
 
     def __init__(self, compressor: Compressor | None = None, *, eta: float = 0.1,
-                 init: str = "full", batch_size: int | None = None,
-                 init_batch: int | None = None, lr: float | None = None) -> None:
-        super().__init__(compressor, init=init, batch_size=batch_size, lr=lr)
+                 init: str = "full", downlink: str = "compressed",
+                 batch_size: int | None = None, init_batch: int | None = None,
+                 lr: float | None = None) -> None:
+        super().__init__(compressor, init=init, downlink=downlink, batch_size=batch_size, lr=lr)
         if not 0.0 < eta <= 1.0:
             raise ConfigError(f"{self.name}: eta must be in (0, 1], got {eta}")
         if init_batch is not None and init_batch < 1:
@@ -79,29 +77,24 @@ class EF21SGDM(EF21):
             assert env.problem is not None and env.worker is not None
             v = np.array(oracle_grad(env.problem, x0, seed=env.seed, worker=env.worker, step=0,
                                      batch_size=self.init_batch), dtype=x0.dtype, copy=True)
-            payload = encode_or_poison(codec, v, env.key(0))
+            payload = encode_or_poison(codec, v, env.key(0), codec.payload_bytes(x0.size,
+                                                                                  x0.dtype))
             g_local = np.zeros_like(x0)
             decode_add_or_poison(codec, payload, g_local)
-        payloads = env.transport.gather(payload)
-        g = None
-        if env.transport.is_master:
-            assert payloads is not None
-            g = aggregate(codec, payloads, x0.size, x0.dtype) / env.n
-        return EF21SGDMState(0, x0.copy(), v, g_local, g)
+        payloads = env.transport.gather(payload, codec.payload_bytes(x0.size, x0.dtype))
+        return EF21SGDMState(0, x0.copy(), v, g_local, self._g0(env, codec, payloads, x0))
 
     def step(self, env: Env, state: EF21SGDMState) -> EF21SGDMState:  # type: ignore[override]
         x, v, g_local, g, tp = state.x, state.v, state.g_local, state.g, env.transport
         step = state.t + 1
-        descend_and_broadcast(env, x, g, step, self.name)
+        self.descend(env, x, g, step)
         payload = None
         if tp.is_worker:
             assert v is not None and g_local is not None
-            v *= 1.0 - self.eta  # v_i ← (1 − η) v_i + η ∇f_i(x^{t+1}; ξ)
-            v += self.eta * self.grad(env, x, step)
-            payload = encode_or_poison(self.compressor, v - g_local, env.key(step))
-            decode_add_or_poison(self.compressor, payload, g_local)  # g_i += c_i
-        payloads = tp.gather(payload)
-        if tp.is_master:
-            assert g is not None and payloads is not None
-            g += aggregate(self.compressor, payloads, x.size, x.dtype) / env.n
+            t = x.dtype.type  # v_i ← (1 − η) v_i + η ∇f_i(x^{t+1}; ξ), one fused pass
+            scale_add(v, t(1.0 - self.eta), t(self.eta), self.grad(env, x, step))
+            diff = np.subtract(v, g_local, out=env.scratch("diff", x))
+            payload = encode_or_poison(self.compressor, diff, env.key(step),
+                                       self.compressor.payload_bytes(x.size, x.dtype))
+        self._exchange(env, payload, g_local, g, x)  # g_i += c_i;  g += (1/n) Σ_i c_i
         return EF21SGDMState(step, x, v, g_local, g)

@@ -6,8 +6,9 @@ in-neighbour in ascending rank order (``env.transport.sources``). One round, wit
 vector v_i (d,) and constants κ (``keep``) and s (``scale``)::
 
     p_i = encode(C, v_i)                 (zeros if v_i is non-finite: see encode_or_zeros)
+    post the exchange of p_i with the neighbours (one C.payload_bytes(d, dtype) message per edge)
     R[0]     ← κ R[0]     + s · C(v_i)   (decoded from p_i, exactly as the neighbours do)
-    exchange p_i with the neighbours (one C.payload_bytes(d, dtype) message per edge)
+    wait for the neighbours' payloads
     R[1 + k] ← κ R[1 + k] + s · C(v_j)   for each in-neighbour j = sources[k]
 
 Every holder of node j's replica applies the same decoded payload to the same value, so all
@@ -16,6 +17,9 @@ ECD: v = z_i^t, κ = 1 − 2/t, s = 2/t; CHOCO: v = x_i^{t+1/2} − x̂_i, κ = 
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +30,32 @@ from decomp.compress import Compressor
 
 def replica_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
                   R: np.ndarray, step: int, bad: int, *, keep: float | None = None,
-                  scale: float = 1.0) -> int:
+                  scale: float = 1.0, on_own: Callable[[Any, np.ndarray], None] | None = None,
+                  on_received: Callable[[Any, np.ndarray, int, int], None] | None = None
+                  ) -> int:
     """One round (see the module doc) on R (1 + deg, d) in place; returns ``bad``.
 
     v: (d,) vector node i compresses, same dtype as R (read only); step: the step index
     t + 1 (compressor key); bad: first non-finite step so far (0: none), set to ``step`` if v
-    is non-finite; keep: κ (None: no rescaling, i.e. κ = 1); scale: s. The codec and the
-    exchange are timed by the env (``env.codec``, ``env.transport``).
+    is non-finite; keep: κ (None: no rescaling, i.e. κ = 1); scale: s. on_own(C, p_i) runs
+    after node i's own replica is updated (while the exchange is in flight), on_received(C,
+    p_j, k, j) after each neighbour's (CHOCO's mixing sum). The codec and the exchange are
+    timed by the env (``env.codec``, ``env.transport``).
     """
     C = env.codec(compressor)
     tp = env.transport
     payload, bad = encode_or_zeros(C, v, env.key(step), step, bad)
-    if keep is not None:
+    tp.exchange_start(payload, C.payload_bytes(v.size, v.dtype))
+    if keep is not None:  # node i's own replica while the payloads travel
         R[0] *= keep
     C.decode_add(payload, R[0], scale)
-    got = tp.exchange(payload, C.payload_bytes(v.size, v.dtype))
+    if on_own is not None:
+        on_own(C, payload)
+    got = tp.exchange_finish()
     for k, j in enumerate(tp.sources):
         if keep is not None:
             R[1 + k] *= keep
         C.decode_add(got[j], R[1 + k], scale)
+        if on_received is not None:
+            on_received(C, got[j], k, j)
     return bad

@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.base import Env, MasterWorkerAlgorithm, check_finite
+from decomp.algorithms.base import Env, MasterWorkerAlgorithm, diverged
 from decomp.errors import ConfigError
+from decomp.kernels.fused import momentum
 
 
 class SGDMState(NamedTuple):
@@ -58,15 +59,10 @@ class SGDM(MasterWorkerAlgorithm):
         if env.transport.is_worker:
             g = self.grad(env, x, state.t + 1)  # may be a problem's buffer: used in place
         else:  # a dedicated master joins the all-reduce with zeros
-            g = np.zeros_like(x)
+            g = env.scratch("zeros", x)
+            g.fill(0)
         env.transport.allreduce_sum(g)
-        g /= env.n  # ḡ^t
-        m *= self.momentum
-        m += g  # m^{t+1} = β m^t + ḡ^t
-        if self.nesterov:
-            g += self.momentum * m
-            x -= env.lr * g
-        else:
-            x -= env.lr * m
-        check_finite(x, state.t + 1, self.name)
+        t = x.dtype.type  # ḡ = g / n;  m ← β m + ḡ;  x ← x − γ m (or − γ (ḡ + β m)): one pass
+        if not momentum(x, m, g, t(env.n), t(self.momentum), t(env.lr), self.nesterov):
+            raise diverged(state.t + 1, self.name)
         return SGDMState(state.t + 1, x, m)

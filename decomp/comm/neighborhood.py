@@ -112,6 +112,7 @@ class Neighborhood:
         self._preqs: list[Any] = []  # persistent requests for one payload size
         self._preq_size = -1
         self._size_reqs: list[Any] = []  # persistent requests of the size round
+        self._pending: list[Any] | None = None  # requests of the exchange in flight
         self._gather_sizes = np.zeros(self.size, dtype=np.int64)
         self._gather_buf = np.empty(0, dtype=np.uint8)
 
@@ -132,9 +133,20 @@ class Neighborhood:
         (known in advance, e.g. ``compressor.payload_bytes(d, dtype)``); None exchanges the
         sizes first. Collective over the neighbourhood: every rank must call it the same number
         of times with the same ``nbytes`` mode. Returned arrays are views into a persistent
-        buffer, valid until the next call.
+        buffer, valid until the next call. (:meth:`exchange_start` + :meth:`exchange_finish`.)
         """
+        self.exchange_start(payload, nbytes)
+        return self.exchange_finish()
+
+    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
+        """Post the exchange of :meth:`exchange` and return at once (``Ineighbor_allgather``,
+        ``Startall`` or ``Isend``/``Irecv``), so computation can run while the messages
+        travel; ``payload`` must stay unchanged until :meth:`exchange_finish` (the persistent
+        method copies it, the others send from it). Whether the transfer advances before the
+        finish depends on the MPI library's progress (docs/design.md, "Overlap")."""
         payload = _as_payload(payload)
+        if self._pending is not None:
+            raise RuntimeError("exchange_start: the previous exchange is not finished")
         if nbytes is not None:
             if payload.size != nbytes:
                 raise PayloadError(f"payload has {payload.size} bytes but this exchange is fixed "
@@ -147,16 +159,35 @@ class Neighborhood:
         if method == "auto":
             method = ("persistent" if nbytes is not None and nbytes <= AUTO_PERSISTENT_MAX
                       else "neighbor")
+        reqs: list[Any] = []
         if self.indegree or self.outdegree:
             if method == "neighbor":
-                self._neighbor(payload, sizes, fixed=nbytes is not None)
+                reqs = [self._neighbor(payload, sizes, fixed=nbytes is not None)]
             elif method == "persistent" and nbytes is not None:
-                self._persistent(payload, nbytes)
+                reqs = self._persistent(payload, nbytes)
             else:
-                self._isend(payload, sizes)
+                reqs = self._isend(payload, sizes)
+        self._pending = reqs
         self.bytes.up += payload.size * self.outdegree
         self.bytes.down += sum(sizes)
+
+    def exchange_finish(self) -> dict[int, np.ndarray]:
+        """Wait for the exchange posted by :meth:`exchange_start`; ``{source: payload}``."""
+        reqs, self._pending = self._pending, None
+        if reqs is None:
+            raise RuntimeError("exchange_finish without exchange_start")
+        if reqs:
+            self._MPI.Request.Waitall(reqs)
         return self._views
+
+    def received_rows(self, dtype: Any, d: int) -> np.ndarray:
+        """The last exchange's payloads as one (indegree, d) array of ``dtype`` (a view, rows
+        in ``sources`` order) — for dense payloads of d values each (D-PSGD's models)."""
+        nb = d * np.dtype(dtype).itemsize
+        if self._layout != (nb,) * self.indegree:
+            raise PayloadError(f"the last exchange did not carry {d} {np.dtype(dtype)} values "
+                               "from each source")
+        return self._recv[:nb * self.indegree].view(dtype).reshape(self.indegree, d)
 
     def _exchange_sizes(self, size: int) -> tuple[int, ...]:
         """One int64 per edge: every source's payload size for this call."""
@@ -193,15 +224,15 @@ class Neighborhood:
         self._views = views
         self._layout = sizes
 
-    def _isend(self, payload: np.ndarray, sizes: tuple[int, ...]) -> None:
+    def _isend(self, payload: np.ndarray, sizes: tuple[int, ...]) -> list[Any]:
         MPI = self._MPI
         reqs = [self.graph.Irecv([self._views[s], sizes[k], MPI.BYTE], source=s,
                                  tag=_TAG_PAYLOAD) for k, s in enumerate(self.sources)]
         reqs += [self.graph.Isend([payload, MPI.BYTE], dest=d, tag=_TAG_PAYLOAD)
                  for d in self.destinations]
-        MPI.Request.Waitall(reqs)
+        return reqs
 
-    def _persistent(self, payload: np.ndarray, nbytes: int) -> None:
+    def _persistent(self, payload: np.ndarray, nbytes: int) -> list[Any]:
         MPI = self._MPI
         if self._preq_size != nbytes:
             for r in self._preqs:
@@ -216,16 +247,16 @@ class Neighborhood:
             self._preq_size = nbytes
         self._send[:nbytes] = payload
         MPI.Prequest.Startall(self._preqs)
-        MPI.Request.Waitall(self._preqs)
+        return self._preqs
 
-    def _neighbor(self, payload: np.ndarray, sizes: tuple[int, ...], fixed: bool) -> None:
+    def _neighbor(self, payload: np.ndarray, sizes: tuple[int, ...], fixed: bool) -> Any:
         MPI = self._MPI
         total = sum(sizes)
         if fixed:
-            self.graph.Neighbor_allgather([payload, MPI.BYTE], [self._recv[:total], MPI.BYTE])
-        else:
-            self.graph.Neighbor_allgatherv(
-                [payload, MPI.BYTE], [self._recv, self._in_sizes, self._displs, MPI.BYTE])
+            return self.graph.Ineighbor_allgather([payload, MPI.BYTE],
+                                                  [self._recv[:total], MPI.BYTE])
+        return self.graph.Ineighbor_allgatherv(
+            [payload, MPI.BYTE], [self._recv, self._in_sizes, self._displs, MPI.BYTE])
 
     # ------------------------------------------------------------------ whole communicator
     def allreduce_sum(self, vec: np.ndarray) -> None:

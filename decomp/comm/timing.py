@@ -3,7 +3,9 @@
 A step's wall time is split into three sections:
 
 - ``comm``: time inside the counted transport calls (:class:`TimedTransport`: ``exchange``,
-  ``allgather``, ``allreduce_sum``, ``gather``, ``broadcast``);
+  ``exchange_start`` / ``exchange_finish``, ``allgather``, ``allreduce_sum``, ``gather``,
+  ``gather_start`` / ``gather_finish``, ``broadcast``, ``broadcast_bytes``; for a split call,
+  the time to post it plus the time waiting for it, not the time it was in flight);
 - ``compress``: time inside the codec calls (:class:`TimedCodec`: ``encode``, ``decode``,
   ``decode_add``);
 - ``compute``: the rest of the step (gradients, mixing, checks) — the step's wall time, measured
@@ -130,10 +132,46 @@ class TimedTransport:
         finally:
             self.watch.totals[COMM] += _clock() - t0
 
-    def gather(self, payload: np.ndarray | None) -> list[np.ndarray] | None:
+    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
         t0 = _clock()
         try:
-            return self.inner.gather(payload)
+            self.inner.exchange_start(payload, nbytes)
+        finally:
+            self.watch.totals[COMM] += _clock() - t0
+
+    def exchange_finish(self) -> dict[int, np.ndarray]:
+        t0 = _clock()
+        try:
+            return self.inner.exchange_finish()
+        finally:
+            self.watch.totals[COMM] += _clock() - t0
+
+    def gather(self, payload: np.ndarray | None,
+               nbytes: int | None = None) -> list[np.ndarray] | None:
+        t0 = _clock()
+        try:
+            return self.inner.gather(payload, nbytes)
+        finally:
+            self.watch.totals[COMM] += _clock() - t0
+
+    def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
+        t0 = _clock()
+        try:
+            self.inner.gather_start(payload, nbytes)
+        finally:
+            self.watch.totals[COMM] += _clock() - t0
+
+    def gather_finish(self) -> list[np.ndarray] | None:
+        t0 = _clock()
+        try:
+            return self.inner.gather_finish()
+        finally:
+            self.watch.totals[COMM] += _clock() - t0
+
+    def broadcast_bytes(self, payload: np.ndarray | None) -> np.ndarray:
+        t0 = _clock()
+        try:
+            return self.inner.broadcast_bytes(payload)
         finally:
             self.watch.totals[COMM] += _clock() - t0
 

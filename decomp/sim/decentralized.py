@@ -8,13 +8,16 @@ row by row with node i's key ``Key(seed, i, t)`` through each compressor's plain
 - dcd_psgd:       X½ = W X − γ G(X);  X ← X + C(X½ − X)            (replicas X̂ = X exactly)
 - ecd_psgd:       X' = W Y − γ G(X);  Z = (1 − t/2) X + (t/2) X';  Y ← (1 − 2/t) Y + (2/t) C(Z);
                   X ← X'   (t = t_start, t_start + 1, …)
-- choco_sgd:      X½ = X − γ G(X);  X̂ ← X̂ + C(X½ − X̂);  X ← X½ + γ_c (W − I) X̂
+- choco_sgd:      X½ = X − γ G(X);  Q = C(X½ − X̂);  X̂ ← X̂ + Q;  S ← S + (W − I) Q;
+                  X ← X½ + γ_c S      (S = (W − I) X̂, kept up to date from the Q; S⁰ = (W − I) X̂⁰)
 - allreduce_sgd:  x ← x − γ (1/n) Σ_i ∇F_i(x)
 - allreduce_qsgd: x ← x − γ (1/n) Σ_i C(∇F_i(x))
 
 Products with W are summed row by row in the order the MPI nodes use (W_ii first, then the
-neighbours ascending; for (W − I) X̂ the sum Σ_{j≠i} W_ij (x̂_j − x̂_i) from zero), so the
-reference agrees with the MPI runtime to the last bit wherever the compressor's reference does.
+neighbours ascending; for (W − I) X̂⁰ the sum Σ_{j≠i} W_ij (x̂_j − x̂_i) from zero; CHOCO's
+update of S row i adds −(Σ_{j≠i} W_ij) q_i first, then W_ij q_j for j ascending, as a node
+does when its own payload and then its neighbours' are decoded), so the reference agrees with
+the MPI runtime to the last bit wherever the compressor's reference does.
 """
 
 from __future__ import annotations
@@ -96,6 +99,20 @@ def laplacian_mix(rows: list[tuple[float, list[tuple[int, float]]]], X: np.ndarr
     return out
 
 
+def laplacian_update(rows: list[tuple[float, list[tuple[int, float]]]], S: np.ndarray,
+                     Q: np.ndarray) -> np.ndarray:
+    """S + (W − I) Q row by row: row i adds −(Σ_{j≠i} W_ij) Q_i, then W_ij Q_j for j
+    ascending (the Σ over j from zero, ascending) — the order a node applies the decoded
+    payloads in."""
+    out = np.empty_like(S)
+    for i, (_, nbrs) in enumerate(rows):
+        acc = S[i] + (-sum(w for _, w in nbrs)) * Q[i]
+        for j, w in nbrs:
+            acc = acc + w * Q[j]
+        out[i] = acc
+    return out
+
+
 def _grads(problems: Sequence[Problem], X: np.ndarray, seed: int, step: int,
            batch_size: int | None) -> np.ndarray:
     """(n, d): row i = ∇F_i(x_i; ξ_i^step) (full ∇f_i when batch_size is None)."""
@@ -154,6 +171,7 @@ def _simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: An
     per_msg = C.payload_bytes(d, dt)
     state: dict[str, np.ndarray] = {}
     Y = X.copy()  # ECD estimates ỹ, CHOCO replicas x̂
+    S = laplacian_mix(rows, Y) if algorithm == "choco_sgd" else None  # CHOCO: (W − I) X̂
 
     for t in range(1, steps + 1):
         G = _grads(problems, X, seed, t, batch_size)
@@ -173,9 +191,12 @@ def _simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: An
             sent += per_msg * deg
         elif algorithm == "choco_sgd":
             assert gamma_c is not None
+            assert S is not None
             half = X - lr * G
-            Y = Y + _compress(C, half - Y, seed, t, algorithm)
-            X = half + gamma_c * laplacian_mix(rows, Y)
+            Q = _compress(C, half - Y, seed, t, algorithm)
+            Y = Y + Q
+            S = laplacian_update(rows, S, Q)
+            X = half + gamma_c * S
             sent += per_msg * deg
         elif algorithm == "allreduce_sgd":
             acc = np.zeros(d, dtype=dt)

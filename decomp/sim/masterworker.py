@@ -2,8 +2,11 @@
 also dispatches EF21-SGDM (:mod:`decomp.sim.ef21_sgdm`) and SGDM (:mod:`decomp.sim.sgdm`).
 
 Rows of the n x d arrays are workers. Sums over workers are taken with ``A.sum(axis=0)``, which
-adds rows in order, like the master decoding payloads in worker order, so float results agree
-bit for bit with the MPI runtime (the dense all-reduce of GD may differ in the last ulp).
+adds rows in order, like the master decoding payloads in worker order (or summing the sparse
+payloads into their union, which adds the same values in the same order: an entry a worker did
+not send contributes +0), so float results agree bit for bit with the MPI runtime (the dense
+all-reduce of GD may differ in the last ulp). Updates by the sum are written as the runtime
+applies them on every rank: ``g + s / n``, ``x - s / n``, ``x - lr * (s / n)``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,13 @@ from decomp.sim.sgdm import simulate_sgdm
 __all__ = ["OPTIONS", "Trace", "simulate"]
 
 
-#: algorithm-specific options :func:`simulate` accepts (config name -> option names)
-OPTIONS: dict[str, tuple[str, ...]] = {"ef21_sgdm": ("eta", "init_batch"),
-                                       "sgdm": ("momentum", "nesterov")}
+#: algorithm-specific options :func:`simulate` accepts (config name -> option names).
+#: ``downlink`` ("compressed" | "model") only changes what crosses MPI, not the iterates: the
+#: reference accepts and ignores it.
+OPTIONS: dict[str, tuple[str, ...]] = {"ef21_sgdm": ("eta", "init_batch", "downlink"),
+                                       "sgdm": ("momentum", "nesterov"),
+                                       **{a: ("downlink",) for a in ("ef21", "ef21_sgd", "ef",
+                                                                     "dcgd")}}
 
 
 def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
@@ -43,6 +50,10 @@ def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, *, lr:
     extra = sorted(set(options) - set(OPTIONS.get(algorithm, ())))
     if extra:
         raise ConfigError(f"decomp.sim: {algorithm!r} takes no option(s) {extra}")
+    downlink = options.pop("downlink", "compressed")
+    if downlink not in ("compressed", "model"):
+        raise ConfigError(f"decomp.sim: downlink must be 'compressed' or 'model', got "
+                          f"{downlink!r}")
     if algorithm == "ef21_sgdm":
         return simulate_ef21_sgdm(problems, x0, lr=lr, steps=steps, seed=seed,
                                   compressor=compressor, init=init or "full",

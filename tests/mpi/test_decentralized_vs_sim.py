@@ -102,6 +102,23 @@ def test_iterates_equal_reference(comm, problems, case: str, topology: str) -> N
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("topology", ["ring", "complete"])
+@pytest.mark.parametrize("case", ["dpsgd", "dcd-identity", "dcd-randk", "choco-top3"])
+def test_fused_mixing_is_bit_for_bit_the_reference(comm, problems, case: str,
+                                                   topology: str) -> None:
+    """D-PSGD's and DCD's fused mixing (received rows read in place) and CHOCO's incremental
+    mixing sum do the reference's arithmetic in its order: equal to the last bit (float64)."""
+    tp, W, _, state, xs, probs, x0, ref_kw = _run(comm, problems, case, topology)
+    ref = simulate_decentralized(CASES[case][0], probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
+                                 batch_size=BATCH, **ref_kw)
+    ok = bool(np.array_equal(xs, ref.xs[:, comm.rank]))
+    if case.startswith("choco"):
+        ok &= bool(np.array_equal(state.R[0], ref.state["Xhat"][comm.rank]))
+    tp.close()
+    assert all(comm.allgather(ok))
+
+
+@pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("method", ["persistent", "isend", "neighbor"])
 def test_every_exchange_method_gives_the_same_iterates(comm, problems, method: str) -> None:
     _, _, _, _, xs, _, _, _ = _run(comm, problems, "dcd-qsgd4", "ring", method=method)

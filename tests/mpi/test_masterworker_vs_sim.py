@@ -35,6 +35,17 @@ CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
                                                                 batch_size=16, init_batch=32),
                                   {"compressor": TopK(2), "init": "compressed",
                                    "batch_size": 16, "init_batch": 32}),
+    # the dense-model downlink computes the same iterates as the compressed one
+    "ef21-model-top1": ("ef21", lambda: EF21(TopK(1), downlink="model"),
+                        {"compressor": TopK(1)}),
+    "ef21-sgdm-model-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), eta=0.3, batch_size=16,
+                                                           downlink="model"),
+                             {"compressor": TopK(2), "eta": 0.3, "batch_size": 16}),
+    "ef-model-top3": ("ef", lambda: EF(TopK(3), downlink="model"), {"compressor": TopK(3)}),
+    "dcgd-model-randk5": ("dcgd", lambda: DCGD(RandK(5), downlink="model"),
+                          {"compressor": RandK(5)}),
+    # n·k close to d: the master sends the dense encoding of the sum
+    "ef21-top20-dense-downlink": ("ef21", lambda: EF21(TopK(20)), {"compressor": TopK(20)}),
     "sgdm": ("sgdm", lambda: SGDM(momentum=0.9, batch_size=16),
              {"momentum": 0.9, "batch_size": 16}),
     "sgdm-nesterov": ("sgdm", lambda: SGDM(momentum=0.5, nesterov=True, batch_size=16),
@@ -150,11 +161,36 @@ def test_ef21_sgdm_is_bit_for_bit_the_reference(comm, master: str, dtype: str,
 @pytest.mark.mpi(min_size=2)
 def test_payload_bytes_match_the_wire_format(comm) -> None:
     tp, alg, _, _, _ = _run(comm, "shared", "float64", "ef21-top1")
-    d = 30
+    d, n = 30, comm.size
     per_step = alg.compressor.payload_bytes(d, np.float64)
     assert per_step == 16 + 8 + 2  # header + one float64 value + one uint16 index
     assert tp.bytes.up == (STEPS + 1) * per_step
+    # no sizes round before the gather: every payload has the compressor's fixed size
+    # compressed downlink: the union of ≤ n indices (5 bits each) and their summed values,
+    # after an 8-byte size, at init and every step; never the dense model (d · 8 bytes)
+    if tp.is_master:
+        assert tp.bytes.down == 0 and tp.bytes.control == 0
+    else:
+        lo, hi = 16 + 8 + 1, 16 + 8 * n + (5 * n + 7) // 8
+        assert (STEPS + 1) * lo <= tp.bytes.down <= (STEPS + 1) * hi
+        assert tp.bytes.control == 8 * (STEPS + 1)
+    tp, _, _, _, _ = _run(comm, "shared", "float64", "ef21-model-top1")
     assert tp.bytes.down == (0 if tp.is_master else STEPS * d * 8)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", ["ef21-top1", "ef21-top20-dense-downlink", "dcgd-randk5",
+                                  "ef-top3"])
+def test_compressed_downlink_is_bit_for_bit_the_reference(comm, case: str) -> None:
+    """Every rank applies the master's re-encoded sum itself: x (and g) agree with the
+    reference to the last bit on every rank, and the model is never broadcast."""
+    tp, _, state, xs, ref = _run(comm, "dedicated", "float64", case, lr=0.05)
+    ok = bool(np.array_equal(xs, ref.xs))
+    if getattr(state, "g", None) is not None and "g" in ref.state:
+        ok &= bool(np.array_equal(state.g, ref.state["g"]))
+    d = xs.shape[1]
+    small = tp.is_master or tp.bytes.down < (STEPS + 1) * (16 + d * 8) or "dense" in case
+    assert all(comm.allgather(ok and small))
 
 
 @pytest.mark.mpi(min_size=2)

@@ -94,7 +94,17 @@ class ThreadNeighborhood:
         time.sleep(self.delay)
         got = self.board.publish(self.rank, payload.copy())
         self.bytes.up += payload.size * len(self.sources)
-        return {j: got[j] for j in self.sources}
+        self._got = {j: got[j] for j in self.sources}
+        return self._got
+
+    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
+        self.exchange(payload, nbytes)
+
+    def exchange_finish(self) -> dict[int, np.ndarray]:
+        return self._got
+
+    def received_rows(self, dtype: Any, d: int) -> np.ndarray:
+        return np.stack([self._got[j].view(dtype) for j in self.sources])
 
     def allgather(self, payload: np.ndarray, nbytes: int | None = None) -> list[np.ndarray]:
         return self.board.publish(self.rank, payload.copy())
@@ -120,9 +130,19 @@ class OneWorker:
     def __init__(self) -> None:
         self.bytes = ByteCounter()
 
-    def gather(self, payload: np.ndarray | None) -> list[np.ndarray]:
-        assert payload is not None
+    def gather(self, payload: np.ndarray | None, nbytes: int | None = None) -> list[np.ndarray]:
+        assert payload is not None and (nbytes is None or payload.size == nbytes)
         return [payload.copy()]
+
+    def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
+        self._got = self.gather(payload, nbytes)
+
+    def gather_finish(self) -> list[np.ndarray]:
+        return self._got
+
+    def broadcast_bytes(self, payload: np.ndarray | None) -> np.ndarray:
+        assert payload is not None
+        return payload.copy()
 
     def broadcast(self, x: np.ndarray) -> None:
         pass

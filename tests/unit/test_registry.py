@@ -70,7 +70,7 @@ def test_options_come_from_the_constructor_with_its_defaults() -> None:
     assert REGISTRY["ecd_psgd"].options == {"t_start": 1}
     assert REGISTRY["sgdm"].options == {"momentum": 0.9, "nesterov": False}
     assert REGISTRY["ef21_sgdm"].resolve_options({"eta": 0.5}, "m") == {
-        "eta": 0.5, "init": "full", "init_batch": None}
+        "eta": 0.5, "init": "full", "downlink": "compressed", "init_batch": None}
     for spec in REGISTRY.values():
         assert not {"compressor", "batch_size", "lr"} & set(spec.options)
 
@@ -124,7 +124,8 @@ def test_a_method_entry_is_resolved_through_the_registry() -> None:
         {"algorithm": "ef21", "compressor": {"kind": "topk", "k": 2}, "init": "full"}]})
     choco, ef21 = (plan_method(m) for m in cfg.methods)
     assert choco.algorithm.gamma_c == 0.3 and choco.decentralized
-    assert ef21.options == {"init": "full"} and ef21.family == "master_worker"
+    assert ef21.options == {"init": "full", "downlink": "compressed"}
+    assert ef21.family == "master_worker"
     with pytest.raises(ConfigError, match="unknown config key 'methods.0.gama_c'; did you "
                                           "mean 'gamma_c'"):
         load_config({"methods": [{"algorithm": "choco_sgd", "gama_c": 0.3}]})
