@@ -332,6 +332,10 @@ def run_step_bench(comm: Any, *, model: str = "mlp", methods: list[str] | None =
                             med / ref, float(mean[0]), float(mean[1]), *split))
     for r in runners.values():
         r.close()
+    if any(METHODS[m][0] == "ddp" for m in labels):
+        import torch.distributed as dist
+
+        dist.destroy_process_group()  # else gloo's threads can keep the ranks from exiting
     return rows
 
 
