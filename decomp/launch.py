@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from decomp.errors import LaunchError
+from decomp.errors import ConfigError, LaunchError
 from decomp.log import LOGGER
 
 ALLOW_SINGLETON = "DECOMP_ALLOW_SINGLETON"
@@ -43,6 +43,10 @@ def configure_threads(comm: Any, threads: int | None = None) -> int:
     """Limit BLAS/OpenMP threads in this rank; returns the limit applied."""
     from threadpoolctl import threadpool_limits
 
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ConfigError(f"--threads must be a whole number >= 1 (BLAS/torch threads per "
+                          f"rank), got {threads!r}; omit it for cores / ranks on the node")
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS")
         if env and env.isdigit() and int(env) > 0:

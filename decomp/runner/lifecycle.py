@@ -161,6 +161,7 @@ class RunControl:
         if not self.flag.installed:
             self.flag.__enter__()
             self._owns_flag = True
+        self.flag.signum = 0  # a signal before this point has raised already
         self.flag.deferred = True
         if self.watchdog is not None:
             self.watchdog.start()
