@@ -125,26 +125,69 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
         up = t * float(tr.bytes_sent.mean()) / max(steps, 1)
         down = t * float(tr.bytes_received.mean()) / max(steps, 1)
         return _Trace(tr.xs, up, down)
-    tr = simulate(m.algorithm, work.problems, work.x0, steps=steps, **kw)
+    rec = (_StepTagged(alg.compressor, record=len(work.problems), like=work.x0)
+           if comp is not None else None)
+    tr = simulate(m.algorithm, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
+    if rec is not None:
+        rec.finish()
     start = float(simulate(m.algorithm, work.problems, work.x0, steps=0,
                            **kw).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
     up = start + t * (float(tr.bytes_up.mean()) - start) / max(steps, 1)
-    # Bcast bytes received, averaged over workers (a shared master receives nothing); the
-    # dense methods (no compressor) all-reduce instead and count no downlink.
-    n = len(work.problems)
-    receivers = n - 1 if cfg.run.master == "shared" else n
-    per_step = work.d * work.x0.itemsize * receivers / n if alg.uses_compressor else 0.0
-    return _Trace(tr.xs, up, t * per_step)
+    return _Trace(tr.xs, up, _downlink(cfg, plan, work, rec, steps))
+
+
+#: master–worker methods whose init sends g^0's sum down (the EF21 family but EF21+)
+_INIT_SUM = ("ef21", "ef21_sgd", "ef21_sgdm")
+
+
+def _downlink(cfg: Config, plan: MethodPlan, work: Workload, rec: Any, steps: int) -> np.ndarray:
+    """(T+1,) downlink bytes per worker up to step t, as :class:`~decomp.comm.MasterWorker`
+    counts them (received bytes summed over ranks, divided by n): the dense all-reduce of
+    GD/SGD/SGDM (every worker receives d values); the dense model of EF21+ and of
+    ``downlink = "model"`` (every rank but the master); else the compressed downlink, the
+    master's re-encoding of each step's payloads (:class:`~decomp.compress.aggregate.
+    SumEncoder`: sparse union or dense), and for the EF21 family g^0's sum at t = 0."""
+    from decomp.compress.base import HEADER_BYTES
+
+    alg, name = plan.algorithm, plan.config.algorithm
+    n, d, dt = len(work.problems), work.d, work.x0.dtype
+    ranks = n + 1 if cfg.run.master == "dedicated" else n
+    per = np.zeros(steps + 1, dtype=np.float64)  # bytes received by all ranks at step t
+    if not alg.uses_compressor:  # every worker receives the reduced vector
+        per[1:] = d * dt.itemsize * n
+    elif name == "ef21_plus" or getattr(alg, "downlink", "compressed") == "model":
+        per[1:] = d * dt.itemsize * (ranks - 1)
+    else:
+        for t in range(steps + 1):
+            if t in rec.sent:
+                size = rec.sent[t]
+            elif t == 0 and name in _INIT_SUM:  # g_i^0 = ∇f_i(x^0) sent dense: a dense sum
+                size = HEADER_BYTES + d * dt.itemsize
+            else:
+                size = 0
+            per[t] = size * (ranks - 1)
+    return np.cumsum(per) / n
 
 
 class _StepTagged:
     """A compressor whose refusal of a vector (QSGD: a norm beyond float32) names the step, as
     a :class:`DivergenceError`: on MPI that node flags the step and the collective check stops
-    every rank; here the step lets the rows before it be kept. Everything else is the inner
+    every rank; here the step lets the rows before it be kept. With ``record`` = n and the
+    model's (d, dtype) it also sizes, per step t, the master's downlink of what workers
+    0..n-1 send: ``sent[t]``, the bytes of the :class:`~decomp.compress.aggregate.SumEncoder`
+    payload of their wire payloads (in worker order). Everything else is the inner
     compressor's."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, record: int = 0, like: np.ndarray | None = None) -> None:
         self._inner = inner
+        self._record = record
+        self.sent: dict[int, int] = {}
+        self._step, self._payloads = -1, []  # type: tuple[int, list[np.ndarray]]
+        if record:
+            from decomp.compress.aggregate import SumEncoder
+
+            assert like is not None
+            self._enc = SumEncoder(like.size, like.dtype)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -154,10 +197,22 @@ class _StepTagged:
 
     def reference(self, x: np.ndarray, key: Any) -> np.ndarray:
         try:
-            return self._inner.reference(x, key)
+            out = self._inner.reference(x, key)
         except FloatingPointError as e:
             raise DivergenceError(f"{e} at step {key.step}", step=key.step,
                                   quantity="compressor input") from None
+        if key.rank < self._record and np.isfinite(x).all():  # a worker's message (stream 0)
+            if key.step != self._step:
+                self.finish()
+                self._step = key.step
+            self._payloads.append(self._inner.encode(x, key).copy())
+        return out
+
+    def finish(self) -> None:
+        """Size the downlink of the step recorded last."""
+        if self._payloads:
+            self.sent[self._step] = int(self._enc.encode(self._inner, self._payloads).size)
+            self._payloads = []
 
 
 def _curve(cfg: Config, plan: MethodPlan, work: Workload, tr: _Trace,

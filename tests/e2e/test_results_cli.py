@@ -70,3 +70,68 @@ def test_progress_metadata_and_sim_curve_equal_to_the_mpi_run(tmp_path: Path) ->
                  str(fig)])
     assert p.returncode == 0, p.stderr
     assert fig.stat().st_size > 20_000
+
+
+MIXED = """name = "mix"
+[problem]
+dataset = "breast_cancer"
+scale = "standard"
+[run]
+steps = 12
+log_every = 4
+master = "{master}"
+[[methods]]
+name = "ef21 full k8"
+algorithm = "ef21"
+compressor = {{ kind = "topk", k = 8 }}
+init = "full"
+lr = "theory"
+[[methods]]
+name = "ef21+"
+algorithm = "ef21_plus"
+compressor = {{ kind = "topk", k = 2 }}
+lr = "theory"
+[[methods]]
+name = "dcgd qsgd"
+algorithm = "dcgd"
+compressor = {{ kind = "qsgd", levels = 3 }}
+lr = 0.01
+[[methods]]
+name = "ef model downlink"
+algorithm = "ef"
+compressor = {{ kind = "topk", k = 3 }}
+downlink = "model"
+lr = "theory"
+[[methods]]
+name = "sgd"
+algorithm = "sgd"
+batch_size = 8
+lr = 0.1
+[[methods]]
+name = "ef21-sgdm"
+algorithm = "ef21_sgdm"
+compressor = {{ kind = "topk", k = 4 }}
+batch_size = 8
+lr = 0.01
+"""
+
+
+def test_sim_counts_the_downlink_as_mpi_does(tmp_path: Path) -> None:
+    """Compressed downlink (sparse union or dense sum), init sums, the dense model of EF21+ and
+    downlink = "model", the all-reduce of SGD; shared and dedicated master: the reference's
+    bits_up / bits_down at every log step are the MPI run's."""
+    for master, np_ in (("shared", 3), ("dedicated", 4)):
+        cfg = tmp_path / f"{master}.toml"
+        cfg.write_text(MIXED.format(master=master))
+        r = run_cli(["run", str(cfg), "--out", str(tmp_path / master / "mpi")], np=np_)
+        s = run_cli(["sim", str(cfg), "--workers", "3", "--out", str(tmp_path / master / "sim")])
+        assert r.returncode == 0 and s.returncode == 0, r.stderr + s.stderr
+        mpi = _rows(tmp_path / master / "mpi" / "mix" / "metrics.jsonl")
+        sim = _rows(tmp_path / master / "sim" / "mix" / "metrics.jsonl")
+        assert len(mpi) == len(sim) == 6 * 4
+        for a, b in zip(mpi, sim, strict=True):
+            assert (a["method"], a["step"]) == (b["method"], b["step"])
+            for col in COLUMNS:
+                assert abs(a[col] - b[col]) <= 1e-12 * max(1.0, abs(a[col])), (a, b, col)
+        down = {a["method"]: a["bits_down"] for a in mpi if a["step"] == 12}
+        assert down["ef21 full k8"] < down["ef model downlink"]  # sparse sums beat the model
