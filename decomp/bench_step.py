@@ -366,3 +366,64 @@ def format_row(r: StepRow) -> str:
 
 def format_table(rows: list[StepRow]) -> str:
     return "\n".join([HEADER] + [format_row(r) for r in rows])
+
+
+def overlap_probe(comm: Any, d: int = 6_316_042, compute_ms: float = 50.0, reps: int = 5,
+                  method: str = "neighbor") -> dict[str, float]:
+    """What posting the neighbour exchange before a computation hides (collective).
+
+    A ring of float32 models of length d is exchanged (D-PSGD's message) around a busy
+    computation of about ``compute_ms`` (numpy passes over a 4 MB array, no MPI calls):
+    ``serial`` = compute, then exchange; ``overlapped`` = post, compute, wait. Medians over
+    ``reps`` of the slowest rank, milliseconds; ``hidden`` = serial − overlapped. Run::
+
+        mpiexec -n 4 python -c "from decomp.bench_step import main_overlap; main_overlap()"
+    """
+    from decomp.comm import Neighborhood
+    from decomp.topologies import mixing_matrix
+
+    nb = Neighborhood(mixing_matrix("ring", comm.Get_size()), comm, method=method)
+    x = np.ones(d, dtype=np.float32).view(np.uint8)
+    work = np.ones(1_000_000, dtype=np.float32)
+    t0 = time.perf_counter()
+    passes = 0
+    while time.perf_counter() - t0 < compute_ms / 1e3:
+        np.multiply(work, 1.0000001, out=work)
+        passes += 1
+
+    def compute() -> None:
+        for _ in range(passes):
+            np.multiply(work, 1.0000001, out=work)
+
+    res: dict[str, list[float]] = {"compute": [], "exchange": [], "serial": [],
+                                   "overlapped": []}
+    for _ in range(reps):
+        for name in res:
+            comm.Barrier()
+            t0 = time.perf_counter()
+            if name == "overlapped":
+                nb.exchange_start(x, x.size)
+                compute()
+                nb.exchange_finish()
+            else:
+                if name in ("compute", "serial"):
+                    compute()
+                if name in ("exchange", "serial"):
+                    nb.exchange(x, x.size)
+            res[name].append(comm.allreduce(time.perf_counter() - t0, op=_mpi_max()))
+    nb.close()
+    out = {k: 1e3 * float(np.median(v)) for k, v in res.items()}
+    out["hidden"] = out["serial"] - out["overlapped"]
+    return out
+
+
+def main_overlap() -> None:  # pragma: no cover
+    """Print :func:`overlap_probe` for 16 KB, 1 MB and 25 MB messages on rank 0."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    for d in (4096, 262_144, 6_316_042):
+        r = overlap_probe(comm, d=d)
+        if comm.Get_rank() == 0:
+            print(f"{comm.Get_size()} ranks, ring, {4 * d:>11,} B per message: "
+                  + ", ".join(f"{k} {v:.1f} ms" for k, v in r.items()), flush=True)

@@ -91,19 +91,60 @@ def gossip_mix(out: np.ndarray, x0: np.ndarray, rest: np.ndarray, w0: np.floatin
     acc - lr * g``). out may be x0 itself (each entry is read before it is written).
 
     x0, g, out: (d,); rest: (deg, d) rows of the neighbours; w: (deg,) their weights; all one
-    dtype. True iff out is finite.
+    dtype. One vectorised sweep per row, accumulating in ``out`` (an interleaved loop over the
+    rows per entry, or blocks through an L1 buffer, did not vectorise and ran 3–15× slower).
+    True iff out is finite.
     """
     big = np.finfo(out.dtype).max
+    d = out.size
+    for j in range(d):
+        out[j] = x0[j] * w0
+    for k in range(rest.shape[0]):
+        wk = w[k]
+        r = rest[k]
+        for j in range(d):
+            out[j] = out[j] + r[j] * wk
     ok = True
-    deg = rest.shape[0]
-    for j in range(out.size):
-        a = x0[j] * w0
-        for k in range(deg):
-            a = a + rest[k, j] * w[k]
-        v = a - lr * g[j]
+    for j in range(d):
+        v = out[j] - lr * g[j]
         out[j] = v
         ok &= abs(v) <= big
     return ok
+
+
+@njit(cache=True, nogil=True)
+def merge_sum(idx: np.ndarray, vals: np.ndarray, starts: np.ndarray, union: np.ndarray,
+              sums: np.ndarray) -> int:
+    """The union of n ascending index lists with the values at equal indices summed in list
+    order (from zero: 0 + v_first + …, as a dense sum of the lists in order gives).
+
+    idx, vals: the lists one after the other, list i at [starts[i], starts[i + 1]); union,
+    sums: room for every index. Returns the union's size, or −1 if a list is not strictly
+    ascending (the caller falls back to :func:`union_add`). No pass over d, sequential access.
+    """
+    n = starts.size - 1
+    for i in range(n):
+        for t in range(starts[i] + 1, starts[i + 1]):
+            if idx[t] <= idx[t - 1]:
+                return -1
+    heads = starts[:-1].copy()
+    count = 0
+    while True:
+        m = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(n):
+            if heads[i] < starts[i + 1] and np.uint64(idx[heads[i]]) < m:
+                m = np.uint64(idx[heads[i]])
+        if m == np.uint64(0xFFFFFFFFFFFFFFFF):
+            return count
+        s = sums.dtype.type(0)
+        for i in range(n):
+            h = heads[i]
+            if h < starts[i + 1] and np.uint64(idx[h]) == m:
+                s = s + vals[h]
+                heads[i] = h + 1
+        union[count] = m
+        sums[count] = s
+        count += 1
 
 
 @njit(cache=True, nogil=True)

@@ -12,9 +12,12 @@ Wire format (little endian), :data:`KIND`, after the 16-byte header of
                          packed at b = bits(d − 1) bits     + ceil(count·b / 8) bytes
 
 For sparse compressors (Top-k, unscaled or scaled Rand-k) the master forms the union of the
-workers' index sets with the values summed in worker order (:func:`~decomp.kernels.fused.
-union_add`: no pass over d), and sends whichever encoding is smaller this step — the sparse
-union, or dense once n·k approaches d. Other compressors (quantizers, signs, Identity, Scaled
+workers' index sets with the values summed in worker order — a merge of the n ascending index
+lists (:func:`~decomp.kernels.fused.merge_sum`: sequential, no pass over d; the union comes out
+ascending, so every rank's scatter into g runs forwards), or a scatter into a dense
+accumulator kept zero outside the union (:func:`~decomp.kernels.fused.union_add`) for lists
+that are not ascending — and sends whichever encoding is smaller this step: the sparse union,
+or dense once n·k approaches d. Other compressors (quantizers, signs, Identity, Scaled
 wrappers) decode into the dense buffer directly. A poisoned payload (a worker's non-finite
 vector, see :func:`decomp.algorithms.base.encode_or_poison`) makes the sum NaN everywhere.
 """
@@ -31,7 +34,7 @@ from decomp.compress.randk import RandK
 from decomp.compress.topk import TopK
 from decomp.errors import PayloadError
 from decomp.kernels.bits import pack_codes, packed_bytes, unpack_codes
-from decomp.kernels.fused import apply_dense, apply_sparse, take_union, union_add
+from decomp.kernels.fused import apply_dense, apply_sparse, merge_sum, take_union, union_add
 
 #: wire kind of a downlink sum (not a compressor: never in the compressor registry)
 KIND = 0x40
@@ -81,6 +84,8 @@ class SumEncoder:
         self.mark = np.zeros(self.d, dtype=np.uint8)
         self.union = np.empty(0, dtype=np.uint32)
         self.vals = np.empty(0, dtype=self.dtype)
+        self.all_idx = np.empty(0, dtype=np.uint32)  # the payloads' lists, one after the other
+        self.all_vals = np.empty(0, dtype=self.dtype)
 
     def sparse_bytes(self, count: int) -> int:
         return HEADER_BYTES + count * self.dtype.itemsize + packed_bytes(count, self.bits)
@@ -91,6 +96,16 @@ class SumEncoder:
     def _dense(self) -> np.ndarray:
         write_header(self.buf, Header(KIND, self.code, 0, self.d, self.d))
         return self.buf[:self.dense_bytes]
+
+    def _scatter(self, parts: list[Any], cap: int) -> int:
+        """union_add of every list into the zero-outside-the-union accumulator; the union and
+        its sums into self.union / self.vals; the accumulator left zero."""
+        count = 0
+        for vals, idx in parts:
+            count = union_add(vals, idx, self.acc, self.mark, self.union, count)
+            assert count >= 0  # indices were checked
+        take_union(self.acc, self.mark, self.union, count, self.vals)
+        return count
 
     def encode(self, C: Compressor, payloads: list[np.ndarray]) -> np.ndarray:
         """The downlink payload of Σ_i decode(payloads[i]), summed in worker order."""
@@ -109,19 +124,24 @@ class SumEncoder:
         if self.union.size < cap:
             self.union = np.empty(cap, dtype=np.uint32)
             self.vals = np.empty(cap, dtype=self.dtype)
-        count = 0
-        for vals, idx in parts:  # type: ignore[misc]
-            count = union_add(vals, idx, self.acc, self.mark, self.union, count)
-            if count < 0:
-                take_union(self.acc, self.mark, self.union, cap, self.vals)  # reset
-                raise PayloadError(f"payload index at position {-1 - count} out of range "
-                                   f"for d={d} (corrupted)")
+            self.all_idx = np.empty(cap, dtype=np.uint32)
+            self.all_vals = np.empty(cap, dtype=self.dtype)
+        starts = np.zeros(len(parts) + 1, dtype=np.int64)
+        for i, (vals, idx) in enumerate(parts):  # type: ignore[misc]
+            a, b = int(starts[i]), int(starts[i]) + idx.size
+            if idx.size and int(idx.max()) >= d:
+                raise PayloadError(f"payload {i} has an index >= d={d} (corrupted)")
+            self.all_idx[a:b] = idx
+            self.all_vals[a:b] = vals
+            starts[i + 1] = b
+        count = merge_sum(self.all_idx, self.all_vals, starts, self.union, self.vals)
+        if count < 0:  # some list is not ascending: scatter into the dense accumulator
+            count = self._scatter(parts, cap)
         if self.sparse_bytes(count) >= self.dense_bytes:  # dense is no larger: send it
             body = self._dense_body()
-            body[:] = self.acc
-            take_union(self.acc, self.mark, self.union, count, self.vals)
+            body[:] = 0
+            body[self.union[:count]] = self.vals[:count]
             return self._dense()
-        take_union(self.acc, self.mark, self.union, count, self.vals)
         total = self.sparse_bytes(count)
         write_header(self.buf, Header(KIND, self.code, self.bits, count, d))
         v1 = HEADER_BYTES + count * self.dtype.itemsize

@@ -178,3 +178,31 @@ def test_a_decentralized_step_allocates_no_full_size_vector(make) -> None:
     finally:
         nb.close()
     assert peak < D * 8 // 4, f"{peak} bytes allocated in one step (d = {D})"
+
+
+def test_merge_sum_and_union_add_agree() -> None:
+    rng = np.random.default_rng(3)
+    d, n, k = 1000, 4, 60
+    lists = [np.sort(rng.choice(d, k, replace=False)).astype(np.uint32) for _ in range(n)]
+    vals = [rng.standard_normal(k) for _ in range(n)]
+    starts = np.arange(0, (n + 1) * k, k, dtype=np.int64)
+    union, sums = np.empty(n * k, np.uint32), np.empty(n * k)
+    c = F.merge_sum(np.concatenate(lists), np.concatenate(vals), starts, union, sums)
+    dense = np.zeros(d)
+    for i in range(n):
+        dense[lists[i]] += vals[i]  # in list order, as the dense sum does
+    assert np.all(np.diff(union[:c].astype(np.int64)) > 0)
+    assert np.array_equal(union[:c], np.unique(np.concatenate(lists)))
+    assert np.array_equal(sums[:c], dense[union[:c]])
+    acc, mark, u2, s2 = np.zeros(d), np.zeros(d, np.uint8), np.empty(n * k, np.uint32), \
+        np.empty(n * k)
+    c2 = 0
+    for i in range(n):  # the fallback for lists that are not ascending: same union and sums
+        perm = rng.permutation(k)
+        c2 = F.union_add(vals[i][perm], lists[i][perm], acc, mark, u2, c2)
+    F.take_union(acc, mark, u2, c2, s2)
+    order = np.argsort(u2[:c2])
+    assert c2 == c and np.array_equal(u2[:c2][order], union[:c])
+    assert np.array_equal(s2[:c2][order], sums[:c]) and not acc.any() and not mark.any()
+    shuffled = np.concatenate([lists[0][::-1], *lists[1:]])
+    assert F.merge_sum(shuffled, np.concatenate(vals), starts, union, sums) == -1
