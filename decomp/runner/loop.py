@@ -121,11 +121,19 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
                 results.append(r)
                 out.summary(results)
             out.finish()
+        except Interrupted:  # agreed by every rank: the collective clean-up is safe
+            control.close()
+            raise
+        except BaseException:
+            # An error on this rank alone (the caller ends the job): nothing collective here,
+            # the other ranks may be waiting inside a step.
+            raise
+        else:
+            control.close()
         finally:
             if out is not None:
                 out.summary(results)
                 out.close()
-            control.close()
     return results
 
 

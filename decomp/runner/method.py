@@ -184,6 +184,7 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         LOGGER.error("diverged: %s", mr.message)
         if save is not None:
             save(session.steps_done)
+        session.close()
     except Interrupted as e:
         if save is not None:
             save(e.step)
@@ -194,9 +195,15 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
                       if save is not None else str(e))
         LOGGER.warning("%s: %s", m.label, mr.message)
         e.result = mr.result()  # type: ignore[attr-defined]
+        session.close()
         raise
+    except BaseException:
+        # An error on this rank alone: no collective clean-up (the others may be inside a
+        # step's collective); the caller ends the whole job.
+        raise
+    else:
+        session.close()
     finally:
         if mr.bar is not None:
             mr.bar.close()
-        session.close()
     return mr.result()

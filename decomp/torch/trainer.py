@@ -70,10 +70,10 @@ from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.data.classification import SplitDataset, format_label_counts, label_counts
 from decomp.data.classification import load as load_dataset
 from decomp.data.classification import partition as partition_rows
-from decomp.errors import ConfigError
+from decomp.errors import ConfigError, DivergenceError
 from decomp.launch import configure_threads
 from decomp.runner.drive import drive
-from decomp.runner.lifecycle import RunControl, abort_on_error
+from decomp.runner.lifecycle import Interrupted, RunControl, abort_on_error
 from decomp.runner.session import Session, open_transport
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
@@ -304,13 +304,15 @@ class Trainer:
                       check_every=self.check_every if self.session.decentralized else None,
                       after_step=self._note_loss, bar=bar, control=control)
                 signum = control.settle()
-            if signum:
-                from decomp.runner.lifecycle import Interrupted
-
-                raise Interrupted(signum, self.step_count)
-        finally:
+        except (Interrupted, DivergenceError):  # the same on every rank: clean up together
             control.close()
+            raise
+        else:  # (any other error is this rank's alone: no collective clean-up, the job ends)
+            control.close()
+        finally:
             bar.close()
+        if signum:
+            raise Interrupted(signum, self.step_count)
         return self.history
 
     def state_dict(self) -> dict[str, Any]:
