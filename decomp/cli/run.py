@@ -22,9 +22,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--threads", type=int, help="BLAS/torch threads per rank "
                    "(default: $OMP_NUM_THREADS, else cores / ranks on the node)")
     folder = r.add_mutually_exclusive_group()
-    folder.add_argument("--resume", action="store_true",
+    folder.add_argument("--resume", nargs="?", const="always", choices=("always", "auto"),
                         help="continue <out_dir>/<name>/ from its checkpoints (run.steps may "
-                        "grow; anything else must be unchanged)")
+                        "grow; anything else must be unchanged); --resume auto: resume if the "
+                        "folder holds a run, else start it (requeued SLURM jobs)")
     folder.add_argument("--overwrite", action="store_true",
                         help="replace the results in an existing <out_dir>/<name>/")
     r.add_argument("--checkpoint-every", type=int, metavar="STEPS",
@@ -76,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_launch(comm)  # logs SLURM/MPI context; refuses N one-rank copies under srun
         configure_threads(comm, args.threads)
         cfg = load_config(args.config, overrides(args))
-        mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+        mode = ({"always": "resume", "auto": "auto"}[args.resume] if args.resume
+                else "overwrite" if args.overwrite else "new")
         results = run(cfg, comm, progress=False if args.no_progress else None, mode=mode)
     except Interrupted as e:  # agreed: every rank, at the same step, after the checkpoint
         if not e.agreed:  # this rank alone, before the loop: end the job now

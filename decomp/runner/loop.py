@@ -69,7 +69,8 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     """Run every method of ``cfg`` on ``comm``; rank 0 writes the outputs.
 
     mode: ``new`` (the run folder must not exist), ``overwrite`` (replace decomp's files in
-    it) or ``resume`` (continue it from its checkpoints; see :mod:`decomp.runner.resume`).
+    it), ``resume`` (continue it from its checkpoints; see :mod:`decomp.runner.resume`) or
+    ``auto`` (resume if the folder holds a run, else new).
     Raises :class:`~decomp.runner.lifecycle.Interrupted` after a stop signal (the results
     so far, the interrupted method included, are in ``summary.json``).
     """
@@ -80,7 +81,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
         raise ConfigError("two [[methods]] have the same name: give each its own name (the "
                           "metrics rows and checkpoints are keyed by it)")
     mixing = mixing_for(cfg, plans, n)
-    run_dir = claim_run_dir(cfg.out_dir, cfg.name, mode, comm)
+    run_dir, mode = claim_run_dir(cfg.out_dir, cfg.name, mode, comm)
     store = CheckpointStore(run_dir, comm)
     fp = fingerprint(cfg)
     pointers: list[dict[str, Any] | None] = [None] * len(plans)

@@ -6,7 +6,9 @@ nothing a user wrote is lost or overwritten.
 - ``out_dir`` must be a writable directory (created if missing).
 - An existing run folder is refused unless the run is a ``resume`` (it must then hold a
   ``config.toml``) or an ``overwrite`` (decomp's own files in it are removed first; anything
-  else in the folder is left alone).
+  else in the folder is left alone). ``auto`` resumes a folder that holds a run and starts a
+  new one otherwise (what a requeued SLURM job needs: it may have been stopped before its
+  first output).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from decomp.errors import ConfigError, LaunchError
 
 MAX_NAME = 100
-MODES = ("new", "resume", "overwrite")
+MODES = ("new", "resume", "overwrite", "auto")
 #: what a run writes into its folder (removed by ``--overwrite``)
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json")
 RUN_DIRS = ("checkpoints",)
@@ -57,9 +59,11 @@ def _probe_writable(out_dir: Path) -> str:
     return ""
 
 
-def claim_run_dir(out_dir: str | Path, name: str, mode: str, comm: Any = None) -> Path:
+def claim_run_dir(out_dir: str | Path, name: str, mode: str,
+                  comm: Any = None) -> tuple[Path, str]:
     """Check and prepare ``<out_dir>/<name>/`` for a run in ``mode`` (new | resume |
-    overwrite); rank 0 looks at the disk, every rank gets the same verdict. Returns the path.
+    overwrite | auto); rank 0 looks at the disk, every rank gets the same verdict. Returns the
+    path and the mode to run in (``auto`` becomes ``resume`` or ``new``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -67,13 +71,15 @@ def claim_run_dir(out_dir: str | Path, name: str, mode: str, comm: Any = None) -
     run_dir = Path(out_dir) / name
     verdict = ""
     if comm is None or comm.Get_rank() == 0:
+        if mode == "auto":
+            mode = "resume" if (run_dir / "config.toml").is_file() else "new"
         verdict = _verdict(Path(out_dir), run_dir, mode)
     if comm is not None and comm.Get_size() > 1:
-        verdict = comm.bcast(verdict, root=0)  # control path, once per run
+        verdict, mode = comm.bcast((verdict, mode), root=0)  # control path, once per run
     if verdict:
         cls = LaunchError if verdict.startswith("run folder") else ConfigError
         raise cls(verdict)
-    return run_dir
+    return run_dir, mode
 
 
 def _verdict(out_dir: Path, run_dir: Path, mode: str) -> str:

@@ -65,12 +65,16 @@ def test_legitimate_launches_pass(env: dict[str, str], world: int) -> None:
     assert singleton_problem(slurm_context(env, world)) is None
 
 
-def test_one_rank_in_the_batch_step_of_a_multi_task_job_warns(
+def test_one_rank_in_the_batch_step_of_a_multi_task_job_is_refused_unless_asked(
         caplog: pytest.LogCaptureFixture) -> None:
+    """N copies started by hand in a batch script would all write one run folder."""
     env = {k: v for k, v in SRUN_STEP.items() if not k.startswith("SLURM_STEP")}
-    with caplog.at_level(logging.WARNING, logger="decomp"):
+    with pytest.raises(LaunchError, match="SLURM job 42 has 4 tasks but this run has 1 MPI "
+                                          "rank: started without srun.*--single-rank"):
         check_launch(FakeComm(), env)
-    assert "SLURM job 42 has 4 tasks but this run has 1 MPI rank" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="decomp"):
+        check_launch(FakeComm(), {**env, "DECOMP_ALLOW_SINGLETON": "1"})
+    assert "SLURM job 42 has 4 tasks; running on 1 rank as asked" in caplog.text
 
 
 def test_context_from_slurm_variables() -> None:

@@ -56,7 +56,9 @@ def test_every_option_lands_in_the_script(tmp_path: Path) -> None:
     assert opts == {"job-name": "my.job", "nodes": "3", "ntasks-per-node": "5",
                     "cpus-per-task": "2", "time": "01:02:03", "output": "/x/%x-%j.log",
                     "partition": "gpu,cpu", "account": "proj-1", "qos": "debug",
-                    "exclusive": ""}
+                    "exclusive": "",
+                    # checkpoint near the time limit, requeue, append to the log when requeued
+                    "signal": "B:USR1@120", "requeue": "", "open-mode": "append"}
     assert script_variable(text, "CONFIG") == str(EF21)
     assert script_variable(text, "OUT") == str(tmp_path / "runs")
     assert shlex.split(script_variable(text, "RUN_ARGS").strip("()")) == [
