@@ -162,3 +162,28 @@ def test_planted_dcd_divergence_ends_with_a_report_on_every_rank(comm, tmp_path:
     assert s1 == "diverged" and "exceeded" in m1 and "QSGD(levels=1)" in m1, m1
     assert s2 == "diverged" and s4 == "diverged"
     assert "non-finite value at step" in m4 and "dcd_psgd" in m4, m4
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("method", EXCHANGE_METHODS)
+def test_split_exchange_and_received_rows(comm, method: str) -> None:
+    """exchange_start / exchange_finish (computation in between) deliver what exchange does;
+    received_rows views dense payloads as one (indegree, d) array in source order."""
+    W = mixing_matrix("ring", comm.size)
+    nb = Neighborhood(W, comm, method=method)
+    ok = True
+    for d in (5, 3000):  # persistent-sized and neighbour-collective-sized under "auto"
+        x = np.arange(d, dtype=np.float64) + 1000.0 * comm.rank
+        nb.exchange_start(x.view(np.uint8), x.nbytes)
+        busy = float(np.sum(np.sqrt(np.arange(20_000.0))))  # work while the messages travel
+        got = nb.exchange_finish()
+        rows = nb.received_rows(np.float64, d)
+        ok &= busy > 0 and rows.shape == (nb.indegree, d)
+        for k, j in enumerate(nb.sources):
+            want = np.arange(d, dtype=np.float64) + 1000.0 * j
+            ok &= bool(np.array_equal(rows[k], want) and np.array_equal(got[j].view(np.float64),
+                                                                         want))
+    with pytest.raises(RuntimeError):
+        nb.exchange_finish()
+    nb.close()
+    assert all(comm.allgather(ok))

@@ -167,13 +167,14 @@ def test_payload_bytes_match_the_wire_format(comm) -> None:
     assert tp.bytes.up == (STEPS + 1) * per_step
     # no sizes round before the gather: every payload has the compressor's fixed size
     # compressed downlink: the union of ≤ n indices (5 bits each) and their summed values,
-    # after an 8-byte size, at init and every step; never the dense model (d · 8 bytes)
+    # at init and every step, in one 64-byte broadcast chunk (8-byte size + payload +
+    # padding, the latter two counted as control); never the dense model (d · 8 bytes)
     if tp.is_master:
         assert tp.bytes.down == 0 and tp.bytes.control == 0
     else:
         lo, hi = 16 + 8 + 1, 16 + 8 * n + (5 * n + 7) // 8
         assert (STEPS + 1) * lo <= tp.bytes.down <= (STEPS + 1) * hi
-        assert tp.bytes.control == 8 * (STEPS + 1)
+        assert tp.bytes.down + tp.bytes.control == 64 * (STEPS + 1)
     tp, _, _, _, _ = _run(comm, "shared", "float64", "ef21-model-top1")
     assert tp.bytes.down == (0 if tp.is_master else STEPS * d * 8)
 
