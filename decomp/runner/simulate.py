@@ -79,9 +79,10 @@ def _simulate_method(cfg: Config, plan: MethodPlan, lr: float, work: Workload,
         tr = _trace(cfg, plan, lr, work, mixing, bad - 1) if bad else None
     wall = time.perf_counter() - t0
     rows = [] if tr is None else _curve(cfg, plan, work, tr, status == "ok")
-    if rows and status == "ok":
-        status, message = _verdict(cfg, m.label, rows, tr)
-        if status != "ok":
+    if rows:  # a loss blow-up at an earlier log step stops the run there first, as on MPI
+        verdict, why = _verdict(cfg, m.label, rows, tr)
+        if verdict != "ok":
+            status, message = verdict, why
             rows = [r for r in rows if r["step"] <= _bad_step(cfg, rows, tr)]
     last = rows[-1] if rows else {"step": 0, "loss": float("nan"),
                                   "grad_norm_sq": float("nan"), "bits_up": float("nan"),
