@@ -37,6 +37,8 @@ def add_parser(sub: Any) -> None:
                    "final METRIC (lowest; highest for accuracies)")
     c.add_argument("--over", metavar="KEY", default="lr_multiplier",
                    help="the swept setting for --best (default: lr_multiplier)")
+    c.add_argument("--columns", metavar="A,B,...",
+                   help="only these columns, in this order (default: every column with a value)")
     c.add_argument("--markdown", action="store_true", help="print a Markdown table")
     c.add_argument("--csv", metavar="PATH", help="also write the table as CSV ('-': stdout "
                    "instead of the text table)")
@@ -45,6 +47,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from decomp.report import (
+        RunFolderError,
         all_methods,
         best_rows,
         compare_rows,
@@ -60,6 +63,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         methods = all_methods(find_runs(args.runs))
         rows = (best_rows(methods, args.best, args.over, targets) if args.best
                 else compare_rows(methods, targets))
+        if args.columns:
+            cols = [c.strip() for c in args.columns.split(",") if c.strip()]
+            missing = [c for c in cols if rows and c not in rows[0]]
+            if missing:
+                raise RunFolderError(f"--columns: no column(s) {', '.join(missing)} (columns: "
+                                     f"{', '.join(rows[0])})")
+            rows = [{c: r[c] for c in cols} for r in rows]
     except DecompError as e:
         print(f"decomp compare: ERROR: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -83,6 +83,18 @@ def _target_cells(m: MethodRun, targets: list[Target]) -> dict[str, Any]:
     return out
 
 
+_AT_STEP = re.compile(r"at step (\d+)")
+
+
+def diverged_at(m: MethodRun) -> float:
+    """The step a diverged method's message names (the first non-finite step, or the log
+    step whose loss blew up); nan for other methods."""
+    if m.status != "diverged":
+        return math.nan
+    hit = _AT_STEP.search(str(m.summary.get("message", "")))
+    return float(hit.group(1)) if hit else math.nan
+
+
 def compare_rows(methods: list[MethodRun], targets: Sequence[Target] = ()) -> list[dict[str, Any]]:
     """One row per method of every run: run folder, label, status, step size, final metrics,
     and steps / bits / time to each target."""
@@ -90,7 +102,7 @@ def compare_rows(methods: list[MethodRun], targets: Sequence[Target] = ()) -> li
     rows = []
     for m, name in zip(methods, names, strict=True):
         row: dict[str, Any] = {"run": str(m.run.path), "method": name, "status": m.status,
-                               "lr": m.summary.get("lr", math.nan),
+                               "diverged at": diverged_at(m), "lr": m.summary.get("lr", math.nan),
                                "steps": m.final("step")}
         for col in FINAL:
             row[col] = m.final(col)
@@ -202,5 +214,6 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["FINAL", "Target", "best_groups", "best_rows", "compare_rows", "first_reach",
+__all__ = ["FINAL", "Target", "best_groups", "best_rows", "compare_rows", "diverged_at",
+           "first_reach",
            "format_markdown", "format_rows", "parse_target", "to_csv"]

@@ -201,3 +201,19 @@ assert "mpi4py" not in sys.modules and "torch" not in sys.modules
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "n.png").stat().st_size > 10_000
+
+
+def test_compare_columns_and_the_divergence_step(sweep: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(sweep / "0"), "--columns", "method,loss", "--csv", "-"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "method,loss" and len(out) == 4
+    assert main(["compare", str(sweep / "0"), "--columns", "method,nope"]) == 1
+    assert "no column(s) nope" in capsys.readouterr().err
+    cfg = load_config(DEMO, ["run.steps=100", "run.log_every=5", f'out_dir="{tmp_path}"',
+                             "methods.0.lr=1e9", "run.loss_blowup=1e3"])
+    simulate_config(cfg, 2, write=True)
+    rows = compare_rows(all_methods(find_runs([tmp_path / "demo"])))
+    gd = rows[0]
+    assert gd["status"] == "diverged" and gd["diverged at"] == gd["steps"] > 0
+    assert all(math.isnan(r["diverged at"]) for r in rows[1:])
