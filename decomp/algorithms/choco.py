@@ -49,6 +49,8 @@ class CHOCOSGD(DecentralizedAlgorithm):
     """CHOCO-SGD with consensus step size ``gamma_c`` (γ in the paper) in (0, 1]."""
 
     name = "choco_sgd"
+    needs_symmetric_w = ("its analysis (Koloskova et al. 2019, Definition 1) takes W symmetric; "
+                         "γ_c and the rate come from W's spectral gap δ and β = ‖I − W‖₂")
 
     def __init__(self, compressor: Compressor | None = None, *, gamma_c: float | None = None,
                  batch_size: int | None = None, lr: float | None = None) -> None:

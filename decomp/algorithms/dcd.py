@@ -38,6 +38,8 @@ class DCDPSGD(DecentralizedAlgorithm):
 
     name = "dcd_psgd"
     needs_unbiased = True
+    needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
+                         "bounds the compression error by W's real eigenvalues")
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> DCDState:
         self.check(x0.size)

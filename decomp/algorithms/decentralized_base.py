@@ -167,7 +167,8 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
 
     Class attributes: ``uses_compressor``; ``needs_unbiased`` (DCD/ECD: E C(x) = x is required
     by their analysis); ``gossip`` (False for the all-reduce baselines, whose models are
-    identical on every rank).
+    identical on every rank); ``needs_symmetric_w`` (DCD/ECD/CHOCO: the reason their analysis
+    needs W = Wᵀ; :meth:`check_mixing` refuses a directed W for them).
 
     A method implements ``init`` and ``_step`` (never writing to ``self``: temporaries from
     ``env.scratch``); callers call :meth:`step`, which times ``_step`` (see the module doc).
@@ -177,6 +178,9 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     uses_compressor: ClassVar[bool] = True
     needs_unbiased: ClassVar[bool] = False
     gossip: ClassVar[bool] = True
+    #: why this method's analysis needs a symmetric W ("" = any doubly stochastic W, directed
+    #: ones such as one-peer-exponential included); read by :meth:`check_mixing`
+    needs_symmetric_w: ClassVar[str] = ""
 
     def __init__(self, compressor: Compressor | None = None, *, batch_size: int | None = None,
                  lr: float | None = None, **unknown: Any) -> None:
@@ -199,6 +203,17 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
                 f"al. 2018) relies on the compression error averaging out, and "
                 f"{self.compressor!r} is biased. Use an unbiased compressor (identity, qsgd, "
                 "randk, natural) or choco_sgd, which allows biased compressors.")
+
+    def check_mixing(self, mixing: Any) -> None:
+        """Refuse a non-symmetric (directed) W for a method whose analysis needs a symmetric
+        one (``needs_symmetric_w`` says why); called where a method meets its W (the runner's
+        plan, the Trainer)."""
+        if self.needs_symmetric_w and not getattr(mixing, "symmetric", True):
+            raise ConfigError(
+                f"{self.name} needs a symmetric W, and {getattr(mixing, 'name', 'W')} is "
+                f"directed (W_ij != W_ji): {self.needs_symmetric_w}. Use a symmetric topology "
+                "(e.g. one-peer-hypercube, exponential, ring) or dpsgd, which allows a directed "
+                "doubly stochastic W.")
 
     def grad(self, env: NodeEnv, x: np.ndarray, step: int) -> np.ndarray:
         """∇F_i(x_i; ξ_i^step): this node's minibatch gradient (or full ∇f_i), shape (d,)."""

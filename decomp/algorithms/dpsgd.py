@@ -32,6 +32,10 @@ class DPSGD(DecentralizedAlgorithm):
 
     name = "dpsgd"
     uses_compressor = False
+    # any doubly stochastic W, directed ones included: the average is kept (columns sum to 1)
+    # and SGP (Assran et al. 2019) with such a W is this method; Ying et al. 2021 analyse it on
+    # the directed one-peer exponential graph
+    needs_symmetric_w = ""
 
     def init(self, env: NodeEnv, x0: np.ndarray) -> DPSGDState:
         return DPSGDState(0, x0.copy(), 0)

@@ -50,6 +50,8 @@ class ECDPSGD(DecentralizedAlgorithm):
 
     name = "ecd_psgd"
     needs_unbiased = True
+    needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
+                         "bounds the extrapolation noise by W's real eigenvalues")
 
     def __init__(self, compressor: Compressor | None = None, *, t_start: int = 1,
                  batch_size: int | None = None, lr: float | None = None) -> None:

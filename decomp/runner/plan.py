@@ -125,8 +125,20 @@ def build_mixing(t: TopologyConfig, n: int) -> MixingMatrix:
 
 
 def mixing_for(cfg: Config, plans: list[MethodPlan], n: int) -> MixingMatrix | None:
-    """W when any method is decentralized, else None."""
-    return build_mixing(cfg.topology, n) if any(p.decentralized for p in plans) else None
+    """W when any method is decentralized, else None; a directed W is refused for a method
+    whose analysis needs a symmetric one (``needs_symmetric_w``)."""
+    if not any(p.decentralized for p in plans):
+        return None
+    W = build_mixing(cfg.topology, n)
+    for p in plans:
+        if p.decentralized:
+            try:
+                p.algorithm.check_mixing(W)
+            except ConfigError as e:
+                msg = str(e)
+                raise ConfigError(msg if msg.startswith(p.label) else f"{p.label}: {msg}") \
+                    from None
+    return W
 
 
 def check_world(cfg: Config, comm: Any) -> int:

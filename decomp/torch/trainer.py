@@ -199,6 +199,7 @@ class Trainer:
 
             self.mixing = resolve_mixing("ring" if topology is None else topology,
                                          comm.Get_size(), weights, topology_options)
+            algorithm.check_mixing(self.mixing)  # a directed W only where the method allows it
         self.transport = open_transport(self.family, comm, master=master, mixing=self.mixing,
                                         exchange=exchange)
         worker: int | None = self.rank if decentralized else self.transport.worker
