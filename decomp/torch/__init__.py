@@ -5,6 +5,8 @@
 - :class:`TorchProblem`: that model, a loss and a worker's rows as a
   :class:`decomp.problems.Problem`, so every algorithm and :mod:`decomp.sim` run on it unchanged.
 - :func:`make_torch_problems`: n workers' problems on copies of one module (the reference).
+- :class:`DistributedOptimizer`: any torch optimizer and the user's own loop over a decomp
+  algorithm of either family (:mod:`decomp.torch.optimizer`).
 
 See docs/torch.md.
 """
@@ -12,5 +14,16 @@ See docs/torch.md.
 from decomp.torch.flat import FlatModel, Slot, is_buffer
 from decomp.torch.problem import TorchProblem, evaluate_model, make_torch_problems
 
-__all__ = ["FlatModel", "Slot", "TorchProblem", "evaluate_model", "is_buffer",
-           "make_torch_problems"]
+
+def __getattr__(name: str) -> object:
+    """``DistributedOptimizer`` loads on first use (it imports the engine, which imports
+    :mod:`decomp.torch.evaluation` lazily: no import cycle)."""
+    if name == "DistributedOptimizer":
+        from decomp.torch.optimizer import DistributedOptimizer
+
+        return DistributedOptimizer
+    raise AttributeError(f"module 'decomp.torch' has no attribute {name!r}")
+
+
+__all__ = ["DistributedOptimizer", "FlatModel", "Slot", "TorchProblem", "evaluate_model",
+           "is_buffer", "make_torch_problems"]
