@@ -30,12 +30,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import mnist1d  # noqa: F401  (pinned dependencies: missing = a broken install)
 import pytest
+import torch  # noqa: F401
 
 from tests.e2e.conftest import REPO, _tool, run_cli
-
-pytest.importorskip("torch")
-pytest.importorskip("mnist1d")
 
 STEPS = 1000
 D = 5210

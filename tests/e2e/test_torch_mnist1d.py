@@ -15,12 +15,10 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+import mnist1d  # noqa: F401  (pinned dependencies: missing = a broken install)
+import torch  # noqa: F401
 
 from tests.e2e.conftest import REPO, _tool
-
-pytest.importorskip("torch")
-pytest.importorskip("mnist1d")
 
 SCRIPT = REPO / "tests" / "e2e" / "torch_mnist1d.py"
 

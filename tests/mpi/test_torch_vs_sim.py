@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch  # noqa: F401  (pinned: missing = a broken install, not a skip)
 from _torch_case import SEED  # noqa: E402
 from _torch_case import net as _net  # noqa: E402
 from _torch_case import problems as _problems  # noqa: E402

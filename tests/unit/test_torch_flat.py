@@ -7,8 +7,7 @@ import copy
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-torch = pytest.importorskip("torch")
+import torch  # (pinned dependency: missing = a broken install, not a skip)
 from torch import nn  # noqa: E402
 
 from decomp.errors import ConfigError  # noqa: E402

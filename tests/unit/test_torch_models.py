@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch  # (pinned dependency: missing = a broken install, not a skip)
 
 from decomp.errors import ConfigError  # noqa: E402
 from decomp.torch.models import MODELS, make_model  # noqa: E402

@@ -65,7 +65,7 @@ def test_sgdm_with_zero_momentum_is_sgd() -> None:
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgdm_follows_torch_optim_sgd(nesterov: bool) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     from torch import nn
 
     from decomp.torch import FlatModel, TorchProblem

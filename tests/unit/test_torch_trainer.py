@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch  # (pinned dependency: missing = a broken install, not a skip)
 from torch import nn  # noqa: E402
 
 from decomp.algorithms import EF21, GD  # noqa: E402
