@@ -39,7 +39,9 @@ from torch import nn
 
 from decomp.errors import ConfigError
 from decomp.problems import Problem
+from decomp.torch.data import DatasetRows
 from decomp.torch.flat import FlatModel
+from decomp.torch.metrics import Metric
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -65,8 +67,10 @@ class TorchProblem(Problem):
         loss_fn: ℓ(output, target) averaged over the batch (``reduction="mean"``), e.g.
             ``torch.nn.CrossEntropyLoss()``.
         X: features of this worker's rows, (N_i, ...) float32 (numpy, torch, or scipy CSR of
-            shape (N_i, p): sparse rows are densified per batch).
-        y: targets (N_i,) (int64 class labels for cross-entropy).
+            shape (N_i, p): sparse rows are densified per batch), or a
+            :class:`~decomp.torch.data.DatasetRows` (rows of any torch Dataset, fetched and
+            collated per batch; ``y`` is then None).
+        y: targets (N_i, ...) (int64 class labels for cross-entropy, floats for regression).
         weight_decay: wd ≥ 0, adds (wd/2)‖x‖² to f_i and wd·x to every gradient.
         chunk: rows per forward pass in ``grad``/``loss``.
         seed, worker: seed the torch RNG (dropout) per minibatch.
@@ -86,9 +90,9 @@ class TorchProblem(Problem):
             raise ConfigError(f"chunk must be >= 1, got {chunk}")
         self.flat = flat
         self.loss_fn = loss_fn
-        self.X = _as_tensor(X)
-        self.y = _as_tensor(y)
-        if self.X.shape[0] != self.y.shape[0]:
+        self.X = X if isinstance(X, DatasetRows) else _as_tensor(X)
+        self.y = None if isinstance(X, DatasetRows) else _as_tensor(y)
+        if self.y is not None and self.X.shape[0] != self.y.shape[0]:
             raise ConfigError(f"TorchProblem: X has {self.X.shape[0]} rows, y has "
                               f"{self.y.shape[0]}")
         if self.X.shape[0] < 1:
@@ -114,6 +118,9 @@ class TorchProblem(Problem):
 
     # --- helpers -------------------------------------------------------------------------------
     def _batch(self, rows: np.ndarray | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.X, DatasetRows):
+            return self.X.batch(rows)
+        assert self.y is not None
         if isinstance(rows, np.ndarray):
             idx = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
             yb = self.y[idx]
@@ -177,8 +184,9 @@ class TorchProblem(Problem):
     def evaluate(self, x: np.ndarray, X: Any = None, y: Any = None) -> tuple[float, int, int]:
         """(Σ_j ℓ_j, correct, rows) of x on (X, y) in eval mode (default: this worker's rows);
         see :func:`evaluate_model`."""
-        return evaluate_model(self.flat, self.loss_fn, x, self.X if X is None else X,
-                              self.y if y is None else y, chunk=self.chunk)
+        if X is None:
+            X, y = self.X, self.y
+        return evaluate_model(self.flat, self.loss_fn, x, X, y, chunk=self.chunk)
 
     def loss(self, x: np.ndarray) -> float:
         """f_i(x): mean loss over this worker's rows in eval mode, plus (wd/2)‖x‖²."""
@@ -196,33 +204,59 @@ class TorchProblem(Problem):
                 f"rows={self.n_samples}, worker={self.worker})")
 
 
-@torch.no_grad()
-def evaluate_model(flat: FlatModel, loss_fn: LossFn, x: np.ndarray, X: Any, y: Any, *,
-                   chunk: int = 1024) -> tuple[float, int, int]:
-    """Evaluate the model at x on (X, y) in eval mode, without gradients.
+def _batches(X: Any, y: Any, chunk: int) -> tuple[int, Any]:
+    """(N, iterator of (inputs, targets) in chunks of ``chunk`` rows) for arrays/tensors/CSR
+    or a :class:`DatasetRows` (y None)."""
+    if isinstance(X, DatasetRows):
+        N = len(X)
+        return N, (X.batch(slice(a, min(a + chunk, N))) for a in range(0, N, chunk))
+    Xs, ys = _as_tensor(X), _as_tensor(y)
+    N = int(Xs.shape[0])
 
-    Returns (Σ_j ℓ_j, correct, N): the summed loss (batch mean × batch size, so the caller can
-    pool sums across ranks), the number of argmax(output) == y for 2-D outputs (classification;
-    0 otherwise) and the number of rows N. X: (N, ...) numpy/torch/CSR; y: (N,).
-    """
+    def gen() -> Any:
+        for a in range(0, N, chunk):
+            b = min(a + chunk, N)
+            yield (torch.from_numpy(Xs[a:b].toarray()) if sp.issparse(Xs) else Xs[a:b]), ys[a:b]
+    return N, gen()
+
+
+@torch.no_grad()
+def evaluate_sums(flat: FlatModel, loss_fn: LossFn, x: np.ndarray, X: Any, y: Any = None, *,
+                  metrics: dict[str, Metric] | None = None, chunk: int = 1024) -> np.ndarray:
+    """The model at x on (X, y) in eval mode, without gradients: float64 array
+    [Σ_j ℓ_j, Σ metric_1, ..., Σ metric_m, N] (sums over rows, so the caller can pool them
+    across ranks). X: (N, ...) numpy/torch/CSR with y (N, ...), or a :class:`DatasetRows`."""
     flat.load(x)
     m = flat.module
     was_training = m.training
     m.eval()
-    Xs, ys = _as_tensor(X), _as_tensor(y)
-    N = int(Xs.shape[0])
-    total, correct = 0.0, 0
+    metrics = metrics or {}
+    out = np.zeros(len(metrics) + 2)
     try:
-        for a in range(0, N, chunk):
-            b = min(a + chunk, N)
-            Xb = torch.from_numpy(Xs[a:b].toarray()) if sp.issparse(Xs) else Xs[a:b]
-            out = m(Xb)
-            total += float(loss_fn(out, ys[a:b])) * (b - a)
-            if out.ndim == 2:
-                correct += int((out.argmax(dim=1) == ys[a:b]).sum())
+        N, batches = _batches(X, y, chunk)
+        for xb, yb in batches:
+            pred = m(xb)
+            out[0] += float(loss_fn(pred, yb)) * int(yb.shape[0])
+            for k, fn in enumerate(metrics.values()):
+                out[1 + k] += float(fn(pred, yb))
+        out[-1] = N
     finally:
         m.train(was_training)
-    return total, correct, N
+    return out
+
+
+def evaluate_model(flat: FlatModel, loss_fn: LossFn, x: np.ndarray, X: Any, y: Any = None, *,
+                   chunk: int = 1024) -> tuple[float, int, int]:
+    """(Σ_j ℓ_j, correct, N) of the model at x on (X, y) in eval mode: the summed loss, the
+    number of argmax(output) == y for 2-D outputs and integer targets (classification; 0
+    otherwise) and the number of rows N (see :func:`evaluate_sums`)."""
+    from decomp.torch.metrics import accuracy
+
+    def acc(out: torch.Tensor, t: torch.Tensor) -> float:
+        return accuracy(out, t) if out.ndim == 2 and not t.is_floating_point() else 0.0
+
+    tot, correct, n = evaluate_sums(flat, loss_fn, x, X, y, metrics={"acc": acc}, chunk=chunk)
+    return float(tot), int(correct), int(n)
 
 
 def make_torch_problems(module: nn.Module, loss_fn: LossFn, X: Any, y: Any,

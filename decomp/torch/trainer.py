@@ -3,8 +3,8 @@
 A user script, launched with ``mpiexec -n 4 python train.py``::
 
     import torch, decomp
-    from decomp.compress import QSGD, TopK
-    from decomp.algorithms import DCDPSGD, EF21
+    from decomp.compress import TopK
+    from decomp.algorithms import EF21
 
     data = decomp.datasets.load("mnist1d")
     model = decomp.models.make_model("cnn1d", input_shape=data.input_shape, n_classes=10)
@@ -13,20 +13,16 @@ A user script, launched with ``mpiexec -n 4 python train.py``::
                              batch_size=32)
     history = trainer.fit(steps=2000, eval_every=200)
 
-    # decentralized: every rank a node of W with its own x_i
-    trainer = decomp.Trainer(model, torch.nn.CrossEntropyLoss(), data,
-                             algorithm=DCDPSGD(QSGD(levels=127), lr=0.3), batch_size=32,
-                             topology="ring")
+    # decentralized: every rank a node of W with its own x_i (topology="ring")
 
 Every rank runs the same script. The Trainer
 
 1. limits torch/BLAS threads per rank (cores / ranks on the node unless ``threads`` or
    OMP_NUM_THREADS says otherwise);
-2. cuts the training rows into one shard per worker (``partition``) and prints the label counts
-   per worker on rank 0;
-3. makes the model flat (:class:`decomp.torch.FlatModel`), broadcasts rank 0's parameters and
-   buffers so every rank starts from the same x^0, and wraps this worker's shard in a
-   :class:`decomp.torch.TorchProblem`;
+2. cuts the training rows into one shard per worker (``partition``; any torch ``Dataset``: only
+   this worker's rows are read, per batch) and prints the label counts on rank 0;
+3. makes the model flat (:class:`decomp.torch.FlatModel`), broadcasts rank 0's x^0 and buffers
+   and wraps this worker's shard in a :class:`decomp.torch.TorchProblem`;
 4. runs ``algorithm.init`` / ``algorithm.step`` — master–worker algorithms over
    :class:`decomp.comm.MasterWorker`, decentralized ones (:data:`decomp.algorithms.DECENTRALIZED`)
    over :class:`decomp.comm.Neighborhood` on the mixing matrix W of ``topology`` (one node per
@@ -39,10 +35,10 @@ Every rank runs the same script. The Trainer
    accuracy in a tqdm bar on a terminal).
 
 History rows: step, loss (mean minibatch training loss over all workers since the previous row;
-None at step 0), test_loss, test_acc, bits_up / bits_down (cumulative payload bits per worker,
-mean over workers), wall_s (time inside algorithm steps only; evaluation is off the clock).
-Decentralized rows add test_loss_mean, test_acc_mean, test_acc_min, test_loss_i, test_acc_i (of
-every x_i), consensus_distance and the step time split compute_s / compress_s / comm_s.
+None at step 0), test_loss and test_<metric> (``metrics``; accuracy ``test_acc`` by default for
+class labels), bits_up / bits_down (cumulative payload bits per worker, mean over workers),
+wall_s (time inside algorithm steps only). Decentralized rows add test_<m>_mean, test_<m>_i (of
+every x_i), test_acc_min, consensus_distance and the split compute_s / compress_s / comm_s.
 
 BatchNorm statistics (``buffers``): "average" (default) evaluates the shared model (x, or x̄)
 with the mean of the workers' running statistics — in the master–worker family it sets every
@@ -69,13 +65,13 @@ from torch import nn
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.data.classification import SplitDataset, format_label_counts, label_counts
 from decomp.data.classification import load as load_dataset
-from decomp.data.classification import partition as partition_rows
 from decomp.errors import ConfigError, DivergenceError
 from decomp.launch import configure_threads
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl, abort_on_error
 from decomp.runner.session import Session, open_transport
 from decomp.torch import FlatModel, TorchProblem
+from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
 from decomp.torch.problem import LossFn
 
@@ -86,9 +82,17 @@ class Trainer:
     Args:
         model: a ``torch.nn.Module`` (float32, CPU; trained in place) or a
             :data:`decomp.models.MODELS` name (built from ``seed``).
-        loss_fn: ℓ(output, target) with mean reduction, e.g. ``nn.CrossEntropyLoss()``.
-        dataset: a :class:`decomp.datasets.SplitDataset` or a dataset name for
-            :func:`decomp.datasets.load`.
+        loss_fn: ℓ(output, target) with mean reduction: ``nn.CrossEntropyLoss()``,
+            ``nn.MSELoss()`` with float targets, any callable.
+        dataset: a :class:`decomp.datasets.SplitDataset`, a dataset name for
+            :func:`decomp.datasets.load`, or any sized torch ``Dataset`` of (input, target)
+            items (each rank reads only its shard's rows, per batch).
+        test_dataset: the test set of a torch ``Dataset`` (None: no test metrics).
+        labels: every training row's class label, for by_label / dirichlet shards of a torch
+            Dataset that does not expose them (``targets``); ``collate_fn``: batches' collate.
+        metrics: test metrics besides the loss (:func:`decomp.torch.metrics.resolve_metrics`:
+            names "acc", "mse", "mae" or {name: callable(output, target) -> batch sum});
+            default: accuracy for class labels, none for regression.
         algorithm: a decomp algorithm object, master–worker (default: dense SGD, ``GD()``) or
             decentralized (``DPSGD``, ``DCDPSGD``, ``ECDPSGD``, ``CHOCOSGD``, ``AllreduceSGD``,
             ``AllreduceCompressed``).
@@ -124,8 +128,10 @@ class Trainer:
     later with :meth:`load_state_dict`.
     """
 
-    def __init__(self, model: nn.Module | str, loss_fn: LossFn, dataset: SplitDataset | str,
+    def __init__(self, model: nn.Module | str, loss_fn: LossFn, dataset: SplitDataset | str | Any,
                  algorithm: Any = None, *, lr: float | None = None,
+                 test_dataset: Any = None, labels: Any = None, collate_fn: Any = None,
+                 metrics: Any = None,
                  batch_size: int | None = None, partition: str = "iid", alpha: float = 0.5,
                  seed: int = 0, comm: Any = None, master: str = "shared",
                  topology: Any = None, weights: str = "metropolis",
@@ -164,9 +170,14 @@ class Trainer:
             raise ConfigError(f"topology applies to the decentralized family; "
                               f"{type(algorithm).__name__} is a master–worker algorithm")
         self.data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+        self.source = TrainingData(self.data, test_dataset=test_dataset, labels=labels,
+                                   collate_fn=collate_fn)
         if isinstance(model, str):
             from decomp.torch.models import make_model
 
+            if self.source.split is None:
+                raise ConfigError("a model name needs a decomp dataset (input shape, classes): "
+                                  "pass your own nn.Module for a torch Dataset")
             model = make_model(model, input_shape=self.data.input_shape,
                                n_classes=self.data.n_classes, seed=seed)
         self.algorithm = algorithm
@@ -208,13 +219,17 @@ class Trainer:
 
         # shards, model, problem
         tau = algorithm.batch_size or 1
-        self.parts = partition_rows(self.data.y, self.n_workers, partition, seed=self.seed,
-                                    alpha=alpha, min_size=tau)
-        self.label_counts = label_counts(self.data.y, self.parts, self.data.n_classes)
+        src = self.source
+        self.parts = src.shards(self.n_workers, partition, seed=self.seed, alpha=alpha,
+                                min_size=tau)
+        self.label_counts = (None if src.labels is None else
+                             label_counts(src.labels, self.parts, src.n_classes or 1))
         if self.rank == 0 and verbose:
             print(format_label_counts(self.label_counts, f"label counts per worker "
-                                      f"({partition} partition of {self.data.name}):"),
-                  flush=True)
+                                      f"({partition} partition of {src.name}):")
+                  if self.label_counts is not None else
+                  f"rows per worker ({partition} partition of {src.name}): "
+                  f"{[int(p.size) for p in self.parts]}", flush=True)
             if decentralized:
                 print(f"{self.n_workers} nodes on {self.mixing.name} "
                       f"(rho {self.mixing.rho:.4f})", flush=True)
@@ -224,14 +239,14 @@ class Trainer:
             comm.Bcast(self.flat.buffers, root=0)
         self.problem: TorchProblem | None = None
         if worker is not None:
-            rows = self.parts[worker]
-            self.problem = TorchProblem(self.flat, loss_fn, self.data.X[rows],
-                                        self.data.y[rows], weight_decay=weight_decay,
+            Xi, yi = src.shard(self.parts[worker])
+            self.problem = TorchProblem(self.flat, loss_fn, Xi, yi, weight_decay=weight_decay,
                                         chunk=self.eval_chunk, seed=self.seed, worker=worker)
         self.session = Session(algorithm, self.transport, self.problem, lr=self.lr,
                                seed=self.seed)
-        self.evaluator = TestEvaluator(self.flat, loss_fn, self.data.X_test, self.data.y_test,
-                                       comm, buffers=buffers, chunk=self.eval_chunk)
+        self.evaluator = (None if src.test is None else
+                          TestEvaluator(self.flat, loss_fn, *src.test, comm, buffers=buffers,
+                                        chunk=self.eval_chunk, metrics=metrics))
         self.history: list[dict[str, Any]] = []
         self._loss_sum = 0.0
         self._loss_cnt = 0
@@ -296,7 +311,8 @@ class Trainer:
 
         def log(t: int) -> None:
             row = self._record(self.evaluate(), bar)
-            bar.set_postfix(loss=_fmt(row["loss"]), acc=_fmt(row["test_acc"]))
+            bar.set_postfix(loss=_fmt(row["loss"]), test=_fmt(row.get("test_acc",
+                                                                      row.get("test_loss"))))
 
         control = RunControl(self.comm, comm_timeout_s=self.comm_timeout_s)
         try:
@@ -345,8 +361,11 @@ class Trainer:
         since the last evaluation, cumulative bits per worker. Every rank returns the same
         dict."""
         tp = self.transport
-        if self.session.decentralized:
-            test: dict[str, Any] = self.evaluator.nodes(self.x)
+        test: dict[str, Any] = {}
+        if self.evaluator is None:
+            pass
+        elif self.session.decentralized:
+            test = self.evaluator.nodes(self.x)
         else:
             test = self.evaluator.master(self.x, is_worker=tp.is_worker,
                                          n_workers=self.n_workers)
@@ -356,24 +375,17 @@ class Trainer:
         self._loss_sum, self._loss_cnt = 0.0, 0
         n = self.n_workers
         row: dict[str, Any] = {"step": self.step_count,
-                               "loss": float(buf[0] / buf[1]) if buf[1] else None,
-                               "test_loss": test.pop("test_loss"),
-                               "test_acc": test.pop("test_acc")}
-        row.update(test)
+                               "loss": float(buf[0] / buf[1]) if buf[1] else None, **test}
         row.update({"bits_up": float(8 * buf[2] / n), "bits_down": float(8 * buf[3] / n),
                     "wall_s": self.wall_s})
         row.update(self.session.timings())
         return row
 
     def evaluate_decentralized(self, x_local: np.ndarray) -> dict[str, Any]:
-        """Collective, for vectors held per rank (every rank a worker holding its own x_i).
-
-        Evaluates x̄ = (1/n) Σ_i x_i on the test set (split across ranks, averaged BatchNorm
-        statistics when ``buffers = "average"``) and every x_i on the whole test set with its
-        own statistics. Returns test_loss/test_acc of x̄, ``test_acc_i`` / ``test_loss_i``
-        (lists, rank order), their mean / min, and the consensus distance
-        (1/n) Σ_i ‖x_i − x̄‖² (see :meth:`TestEvaluator.nodes`).
-        """
+        """Collective: :meth:`TestEvaluator.nodes` of per-rank vectors x_i (x̄ and every x_i on
+        the test set, the per-node lists, means, minimum accuracy, consensus distance)."""
+        if self.evaluator is None:
+            raise ConfigError("no test set: pass test_dataset= with a torch Dataset")
         return self.evaluator.nodes(x_local)
 
     # --- internals --------------------------------------------------------------------------
@@ -392,16 +404,7 @@ class Trainer:
                 with open(self.metrics_path, mode) as f:
                     f.write(json.dumps(row) + "\n")
             if self.verbose:
-                if "test_acc_mean" in row:
-                    acc = (f"test acc(xbar) {_fmt(row['test_acc'])}, x_i mean "
-                           f"{_fmt(row['test_acc_mean'])} min {_fmt(row['test_acc_min'])}, "
-                           f"consensus {row['consensus_distance']:.3e}, "
-                           f"{row['bits_up'] / 8e6:.3f} MB sent/rank")
-                else:
-                    acc = (f"test acc {_fmt(row['test_acc'])}, "
-                           f"{row['bits_up'] / 8e6:.3f} MB up/worker")
-                msg = (f"step {row['step']}: loss {_fmt(row['loss'])}, test loss "
-                       f"{_fmt(row['test_loss'])}, {acc}, {row['wall_s']:.2f} s")
+                msg = _line(row, self.session.decentralized)
                 if bar is not None and not bar.disable:
                     bar.write(msg)
                 else:
@@ -424,6 +427,23 @@ class Trainer:
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
+
+
+def _line(row: dict[str, Any], decentralized: bool) -> str:
+    """The log line of a history row (test metrics only when there is a test set)."""
+    parts = [f"step {row['step']}: loss {_fmt(row['loss'])}"]
+    if "test_loss" in row:
+        parts.append(f"test loss {_fmt(row['test_loss'])}")
+    if "test_acc" in row:
+        parts.append(f"test acc{'(xbar)' if 'test_acc_mean' in row else ''} "
+                     f"{_fmt(row['test_acc'])}")
+    if "test_acc_mean" in row:
+        parts.append(f"x_i mean {_fmt(row['test_acc_mean'])} min {_fmt(row['test_acc_min'])}")
+    if "consensus_distance" in row:
+        parts.append(f"consensus {row['consensus_distance']:.3e}")
+    parts.append(f"{row['bits_up'] / 8e6:.3f} MB " + ("sent/rank" if decentralized
+                                                     else "up/worker"))
+    return ", ".join(parts) + f", {row['wall_s']:.2f} s"
 
 
 __all__ = ["BUFFER_MODES", "Trainer"]
