@@ -171,3 +171,52 @@ def test_mpiexec_inside_the_allocation(tmp_path: Path, data_dir: Path) -> None:
     assert "launch: MPI world of 2 rank(s) on 1 node(s)" in text
     assert "launcher: mpiexec (MPICH Hydra)" in text
     assert metrics(runs / "ef21-a9a" / "metrics.jsonl")[-1]["step"] == 100
+
+
+@pytest.mark.timeout(900)
+def test_a_requeued_job_resumes_to_the_uninterrupted_result(tmp_path: Path,
+                                                             data_dir: Path) -> None:
+    """`scontrol requeue` in the middle of a run: the ranks get SIGTERM, checkpoint and exit
+    143; SLURM runs the job again (SLURM_RESTART_COUNT=1) once its requeue delay has passed
+    (slurmctld makes a requeued batch job eligible about two minutes later), the template adds
+    --resume auto, and the job completes with metrics identical to an uninterrupted run."""
+    steps = "2000"
+    out_dir = tmp_path / "requeue"
+    job, _ = decomp_slurm(out_dir, data_dir, "--nodes", "1", "--ntasks-per-node", "4",
+                          "--steps", steps, "--set", "run.checkpoint_every=100")
+    metrics_file = out_dir / "ef21-a9a" / "metrics.jsonl"
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:  # inside the step loop: a few rows logged
+        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"job {job} logged no metrics\n{job_logs(out_dir, job)}")
+    r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    time.sleep(2)  # the record may still say COMPLETED/RUNNING of the first start briefly
+    deadline = time.monotonic() + 5 * WAIT_S  # the requeue delay, then the run
+    while time.monotonic() < deadline:
+        [rec] = job_records(job)
+        if rec.get("Restarts") == "1" and rec.get("JobState") in TERMINAL:
+            break
+        time.sleep(0.5)
+    else:
+        subprocess.run(["scancel", job], timeout=30, check=False)
+        pytest.fail(f"job {job} did not finish after its requeue: {job_records(job)}\n"
+                    f"{job_logs(out_dir, job)}")
+    log = job_logs(out_dir, job)
+    print(f"\n--- requeued job {job}: {rec['JobState']} {rec['ExitCode']} ---\n{log}")
+    assert (rec["JobState"], rec["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert "resumed from its checkpoint at step" in log
+    straight = tmp_path / "straight"
+    env = dict(os.environ, OMP_NUM_THREADS="1", DECOMP_PROGRESS="0")
+    r = subprocess.run([str(BIN / "mpiexec"), "-n", "4", str(BIN / "decomp"), "run", str(EF21),
+                        "--out", str(straight), "--data-dir", str(data_dir), "--steps", steps],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def rows(path: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in metrics(path)]
+
+    assert rows(metrics_file) == rows(straight / "ef21-a9a" / "metrics.jsonl")
