@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decomp.config_checks import check_config
+from decomp.config.checks import check_config
 from decomp.errors import ConfigError
 
 if sys.version_info >= (3, 11):
