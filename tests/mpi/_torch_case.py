@@ -23,3 +23,26 @@ def problems(n: int, bn: bool) -> list:
     ds = load("synthetic", n_samples=240, n_features=10, n_classes=3)
     parts = partition(ds.y, n, "iid", seed=SEED)
     return make_torch_problems(net(bn), nn.CrossEntropyLoss(), ds.X, ds.y, parts, seed=SEED)
+
+
+class LossRecorder:
+    """Wraps a TorchProblem for a reference run and records the loss of every minibatch
+    gradient (``losses``, in call order), i.e. what the Trainer's training-loss column
+    averages over workers and steps."""
+
+    def __init__(self, problem) -> None:
+        self._p, self.losses = problem, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._p, name)
+
+    def minibatch_grad(self, x, rows):
+        g = self._p.minibatch_grad(x, rows)
+        self.losses.append(self._p.last_loss)
+        return g
+
+
+def reference_train_loss(recorders: list[LossRecorder], steps: range) -> float:
+    """Mean minibatch loss over workers and the given steps (1-based), as the Trainer logs."""
+    return sum(r.losses[t - 1] for r in recorders for t in steps) / (len(recorders) *
+                                                                      len(steps))

@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch  # noqa: F401  (pinned: missing = a broken install, not a skip)
-from _torch_case import SEED  # noqa: E402
+from _torch_case import (  # noqa: E402
+    SEED,  # noqa: E402
+    LossRecorder,
+    reference_train_loss,
+)
 from _torch_case import net as _net  # noqa: E402
 from _torch_case import problems as _problems  # noqa: E402
 from torch import nn  # noqa: E402
@@ -38,7 +42,7 @@ from decomp.torch import FlatModel, evaluate_model, make_torch_problems  # noqa:
 STEPS = 8
 LR = 0.2
 BATCH = 8
-TOL = 1e-5  # float32: relative to max |x|
+TOL = 2e-6  # float32, relative to max |x|: 4x the largest deviation seen (4.8e-7, 8 steps)
 
 #: name -> (config algorithm name, compressor factory or None, options)
 CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
@@ -107,8 +111,8 @@ def test_trainer_with_a_decentralized_algorithm_equals_the_reference(comm, case:
                  comm=comm, seed=SEED, partition="dirichlet", alpha=1.0, topology="ring",
                  verbose=False)
     hist = tr.fit(steps=STEPS, eval_every=4)
-    probs = make_torch_problems(_net(False), nn.CrossEntropyLoss(), ds.X, ds.y, tr.parts,
-                                seed=SEED)
+    probs = [LossRecorder(p) for p in make_torch_problems(
+        _net(False), nn.CrossEntropyLoss(), ds.X, ds.y, tr.parts, seed=SEED)]
     ref = simulate_decentralized(name, probs, probs[0].flat.params.copy(),
                                  mixing_matrix("ring", n), lr=LR, steps=STEPS, seed=SEED,
                                  compressor=make_c(), batch_size=BATCH, **opts)
@@ -129,9 +133,12 @@ def test_trainer_with_a_decentralized_algorithm_equals_the_reference(comm, case:
     assert last["test_acc_i"] == pytest.approx(accs, abs=1.5 / ds.n_test)
     assert last["test_acc"] == pytest.approx(acc_bar / ds.n_test, abs=1.5 / ds.n_test)
     assert last["test_acc_min"] == min(last["test_acc_i"])
-    assert last["consensus_distance"] == pytest.approx(cons, rel=1e-3)
+    assert last["consensus_distance"] == pytest.approx(cons, rel=1e-6)
     assert last["bits_up"] == 8 * ref.bytes_sent.mean()
-    assert hist[0]["loss"] is None and last["loss"] > 0
+    # the training loss: the mean minibatch loss of steps 5..8 over the nodes, as in the
+    # reference run (float32 losses of iterates within TOL)
+    assert hist[0]["loss"] is None
+    assert last["loss"] == pytest.approx(reference_train_loss(probs, range(5, 9)), rel=2e-6)
     assert np.shares_memory(tr.x, next(tr.model.parameters()).detach().numpy())
 
 
@@ -198,10 +205,12 @@ def test_decomp_run_on_a_torch_config_equals_simulate_config(comm, tmp_path, fam
     assert all(e == everyone[0] for e in everyone)
     for name, st_run, st_ref, dl, dtl, dacc, bits, dcons, dmean in rows:
         assert st_run == st_ref == "ok", name
-        # metrics at the final iterate; float32 rounding (ECD's t/2 factors) reaches ~1e-5
-        assert dl <= 1e-4 and dtl <= 1e-4, (name, dl, dtl)
-        assert dacc <= 1.5 / n_test and bits, (name, dacc, bits)
-        assert family == "master_worker" or dcons <= 1e-3, (name, dcons)
+        # metrics at the final iterate: within 2e-6 relative (largest seen 5.5e-7 at 2 and 4
+        # ranks); ECD's t/2 factors amplify float32 rounding: 2.1e-5 seen, 1e-4 allowed
+        tol = 1e-4 if name == "ecd_psgd" else 2e-6
+        assert dl <= tol and dtl <= tol, (name, dl, dtl)
+        assert dacc <= 1.5 / n_test and bits, (name, dacc, bits)  # at most one test example
+        assert family == "master_worker" or dcons <= tol, (name, dcons)
         assert dmean is None or dmean <= 1.5 / n_test, (name, dmean)
     assert all(r.test_acc is not None and r.test_acc > 0.5 for r in res), \
         [(r.method, r.test_acc) for r in res]
