@@ -19,7 +19,7 @@ MPIEXEC := $(BIN)/mpiexec
 PYTEST_MPI := -m pytest --with-mpi -p no:cacheprovider --timeout=60 -o timeout_method=thread -q
 MPI_GUARD := timeout -k 10 900
 
-.PHONY: setup demo test test-unit test-e2e test-mpi test-slurm lint bench clean
+.PHONY: setup demo test test-unit test-e2e test-mpi test-slurm lint bench clean mutation
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,14 @@ test-mpi:
 # slurm-wlm/munge) and tears down; skipped with a message otherwise, a failure if DECOMP_TEST_SLURM=1.
 test-slurm:
 	PYTHON=$(BIN)/python bash jobs/local/slurm-test/test.sh
+
+# Mutation testing of the core with cosmic-ray (docs/testing.md); not part of `make test`.
+# MUTATION_ARGS, e.g. "--packages compress --sample 40 --budget 1200" or "--report".
+MUTATION_REQ := cosmic-ray==8.7.0
+MUTATION_ARGS ?=
+mutation: setup
+	$(BIN)/python -m pip install -q "$(MUTATION_REQ)"
+	$(BIN)/python tests/mutation/run_mutation.py $(MUTATION_ARGS)
 
 lint: setup
 	$(BIN)/ruff check decomp kernels topologies tests
