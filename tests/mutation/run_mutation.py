@@ -132,9 +132,27 @@ def session(pkg: str, work: Path, sample: int) -> Path:
     return db
 
 
+def baseline_ok(pkg: str, work: Path) -> bool:
+    """The package's test command passes on the unmutated copy (else every mutant would
+    count as killed); checked once per copy."""
+    mark = work / f"cr-{pkg}.baseline"
+    if not mark.exists():
+        cfg = (work / f"cr-{pkg}.toml").read_text()
+        command = json.loads(cfg.split("test-command = ", 1)[1].split("\n", 1)[0])
+        t0 = time.monotonic()
+        r = subprocess.run(command[len("bash -c "):].strip('"').replace('\\"', '"'),
+                           shell=True, cwd=work, env=env_for(work), check=False,
+                           capture_output=True, text=True)
+        mark.write_text(f"{r.returncode} {time.monotonic() - t0:.0f}s\n{r.stdout[-2000:]}")
+    ok = mark.read_text().startswith("0 ")
+    if not ok:
+        print(f"{pkg}: the unmutated tests fail in the copy; see {mark}", file=sys.stderr)
+    return ok
+
+
 def run(pkg: str, work: Path, db: Path, deadline: float) -> None:
     left = deadline - time.monotonic()
-    if left < 60:
+    if left < 60 or not baseline_ok(pkg, work):
         return
     cfg = work / f"cr-{pkg}.toml"
     cmd = ["timeout", "-s", "INT", "-k", "30", str(int(left)),
