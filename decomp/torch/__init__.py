@@ -7,10 +7,14 @@
 - :func:`make_torch_problems`: n workers' problems on copies of one module (the reference).
 - :class:`DistributedOptimizer`: any torch optimizer and the user's own loop over a decomp
   algorithm of either family (:mod:`decomp.torch.optimizer`).
+- :class:`ShardSampler`, :func:`shard_indices`, :class:`DatasetRows`: any torch ``Dataset``
+  split over the ranks by decomp's partitions (:mod:`decomp.torch.data`); test metrics in
+  :mod:`decomp.torch.metrics`.
 
 See docs/torch.md.
 """
 
+from decomp.torch.data import DatasetRows, ShardSampler, dataset_labels, shard_indices
 from decomp.torch.flat import FlatModel, Slot, is_buffer
 from decomp.torch.problem import TorchProblem, evaluate_model, make_torch_problems
 
@@ -25,5 +29,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'decomp.torch' has no attribute {name!r}")
 
 
-__all__ = ["DistributedOptimizer", "FlatModel", "Slot", "TorchProblem", "evaluate_model",
-           "is_buffer", "make_torch_problems"]
+__all__ = ["DatasetRows", "DistributedOptimizer", "FlatModel", "ShardSampler", "Slot",
+           "TorchProblem", "dataset_labels", "evaluate_model", "is_buffer",
+           "make_torch_problems", "shard_indices"]

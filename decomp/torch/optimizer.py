@@ -133,6 +133,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
             self.mixing = resolve_mixing("ring" if topology is None else topology,
                                          comm.Get_size(), weights, topology_options)
+            algorithm.check_mixing(self.mixing)  # a directed W only where the method allows
         self.transport = open_transport(self.family, comm, mixing=self.mixing,
                                         exchange=exchange)
         d = self.flat.d
@@ -202,13 +203,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     t.copy_(c.bcast(t.detach(), root=0))
 
     # --- the loop ----------------------------------------------------------------------------
-    @property
-    def model(self) -> nn.Module:
-        return self.flat.module
-
-    @property
-    def decentralized(self) -> bool:
-        return self.family == DECENTRALIZED_FAMILY
+    model = property(lambda self: self.flat.module, doc="The trained module.")
+    decentralized = property(lambda self: self.family == DECENTRALIZED_FAMILY)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the gradients. The flat gradient buffer is zeroed in place and every
@@ -315,10 +311,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._skip_unused()
 
     def _skip_unused(self) -> None:
-        if self.find_unused:
-            for p, used in zip(self.flat.parameters(), self._used, strict=True):
-                if not used:
-                    p.grad = None
+        for p, used in zip(self.flat.parameters(), self._used, strict=True):
+            if self.find_unused and not used:
+                p.grad = None
 
     def _apply(self) -> None:
         if self.optimizer is not None:
@@ -346,9 +341,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if (self.steps + 1) % self.check_every == 0:
             self.check_divergence()
 
-    @property
-    def _mode(self) -> str:
-        return "own update" if self.optimizer is None else "torch optimizer"
+    _mode = property(lambda self: "own update" if self.optimizer is None else "torch optimizer")
 
     def _lr(self) -> float:
         return float(self.param_groups[0]["lr"])
