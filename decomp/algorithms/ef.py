@@ -75,11 +75,11 @@ class EF(MasterWorkerAlgorithm):
             assert e is not None
             axpy(e, x.dtype.type(env.lr), self.grad(env, x, step))  # p_i = e_i + γ ∇f_i(x^t)
             payload = encode_or_poison(C, e, env.key(step), nbytes)
-        tp.gather_start(payload, nbytes)
+        payloads = tp.gather(payload, nbytes)
         if payload is not None:
             assert e is not None
-            decode_add_or_poison(C, payload, e, -1.0)  # e_i = p_i − v_i, during the gather
-        _update_x(self, env, tp.gather_finish(), x, -1.0, step)  # x − (1/n) Σ_i v_i
+            decode_add_or_poison(C, payload, e, -1.0)  # e_i = p_i − v_i (master aggregates)
+        _update_x(self, env, payloads, x, -1.0, step)  # x − (1/n) Σ_i v_i
         return EFState(step, x, e)
 
 

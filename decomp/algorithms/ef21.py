@@ -83,15 +83,14 @@ class EF21(MasterWorkerAlgorithm):
 
     def _exchange(self, env: Env, payload: np.ndarray | None, g_local: np.ndarray | None,
                   g: np.ndarray | None, x: np.ndarray, codec: Compressor | None = None) -> None:
-        """Gather the c_i (fixed size: no sizes round), doing g_i ← g_i + c_i while the
-        gather is in flight, then g ← g + (1/n) Σ_i c_i (every rank, or the master)."""
+        """Gather the c_i (fixed size: no sizes round); a worker then takes g_i ← g_i + c_i
+        while the master aggregates; then g ← g + (1/n) Σ_i c_i (every rank, or the
+        master)."""
         C = self.compressor if codec is None else codec
-        tp = env.transport
-        tp.gather_start(payload, C.payload_bytes(x.size, x.dtype))
+        payloads = env.transport.gather(payload, C.payload_bytes(x.size, x.dtype))
         if payload is not None:
             assert g_local is not None
             decode_add_or_poison(C, payload, g_local)  # g_i += c_i
-        payloads = tp.gather_finish()
         update_from_sum(env, C, self.downlink, payloads, g, 1.0, x)
 
     def _init_payload(self, env: Env, x0: np.ndarray) -> tuple[Compressor, np.ndarray | None,

@@ -77,15 +77,31 @@ class MasterWorker:
         sizes first (control bytes). Returns, on the master, a list of n uint8 views (valid
         until the next call); None elsewhere.
         """
-        self.gather_start(payload, nbytes)
-        return self.gather_finish()
+        send = self._prepare_gather(payload, nbytes)
+        if not self.is_master:
+            self.comm.Gatherv(send, None, root=0)
+            return None
+        self.comm.Gatherv(send, [self._recv, self._sizes, self._displs, self._MPI.BYTE], root=0)
+        return self._views
 
     def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
         """Post the gather of :meth:`gather` (``Igatherv``) and return at once; the payload
-        must stay unchanged until :meth:`gather_finish`."""
-        MPI = self._MPI
+        must stay unchanged until :meth:`gather_finish`. (A nonblocking collective advances
+        only inside MPI calls here and costs more than the blocking one on oversubscribed
+        cores: the algorithms call :meth:`gather` and do their own bookkeeping after it,
+        while the master aggregates.)"""
         if self._req is not None:
             raise RuntimeError("gather_start: the previous gather is not finished")
+        send = self._prepare_gather(payload, nbytes)
+        if not self.is_master:
+            self._req = self.comm.Igatherv(send, None, root=0)
+            return
+        self._req = self.comm.Igatherv(
+            send, [self._recv, self._sizes, self._displs, self._MPI.BYTE], root=0)
+
+    def _prepare_gather(self, payload: np.ndarray | None, nbytes: int | None) -> np.ndarray:
+        """Check the payload, settle the sizes (a Gather of them unless ``nbytes``), count
+        the bytes and (master) lay out the receive views; returns the send buffer."""
         send = self._empty if payload is None else payload
         if send.dtype != np.uint8 or send.ndim != 1:
             raise TypeError("payloads are 1-D uint8 arrays")
@@ -103,16 +119,14 @@ class MasterWorker:
                 if self.mode == "dedicated":
                     self._sizes[0] = 0
                 self._fixed = nbytes
+                self._views = []  # re-laid out below
         self.bytes.up += send.size
-        if not self.is_master:
-            self._req = self.comm.Igatherv(send, None, root=0)
-            return
-        self._make_views(tuple(int(v) for v in self._sizes))
-        self._req = self.comm.Igatherv(
-            send, [self._recv, self._sizes, self._displs, MPI.BYTE], root=0)
+        if self.is_master and (self._fixed < 0 or not self._views):
+            self._make_views(tuple(int(v) for v in self._sizes))
+        return send
 
     def _make_views(self, sizes: tuple[int, ...]) -> None:
-        if sizes == self._layout:
+        if sizes == self._layout and self._views:
             return
         np.cumsum(self._sizes[:-1], out=self._displs[1:])
         total = sum(sizes)
@@ -143,28 +157,34 @@ class MasterWorker:
         ``control`` = the size and the chunk's padding, on every receiving rank.
         """
         first = self._first
-        if self._bfirst.size < first:
-            self._bfirst = np.empty(FIRST_MAX, dtype=np.uint8)
-        chunk = self._bfirst[:first]
         if self.is_master:
             assert payload is not None and payload.dtype == np.uint8 and payload.ndim == 1
+            if self._bfirst.size < first:
+                self._bfirst = np.empty(FIRST_MAX, dtype=np.uint8)
+            chunk = self._bfirst[:first]
             n0 = min(payload.size, first - 8)
             chunk[:8].view(np.int64)[0] = payload.size
-            chunk[8:8 + n0] = payload[:n0]
-        self.comm.Bcast(chunk, root=0)
-        size = int(chunk[:8].view(np.int64)[0])
-        n0 = min(size, first - 8)
-        if self.is_master:
+            chunk[8:8 + n0] = payload[:n0]  # one copy of at most FIRST_MAX bytes
+            self.comm.Bcast(chunk, root=0)
+            size = payload.size
+            if size > n0:
+                self.comm.Bcast(payload[n0:], root=0)
             buf = payload
-        else:
-            if self._down.size < size:
-                self._down = np.empty(max(size, 2 * self._down.size), dtype=np.uint8)
-            buf = self._down[:size]
-            buf[:n0] = chunk[8:8 + n0]
+        else:  # receive straight into [size | payload]: the payload is a view, no copy
+            if self._down.size < first:
+                self._down = np.empty(max(first, 2 * self._down.size), dtype=np.uint8)
+            self.comm.Bcast(self._down[:first], root=0)
+            size = int(self._down[:8].view(np.int64)[0])
+            n0 = min(size, first - 8)
+            if self._down.size < 8 + size:
+                grown = np.empty(max(8 + size, 2 * self._down.size), dtype=np.uint8)
+                grown[:first] = self._down[:first]
+                self._down = grown
+            if size > n0:
+                self.comm.Bcast(self._down[first:8 + size], root=0)
+            buf = self._down[8:8 + size]
             self.bytes.down += size
             self.bytes.control += first - n0
-        if size > n0:
-            self.comm.Bcast(buf[n0:], root=0)
         self._first = min(FIRST_MAX, max(64, (size + size // 16 + 8 + 63) & ~63))
         return buf
 
