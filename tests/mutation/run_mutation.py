@@ -24,6 +24,7 @@ surviving mutant (its diff), without running anything.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -101,6 +102,34 @@ def env_for(work: Path) -> dict[str, str]:
                 OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", DECOMP_PROGRESS="0")
 
 
+@functools.cache
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of every annotation in a module. Every module here has
+    ``from __future__ import annotations``: annotations are strings, never evaluated, so a
+    mutant inside one (``Key | None`` -> ``Key // None``) is equivalent by construction."""
+    import ast
+
+    spans = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        anns = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            anns = [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs,
+                                           a.vararg, a.kwarg) if x is not None]
+            anns.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            anns = [node.annotation]
+        spans += [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset))
+                  for n in anns if n is not None]
+    return spans
+
+
+def in_annotation(item, work: Path) -> bool:
+    m = item.mutations[0]
+    spans = annotation_spans(work / m.module_path)
+    return any(lo <= tuple(m.start_pos) and tuple(m.end_pos) <= hi for lo, hi in spans)
+
+
 def session(pkg: str, work: Path, sample: int) -> Path:
     """The package's session: every mutant cosmic-ray generates, then a fixed sample kept."""
     files, command = PACKAGES[pkg]
@@ -125,7 +154,9 @@ def session(pkg: str, work: Path, sample: int) -> Path:
                                                       w.mutations[0].operator_name,
                                                       w.mutations[0].occurrence))
         total = len(items)
-        keep = random.Random(17).sample(items, min(sample, total))
+        items = [w for w in items if not in_annotation(w, work)]  # equivalent by construction
+        (work / f"cr-{pkg}.annotations").write_text(str(total - len(items)))
+        keep = random.Random(17).sample(items, min(sample, len(items)))
         wdb.clear()
         wdb.add_work_items(keep)
     (work / f"cr-{pkg}.total").write_text(str(total))
