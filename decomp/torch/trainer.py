@@ -40,22 +40,14 @@ class labels), bits_up / bits_down (cumulative payload bits per worker, mean ove
 wall_s (time inside algorithm steps only). Decentralized rows add test_<m>_mean, test_<m>_i (of
 every x_i), test_acc_min, consensus_distance and the split compute_s / compress_s / comm_s.
 
-BatchNorm statistics (``buffers``): "average" (default) evaluates the shared model (x, or x̄)
-with the mean of the workers' running statistics — in the master–worker family it sets every
-rank's statistics to that mean, which, since they are exponential moving averages (linear in
-the batch statistics), equals averaging them every step; decentralized nodes keep their own,
-and each x_i is evaluated with its own. "local" uses rank 0's for the shared model.
-
-Divergence: a master–worker step raises :class:`~decomp.errors.DivergenceError` on every rank at
-the same step. Decentralized steps never raise (x_i differ between ranks); the Trainer takes the
-first non-finite step over all ranks (one small all-reduce) at every evaluation and at least
-every ``check_every`` steps, and raises the same DivergenceError on every rank.
+BatchNorm statistics (``buffers``: "average" or "local") and divergence (the same
+:class:`~decomp.errors.DivergenceError` on every rank at the same step; decentralized: checked
+collectively every ``check_every`` steps): docs/torch.md, "The Trainer".
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +66,7 @@ from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
 from decomp.torch.problem import LossFn
+from decomp.torch.progress import fmt, log_line, progress_bar
 
 
 class Trainer:
@@ -201,7 +194,7 @@ class Trainer:
                               "no smoothness constant for a theory step size")
         if not lr > 0:
             raise ConfigError(f"lr must be positive, got {lr}")
-        self.lr = float(lr)
+        self._lr = float(lr)
 
         # transport
         self.mixing: Any = None
@@ -253,6 +246,19 @@ class Trainer:
 
     # --- public helpers --------------------------------------------------------------------
     @property
+    def lr(self) -> float:
+        """The step size γ of the next steps. Assign it (the same on every rank) to change it,
+        e.g. between fits; ``fit(lr_schedule=...)`` sets it before every step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if not value > 0:
+            raise ConfigError(f"lr must be positive, got {value}")
+        self._lr = float(value)
+        self.session.env.lr = self._lr
+
+    @property
     def state(self) -> Any:
         """The algorithm state (None before :meth:`init`)."""
         return self.session.state
@@ -296,9 +302,11 @@ class Trainer:
         if self.problem is not None:  # the step-0 row reports no training loss
             self.problem.last_loss = float("nan")
 
-    def fit(self, steps: int, eval_every: int | None = None) -> list[dict[str, Any]]:
+    def fit(self, steps: int, eval_every: int | None = None,
+            lr_schedule: Any = None) -> list[dict[str, Any]]:
         """Run ``steps`` more steps, evaluating every ``eval_every`` steps (default: only at
-        the start and the end). Returns the whole history (all fits so far)."""
+        the start and the end); ``lr_schedule(t)`` gives γ for step t (counted from the run's
+        start, 1, 2, ...). Returns the whole history (all fits so far)."""
         if steps < 0:
             raise ConfigError(f"steps must be >= 0, got {steps}")
         if eval_every is not None and eval_every < 1:
@@ -307,11 +315,12 @@ class Trainer:
         self.init()
         if first:
             self._record(self.evaluate())
-        bar = self._bar(steps)
+        bar = progress_bar(steps, type(self.algorithm).__name__,
+                           self.progress and self.rank == 0)
 
         def log(t: int) -> None:
             row = self._record(self.evaluate(), bar)
-            bar.set_postfix(loss=_fmt(row["loss"]), test=_fmt(row.get("test_acc",
+            bar.set_postfix(loss=fmt(row["loss"]), test=fmt(row.get("test_acc",
                                                                       row.get("test_loss"))))
 
         control = RunControl(self.comm, comm_timeout_s=self.comm_timeout_s)
@@ -319,7 +328,9 @@ class Trainer:
             with control:
                 drive(self.session, steps, log_every=eval_every, on_log=log,
                       check_every=self.check_every if self.session.decentralized else None,
-                      after_step=self._note_loss, bar=bar, control=control)
+                      after_step=self._note_loss, bar=bar, control=control,
+                      before_step=None if lr_schedule is None else
+                      lambda t: setattr(self, "lr", lr_schedule(t)))
                 signum = control.settle()
         except (Interrupted, DivergenceError):  # the same on every rank: clean up together
             control.close()
@@ -338,7 +349,7 @@ class Trainer:
         statistics, the history and the running loss tally. ``torch.save`` it per rank."""
         self.init()
         return {"session": self.session.state_dict(), "buffers": self.flat.buffers.copy(),
-                "history": [dict(r) for r in self.history],
+                "history": [dict(r) for r in self.history], "lr": self.lr,
                 "loss_tally": [self._loss_sum, self._loss_cnt]}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -346,6 +357,7 @@ class Trainer:
         :meth:`fit` steps exactly as the saved run would have."""
         self.init()
         self.session.load_state_dict(d["session"])
+        self.lr = float(d.get("lr", self.lr))
         self.flat.buffers[...] = d["buffers"]
         self.history = [dict(r) for r in d["history"]]
         self._loss_sum, self._loss_cnt = float(d["loss_tally"][0]), int(d["loss_tally"][1])
@@ -404,46 +416,18 @@ class Trainer:
                 with open(self.metrics_path, mode) as f:
                     f.write(json.dumps(row) + "\n")
             if self.verbose:
-                msg = _line(row, self.session.decentralized)
+                msg = log_line(row, self.session.decentralized)
                 if bar is not None and not bar.disable:
                     bar.write(msg)
                 else:
                     print(msg, flush=True)
         return row
 
-    def _bar(self, total: int) -> Any:
-        from tqdm import tqdm
-
-        enabled = self.progress and self.rank == 0 and sys.stderr.isatty()
-        return tqdm(total=total, desc=type(self.algorithm).__name__, disable=not enabled,
-                    leave=False, file=sys.stderr, dynamic_ncols=True)
-
     def __repr__(self) -> str:
         where = (f"{self.n_workers} nodes on {self.mixing.name}" if self.mixing is not None
                  else f"{self.n_workers} workers")
         return (f"Trainer({type(self.flat.module).__name__}, d={self.flat.d}, "
                 f"{type(self.algorithm).__name__}, {where}, lr={self.lr})")
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def _line(row: dict[str, Any], decentralized: bool) -> str:
-    """The log line of a history row (test metrics only when there is a test set)."""
-    parts = [f"step {row['step']}: loss {_fmt(row['loss'])}"]
-    if "test_loss" in row:
-        parts.append(f"test loss {_fmt(row['test_loss'])}")
-    if "test_acc" in row:
-        parts.append(f"test acc{'(xbar)' if 'test_acc_mean' in row else ''} "
-                     f"{_fmt(row['test_acc'])}")
-    if "test_acc_mean" in row:
-        parts.append(f"x_i mean {_fmt(row['test_acc_mean'])} min {_fmt(row['test_acc_min'])}")
-    if "consensus_distance" in row:
-        parts.append(f"consensus {row['consensus_distance']:.3e}")
-    parts.append(f"{row['bits_up'] / 8e6:.3f} MB " + ("sent/rank" if decentralized
-                                                     else "up/worker"))
-    return ", ".join(parts) + f", {row['wall_s']:.2f} s"
 
 
 __all__ = ["BUFFER_MODES", "Trainer"]

@@ -150,3 +150,24 @@ def test_sparse_libsvm_features_and_integer_labels_train(self_comm, tmp_path: Pa
                         lr=0.2, batch_size=16, comm=self_comm, verbose=False)
     hist = tr.fit(steps=40)
     assert hist[-1]["test_acc"] > 0.8
+
+
+def test_the_step_size_changes_by_assignment_or_a_schedule(self_comm) -> None:
+    import decomp
+
+    def run(schedule: bool) -> np.ndarray:
+        tr = decomp.Trainer("mlp", nn.CrossEntropyLoss(), _data(), algorithm=GD(), lr=0.1,
+                            batch_size=16, comm=self_comm, verbose=False)
+        if schedule:
+            tr.fit(10, lr_schedule=lambda t: 0.1 if t <= 5 else 0.05)
+        else:
+            tr.fit(5)
+            tr.lr = 0.05
+            tr.fit(5)
+        assert tr.lr == 0.05 and tr.state_dict()["lr"] == 0.05
+        return tr.x.copy()
+
+    assert np.array_equal(run(True), run(False))
+    with pytest.raises(ConfigError, match="positive"):
+        decomp.Trainer("mlp", nn.CrossEntropyLoss(), _data(), algorithm=GD(), lr=0.1,
+                       comm=self_comm, verbose=False).lr = 0.0
