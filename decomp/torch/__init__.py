@@ -11,12 +11,37 @@
   split over the ranks by decomp's partitions (:mod:`decomp.torch.data`); test metrics in
   :mod:`decomp.torch.metrics`.
 
+Under an MPI launcher with several ranks, importing this package installs
+:func:`decomp.runner.lifecycle.abort_on_error`: an uncaught exception on one rank of a user's
+script (even before any decomp object exists, e.g. while loading data) ends the whole job
+instead of leaving the other ranks waiting in a collective.
+
 See docs/torch.md.
 """
+
+import os
+from collections.abc import Mapping
 
 from decomp.torch.data import DatasetRows, ShardSampler, dataset_labels, shard_indices
 from decomp.torch.flat import FlatModel, Slot, is_buffer
 from decomp.torch.problem import TorchProblem, evaluate_model, make_torch_problems
+
+
+def launched_with_several_ranks(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether an MPI launcher started this process in a world of more than one rank, from
+    the variables launchers set (MPICH/Intel ``PMI_SIZE``, Open MPI
+    ``OMPI_COMM_WORLD_SIZE``, ``srun --mpi=pmix`` ``SLURM_STEP_NUM_TASKS``): no MPI call."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if env.get(name, "").strip().isdigit():
+            return int(env[name]) > 1
+    tasks = env.get("SLURM_STEP_NUM_TASKS", "").strip()
+    return "PMIX_RANK" in env and tasks.isdigit() and int(tasks) > 1
+
+
+if launched_with_several_ranks():
+    from decomp.runner.lifecycle import abort_on_error
+
+    abort_on_error()
 
 
 def __getattr__(name: str) -> object:
@@ -31,4 +56,4 @@ def __getattr__(name: str) -> object:
 
 __all__ = ["DatasetRows", "DistributedOptimizer", "FlatModel", "ShardSampler", "Slot",
            "TorchProblem", "dataset_labels", "evaluate_model", "is_buffer",
-           "make_torch_problems", "shard_indices"]
+           "launched_with_several_ranks", "make_torch_problems", "shard_indices"]

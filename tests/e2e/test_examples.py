@@ -109,14 +109,26 @@ for step in range(10**6):
 """
 
 
-@pytest.mark.parametrize("family", ["master_worker", "decentralized"])
+FAILING_AT_IMPORT = """
+from mpi4py import MPI
+import decomp.torch  # under mpiexec: installs the abort-on-error hook
+if MPI.COMM_WORLD.rank == 2:
+    raise RuntimeError("user bug on rank 2 {tag}")  # e.g. a missing data file
+MPI.COMM_WORLD.Barrier()  # the other ranks wait for rank 2
+"""
+
+
+@pytest.mark.parametrize("family", ["master_worker", "decentralized", "at_import"])
 def test_a_user_script_failing_on_one_rank_ends_the_job(tmp_path: Path, family: str) -> None:
+    """rank 2 of 4 raises in the loop (either family) or before any decomp object exists
+    (after ``import decomp.torch``) while the others wait in a collective."""
     tag = f"decomp-e2e-fail-{family}-{os.getpid()}"
     alg, make, kw = (("EF21", "EF21(TopK(ratio=0.5))", "") if family == "master_worker" else
                      ("CHOCOSGD", "CHOCOSGD(TopK(ratio=0.5), gamma_c=0.5)",
                       ", topology='ring'"))
     script = tmp_path / f"{tag}.py"
-    script.write_text(FAILING.format(alg=alg, make=make, kw=kw, tag=tag))
+    text = FAILING_AT_IMPORT if family == "at_import" else FAILING
+    script.write_text(text.format(alg=alg, make=make, kw=kw, tag=tag))
     t0 = time.monotonic()
     r = _run(str(script), timeout=120, cwd=tmp_path)
     took = time.monotonic() - t0
