@@ -74,15 +74,20 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
             known = sorted({k for m in methods for k in m.columns()})
             raise RunFolderError(f"no metrics column {c!r} in these runs (columns: "
                                  f"{', '.join(known)}; x also: bits, bytes, time)")
-    key = find_key(methods, panel) if panel else ""
-    names = labels(methods, drop=[*(find_key(methods, k) for k in drop), key],
-                   unique=not panel)
+    dropped = [find_key(methods, k) for k in drop]
     if panel:
+        key = find_key(methods, panel)
         values = list(dict.fromkeys(repr(value_of(m, key)) for m in methods))
         panels = [(f"{key.split('.')[-1]} = {show_value(value_of(g[0], key))}", g)
                   for v in values for g in [[m for m in methods if repr(value_of(m, key)) == v]]]
+        # labels from the differences inside a panel (what goes with the panel, e.g. a
+        # dataset's step count, stays out of them)
+        by_id = {id(m): name for _, g in panels
+                 for m, name in zip(g, labels(g, drop=[*dropped, key]), strict=True)}
+        names = [by_id[id(m)] for m in methods]
     else:
         panels = [("", methods)]
+        names = labels(methods, drop=dropped)
     cols = [(p, xc) for p in panels for xc in xs]
     # one colour per label; when no label is in two panels, the i-th method of each panel gets
     # the i-th colour instead (the panels' methods line up: same compressor, same colour)
