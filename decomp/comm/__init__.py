@@ -1,10 +1,13 @@
 """Transport: every byte that crosses MPI goes through here (buffer methods only, no pickling).
 
-- :class:`MasterWorker`: payloads gathered at the master (``Gather`` of sizes, then
-  ``Gatherv`` of bytes), the model broadcast with ``Bcast``, dense ``Allreduce`` for baselines.
+- :class:`MasterWorker`: payloads gathered at the master (``Gatherv``; a ``Gather`` of the
+  sizes first only when they are not fixed), the model (``broadcast``) or a variable-size byte
+  payload such as the compressed downlink (``broadcast_bytes``) sent with ``Bcast``, dense
+  ``Allreduce`` for baselines.
 - :class:`Neighborhood`: payload exchange with the neighbours of a mixing matrix W
   (persistent point-to-point requests, Isend/Irecv or neighbour collectives on the dist-graph
-  communicator), plus the all-reduce / all-gather of the decentralized family's baselines.
+  communicator; also split into ``exchange_start`` / ``exchange_finish``), plus the
+  all-reduce / all-gather of the decentralized family's baselines.
 
 Each transport counts the bytes this rank sent (payloads) and received, so metrics report what
 actually crossed MPI.
