@@ -16,6 +16,7 @@ Rank 0 prints ``final: ...`` with the test accuracy and the bytes each rank sent
 from __future__ import annotations
 
 import argparse
+import socket
 import time
 
 import numpy as np
@@ -71,7 +72,12 @@ def ddp_wrap(model: nn.Module, comm: MPI.Comm) -> tuple[nn.Module, list[int]]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    port = comm.bcast(29500 + (int(time.time()) % 1000) if comm.rank == 0 else None)
+    port = None
+    if comm.rank == 0:  # a free TCP port for gloo's rendezvous, chosen by the OS
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    port = comm.bcast(port)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
                             world_size=comm.size)
     sent = [0]
