@@ -5,7 +5,7 @@ Wire it into the main CLI with ``decomp.cli.bench.add_parser(subparsers)``; it r
 ``func=run_bench``. Standalone: ``python -m decomp.cli.bench kernels --sizes 1e5,1e6``.
 
 ``decomp bench step`` runs under MPI (``mpiexec -n 4 decomp bench step --model mlp``): one
-training step of each decomp method and of PyTorch DDP, interleaved (:mod:`decomp.bench_step`).
+training step of each decomp method and of PyTorch DDP, interleaved (:mod:`decomp.bench.step`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="mlp (1024-2048-2048-10, d = 6.3 M; default), mlp-medium, mlp-small, "
                            "resnet20")
     step.add_argument("--methods", default=None,
-                      help="comma-separated method labels (default: all; see decomp.bench_step)")
+                      help="comma-separated method labels (default: all; see decomp.bench.step)")
     step.add_argument("--steps", type=int, default=5, help="steps per method per round")
     step.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     step.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
@@ -94,7 +94,8 @@ def run_step(args: argparse.Namespace) -> int:
     """``decomp bench step``: every rank runs it; rank 0 prints the table (and the JSON)."""
     from mpi4py import MPI
 
-    from decomp import bench, bench_step
+    from decomp import bench
+    from decomp.bench import step as bench_step
     from decomp.launch import configure_threads
 
     comm = MPI.COMM_WORLD

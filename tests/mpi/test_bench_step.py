@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from decomp.bench_step import METHODS, StepRow, _powersgd_floats, format_table, run_step_bench
+from decomp.bench.step import METHODS, StepRow, _powersgd_floats, format_table, run_step_bench
 
 DECOMP = [m for m, spec in METHODS.items() if spec[0] == "decomp"]
 

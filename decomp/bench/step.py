@@ -377,7 +377,7 @@ def overlap_probe(comm: Any, d: int = 6_316_042, compute_ms: float = 50.0, reps:
     ``serial`` = compute, then exchange; ``overlapped`` = post, compute, wait. Medians over
     ``reps`` of the slowest rank, milliseconds; ``hidden`` = serial − overlapped. Run::
 
-        mpiexec -n 4 python -c "from decomp.bench_step import main_overlap; main_overlap()"
+        mpiexec -n 4 python -c "from decomp.bench.step import main_overlap; main_overlap()"
     """
     from decomp.comm import Neighborhood
     from decomp.topologies import mixing_matrix
