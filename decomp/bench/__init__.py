@@ -20,6 +20,6 @@ from decomp.bench.kernels import (
     topk_baselines,
 )
 
-__all__ = ["DEFAULT_SIZES", "HEADER", "KEY", "Row", "bench_compressor", "default_compressors", "format_row",
-           "format_table", "interleaved", "machine_info", "memory_pass", "run_kernels",
-           "time_call", "topk_baselines"]
+__all__ = ["DEFAULT_SIZES", "HEADER", "KEY", "Row", "bench_compressor", "default_compressors",
+           "format_row", "format_table", "interleaved", "machine_info", "memory_pass",
+           "run_kernels", "time_call", "topk_baselines"]
