@@ -35,6 +35,26 @@ def itemsize(code: int) -> int:
     return VDTYPES[code].itemsize
 
 
+def _float32_round_to_odd(vals: np.ndarray) -> np.ndarray:
+    """float32 of ``vals`` rounded to odd (truncate, then set the last bit if inexact).
+
+    bfloat16 is float32's upper 16 bits; a float64 rounded to float32 to nearest and then to
+    bfloat16 to nearest can round twice the wrong way (1 + 2^-8 + 2^-30 would become 1.0).
+    Rounding to odd first, with 16 spare bits, makes the second rounding the correctly rounded
+    one (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums", 2008).
+    """
+    f = vals.astype(np.float32)
+    if vals.dtype != np.float64:
+        return f
+    with np.errstate(invalid="ignore"):
+        back = f.astype(np.float64)
+        inexact = (back != vals) & np.isfinite(f)
+        u = f.view(np.uint32).copy()
+        u[inexact & (np.abs(back) > np.abs(vals))] -= np.uint32(1)  # toward zero
+        u[inexact] |= np.uint32(1)
+    return u.view(np.float32)
+
+
 def to_wire(vals: np.ndarray, code: int, out: np.ndarray) -> None:
     """Write ``vals`` converted to wire dtype ``code`` into the uint8 section ``out``.
 
@@ -44,7 +64,7 @@ def to_wire(vals: np.ndarray, code: int, out: np.ndarray) -> None:
     narrowing = code in (2, 3) or (code == 0 and vals.dtype == np.float64)
     with np.errstate(over="ignore"):
         if code == 3:  # bfloat16: round-to-nearest-even on the upper 16 bits of float32
-            u = vals.astype(np.float32).view(np.uint32)
+            u = _float32_round_to_odd(vals).view(np.uint32)
             rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) \
                 >> np.uint32(16)
             out.view(np.uint16)[:] = rounded.astype(np.uint16)

@@ -195,9 +195,6 @@ def test_16bit_wire_rounding_of_float64_input_is_one_rounding(fmt: str) -> None:
                   0.1, 1 / 3])
     y = Identity(value_dtype=fmt)(x)
     want = [wire_round(v, fmt) for v in x]
-    if fmt == "bfloat16" and not np.array_equal(y, want):
-        pytest.xfail("bfloat16 wire rounds float64 through float32 first (double rounding); "
-                     "known, reported in issue 17")
     assert np.array_equal(y, want), (y, want)
 
 
