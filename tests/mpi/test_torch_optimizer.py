@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from _torch_case import SEED
+from _torch_case import net as _net
+from _torch_case import problems as _problems
+from torch import nn
 
-torch = pytest.importorskip("torch")
-from _torch_case import SEED  # noqa: E402
-from _torch_case import net as _net  # noqa: E402
-from _torch_case import problems as _problems  # noqa: E402
-from torch import nn  # noqa: E402
-
-from decomp.algorithms import (  # noqa: E402
+from decomp.algorithms import (
     CHOCOSGD,
     DCDPSGD,
     DCGD,
@@ -40,12 +39,12 @@ from decomp.algorithms import (  # noqa: E402
     SGDM,
     AllreduceSGD,
 )
-from decomp.compress import QSGD, Identity, TopK  # noqa: E402
-from decomp.problems import minibatch_rows  # noqa: E402
-from decomp.sim import simulate, simulate_decentralized  # noqa: E402
-from decomp.topologies import mixing_matrix  # noqa: E402
-from decomp.torch import TorchProblem  # noqa: E402
-from decomp.torch.optimizer import DistributedOptimizer  # noqa: E402
+from decomp.compress import QSGD, Identity, TopK
+from decomp.problems import minibatch_rows
+from decomp.sim import simulate, simulate_decentralized
+from decomp.topologies import mixing_matrix
+from decomp.torch import TorchProblem
+from decomp.torch.optimizer import DistributedOptimizer
 
 STEPS = 6
 LR = 0.2

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset  # noqa: E402
-
-from decomp.algorithms import DCDPSGD, EF21, GD  # noqa: E402
-from decomp.compress import QSGD, TopK  # noqa: E402
-from decomp.data.classification import load, partition  # noqa: E402
-from decomp.errors import ConfigError  # noqa: E402
-from decomp.torch.data import (  # noqa: E402
+from decomp.algorithms import DCDPSGD, EF21, GD
+from decomp.compress import QSGD, TopK
+from decomp.data.classification import load, partition
+from decomp.errors import ConfigError
+from decomp.torch.data import (
     DatasetRows,
     ShardSampler,
     TrainingData,
     dataset_labels,
     shard_indices,
 )
-from decomp.torch.metrics import resolve_metrics  # noqa: E402
+from decomp.torch.metrics import resolve_metrics
 
 
 class Counting(Dataset):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-
-from decomp.algorithms import CHOCOSGD, EF, EF21, GD, EF21Plus  # noqa: E402
-from decomp.compress import TopK  # noqa: E402
-from decomp.errors import ConfigError  # noqa: E402
-from decomp.torch import DistributedOptimizer  # noqa: E402
+from decomp.algorithms import CHOCOSGD, EF, EF21, GD, EF21Plus
+from decomp.compress import TopK
+from decomp.errors import ConfigError
+from decomp.torch import DistributedOptimizer
 
 
 @pytest.fixture(scope="module")
