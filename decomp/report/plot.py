@@ -23,9 +23,9 @@ ALIASES = {"steps": "step", "bits": "bits_up", "time": "wall_s", "wall": "wall_s
            "grad": "grad_norm_sq", "acc": "test_acc", "consensus": "consensus_distance"}
 DERIVED = {"bytes": ("bits_up", 1 / 8), "bytes_down": ("bits_down", 1 / 8),
            "mb": ("bits_up", 1 / 8e6)}
-AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker",
-              "bits_down": "bits received per worker", "bytes": "bytes sent per worker",
-              "mb": "MB sent per worker", "wall_s": "wall time (s)",
+AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker (node)",
+              "bits_down": "bits received per worker", "bytes": "bytes sent per worker (node)",
+              "mb": "MB sent per worker (node)", "wall_s": "wall time (s)",
               "grad_norm_sq": "‖∇f(x)‖²", "loss": "loss f(x)",
               "test_acc": "test accuracy", "test_loss": "test loss",
               "consensus_distance": "consensus distance (1/n) Σ‖x_i − x̄‖²",
@@ -111,6 +111,8 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
                 ok = np.isfinite(xv) & np.isfinite(yv)
                 if ysc == "log":
                     ok &= yv > 0
+                if xscale == "log":  # step 0 (no bytes yet) has no place on a log axis
+                    ok &= xv > 0
                 if not ok.any():
                     continue
                 diverged = m.status == "diverged"
