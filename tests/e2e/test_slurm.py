@@ -135,13 +135,15 @@ def test_sweep_as_a_2_task_job_array(tmp_path: Path, data_dir: Path) -> None:
     assert sorted(r["ArrayTaskId"] for r in recs) == ["0", "1"], recs
     assert all((r["JobState"], r["ExitCode"]) == ("COMPLETED", "0:0") for r in recs), text
     finals = []
+    # a --sweep grid gets its own name (the config's name, "-sweep", a digest of the grid)
+    [sweep_dir] = [p for p in runs.glob("ef21-a9a-sweep-*") if p.is_dir()]
     for task, mult in ((0, 4.0), (1, 16.0)):
-        task_dir = runs / "ef21-a9a-sweep" / str(task)
+        task_dir = sweep_dir / str(task)
         assert f"lr_multiplier = {mult}" in (task_dir / "config.toml").read_text()
         rows = metrics(task_dir / "metrics.jsonl")
         assert rows[-1]["step"] == 200
         finals.append(rows[-1]["grad_norm_sq"])
-        log = runs / "slurm" / f"decomp-ef21-a9a-sweep-{job}_{task}.out"
+        log = runs / "slurm" / f"decomp-{sweep_dir.name}-{job}_{task}.out"
         assert f"(array {job}, task {task})" in log.read_text()
     assert finals[1] < finals[0]  # the larger step converges faster here
 
