@@ -31,7 +31,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: setup
-	$(MPIEXEC) -n $(NP) $(BIN)/decomp run jobs/configs/demo.toml
+	$(MPIEXEC) -n $(NP) $(BIN)/decomp run jobs/configs/demo.toml --overwrite
 
 test: setup
 	$(MAKE) --no-print-directory test-unit test-e2e test-mpi test-slurm
