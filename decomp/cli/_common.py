@@ -18,6 +18,17 @@ def fail(comm: Any, message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
+def documented_parser(sub: Any, name: str, help: str, doc: str | None) -> Any:
+    """A sub-command parser whose description is ``doc`` up to ``Examples::`` and whose
+    epilog is the examples after it (the module docstring of the sub-command)."""
+    import argparse
+
+    head, _, examples = (doc or "").partition("Examples::")
+    return sub.add_parser(name, help=help, description=head.strip(),
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=("examples:" + examples) if examples else None)
+
+
 def world() -> Any:
     from mpi4py import MPI
 

@@ -17,16 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from decomp.cli._common import EXIT_ERROR
+from decomp.cli._common import EXIT_ERROR, documented_parser
 from decomp.errors import DecompError
 
 
 def add_parser(sub: Any) -> None:
-    c = sub.add_parser(
-        "compare", help="table of run folders: final metrics, steps/bits/time to a target",
-        description=(__doc__ or "").split("Examples::")[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:" + (__doc__ or "").split("Examples::", 1)[1])
+    c = documented_parser(
+        sub, "compare", "table of run folders: final metrics, steps/bits/time to a target", __doc__)
     c.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders, or folders holding run folders (searched recursively)")
     c.add_argument("--target", action="append", default=[], metavar="COLUMN=VALUE",

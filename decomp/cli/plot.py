@@ -15,16 +15,13 @@ import argparse
 import sys
 from typing import Any
 
-from decomp.cli._common import EXIT_ERROR
+from decomp.cli._common import EXIT_ERROR, documented_parser
 from decomp.errors import DecompError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "plot", help="draw run folders: metrics against steps, bits, bytes or wall time",
-        description=(__doc__ or "").split("Examples::")[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:" + (__doc__ or "").split("Examples::", 1)[1])
+    p = documented_parser(
+        sub, "plot", "draw run folders: metrics against steps, bits, bytes or wall time", __doc__)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders, or folders holding run folders (searched recursively)")
     p.add_argument("-o", "--output", action="append", required=True, metavar="FIG",
