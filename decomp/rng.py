@@ -21,6 +21,7 @@ class Purpose(IntEnum):
     MINIBATCH = 2  # minibatch indices
     COMPRESS = 3  # random compressors (Rand-k, QSGD, natural)
     DATA = 4  # synthetic data generation
+    PARTICIPATION = 5  # the workers taking part in a step (EF21-PP)
 
 
 class Key(NamedTuple):

@@ -27,6 +27,8 @@ from decomp.algorithms.dpsgd import DPSGD
 from decomp.algorithms.ecd import ECDPSGD
 from decomp.algorithms.ef import DCGD, EF
 from decomp.algorithms.ef21 import EF21, EF21Plus
+from decomp.algorithms.ef21_bc import EF21BC
+from decomp.algorithms.ef21_pp import EF21PP
 from decomp.algorithms.ef21_sgdm import EF21SGDM
 from decomp.algorithms.sgdm import SGDM
 from decomp.compress import make_compressor
@@ -148,6 +150,9 @@ _SPECS = (
     AlgorithmSpec("ef21_plus", EF21Plus, "EF21+ (EF21 or DCGD step, whichever is closer)"),
     AlgorithmSpec("ef21_sgdm", EF21SGDM, "EF21 with momentum on minibatch gradients",
                   needs_batch=True),
+    AlgorithmSpec("ef21_pp", EF21PP, "EF21-PP: partial participation (Fatkhullin et al. 2021)"),
+    AlgorithmSpec("ef21_bc", EF21BC, "EF21-BC: bidirectional compression (Fatkhullin et al. "
+                  "2021)"),
     AlgorithmSpec("dpsgd", DPSGD, "D-PSGD (Lian et al. 2017), dense gossip"),
     AlgorithmSpec("dcd_psgd", DCDPSGD, "DCD-PSGD: difference compression (Tang et al. 2018)"),
     AlgorithmSpec("ecd_psgd", ECDPSGD, "ECD-PSGD: extrapolation compression (Tang et al. 2018)"),

@@ -8,7 +8,10 @@ both modes compute the same iterates.
 Uplink: :meth:`MasterWorker.gather` (``Gatherv`` of uint8 payloads; with ``nbytes`` — a size
 every worker's payload has, e.g. ``C.payload_bytes(d, dtype)`` — the sizes round is skipped),
 also split into :meth:`~MasterWorker.gather_start` / :meth:`~MasterWorker.gather_finish`
-(``Igatherv``) so a worker can do its own bookkeeping while the gather is in flight. Downlink:
+(``Igatherv``) so a worker can do its own bookkeeping while the gather is in flight;
+:meth:`~MasterWorker.gather_subset` (zero counts for the workers that sit a step out, as in
+EF21-PP) or :meth:`~MasterWorker.gather_subset_group` (a sub-communicator of the participants).
+Downlink:
 :meth:`~MasterWorker.broadcast` (the dense model, in place) or
 :meth:`~MasterWorker.broadcast_bytes` (a variable-size uint8 payload: its size and head in one
 chunk sized from the previous call, the rest — if any — in a second ``Bcast``).
@@ -26,6 +29,8 @@ from decomp.errors import ConfigError, LaunchError, PayloadError
 MASTER_MODES = ("shared", "dedicated")
 #: largest first chunk of :meth:`MasterWorker.broadcast_bytes` (the rest follows in a 2nd Bcast)
 FIRST_MAX = 2 << 20
+#: communicators :meth:`MasterWorker.gather_subset_group` keeps (one per distinct subset)
+GROUP_CACHE = 64
 
 
 class MasterWorker:
@@ -67,6 +72,7 @@ class MasterWorker:
         self._first = 64  # bytes of broadcast_bytes' first Bcast (every rank agrees)
         self._bfirst = np.empty(0, dtype=np.uint8)
         self._down = np.empty(0, dtype=np.uint8)  # broadcast_bytes receive buffer
+        self._groups: dict[bytes, Any] = {}  # participant subset -> its communicator
 
     def gather(self, payload: np.ndarray | None,
                nbytes: int | None = None) -> list[np.ndarray] | None:
@@ -83,6 +89,90 @@ class MasterWorker:
             return None
         self.comm.Gatherv(send, [self._recv, self._sizes, self._displs, self._MPI.BYTE], root=0)
         return self._views
+
+    def gather_subset(self, payload: np.ndarray | None, nbytes: int,
+                      participants: np.ndarray) -> list[np.ndarray] | None:
+        """The uplink of a partial-participation step: one ``Gatherv`` on the whole
+        communicator in which only the participating workers send (``nbytes`` each), the
+        others send zero bytes (zero counts, so no byte of theirs crosses MPI).
+
+        participants: (n,) bool, worker i takes part; the same on every rank (a pure function
+        of seed and step, so no sizes round). payload: this worker's ``nbytes`` uint8 if it
+        takes part, else None (None on a dedicated master too). Returns, on the master, the
+        participants' payloads in worker order (views valid until the next gather); None
+        elsewhere.
+        """
+        send = self._empty if payload is None else payload
+        if send.dtype != np.uint8 or send.ndim != 1:
+            raise TypeError("payloads are 1-D uint8 arrays")
+        mine = bool(self.is_worker and participants[self.worker])
+        if send.size != (nbytes if mine else 0):
+            raise PayloadError(f"payload has {send.size} bytes; this worker "
+                               f"{'takes' if mine else 'does not take'} part in a gather "
+                               f"of {nbytes} bytes per participant")
+        first = 0 if self.mode == "shared" else 1
+        self._sizes[:first] = 0
+        np.multiply(participants, nbytes, out=self._sizes[first:], casting="unsafe")
+        self._fixed = -1  # the fixed-size layout of gather() is redone on its next call
+        self.bytes.up += send.size
+        if not self.is_master:
+            self.comm.Gatherv(send, None, root=0)
+            return None
+        self._make_views(tuple(int(v) for v in self._sizes))
+        self.comm.Gatherv(send, [self._recv, self._sizes, self._displs, self._MPI.BYTE], root=0)
+        return [self._views[i] for i in np.flatnonzero(participants)]
+
+    def gather_subset_group(self, payload: np.ndarray | None, nbytes: int,
+                            participants: np.ndarray) -> list[np.ndarray] | None:
+        """:meth:`gather_subset` over a sub-communicator of the master and the participants
+        (``MPI_Comm_create_group``, collective over those ranks only): the other ranks make
+        no MPI call at all. Every rank sees the same sequence of subsets, so all agree which
+        ones to keep: the first :data:`GROUP_CACHE` distinct subsets keep their communicator,
+        any later one is created and freed within the step."""
+        send = self._empty if payload is None else payload
+        mine = bool(self.is_worker and participants[self.worker])
+        if send.size != (nbytes if mine else 0):
+            raise PayloadError(f"payload has {send.size} bytes, expected "
+                               f"{nbytes if mine else 0}")
+        key = participants.tobytes()
+        keep = key in self._groups or len(self._groups) < GROUP_CACHE
+        if not (self.is_master or mine):
+            if keep and key not in self._groups:
+                self._groups[key] = None  # seen: counts towards the cache on every rank
+            return None
+        comm = self._groups.get(key)
+        if comm is None:
+            shift = 0 if self.mode == "shared" else 1
+            ranks = sorted({0, *(int(i) + shift for i in np.flatnonzero(participants))})
+            world = self.comm.Get_group()
+            group = world.Incl(ranks)
+            comm = self.comm.Create_group(group)
+            group.Free()
+            world.Free()
+            if keep:
+                self._groups[key] = comm
+        sub_size = comm.Get_size()
+        sizes = np.full(sub_size, nbytes, dtype=np.int64)
+        if self.mode == "dedicated" or not participants[0]:
+            sizes[0] = 0  # the master's own slot: it sends only as worker 0 of a shared run
+        self.bytes.up += send.size
+        out = None
+        if self.is_master:
+            displs = np.zeros(sub_size, dtype=np.int64)
+            np.cumsum(sizes[:-1], out=displs[1:])
+            total = int(sizes.sum())
+            if self._recv.size < total:
+                self._recv = np.empty(max(total, 2 * self._recv.size), dtype=np.uint8)
+            comm.Gatherv(send, [self._recv, sizes, displs, self._MPI.BYTE], root=0)
+            out = [self._recv[a:a + s] for a, s in zip(displs, sizes, strict=True) if s]
+            self._layout = ()  # the receive buffer was reused: gather() re-lays its views
+            self._views = []
+            self._fixed = -1
+        else:
+            comm.Gatherv(send, None, root=0)
+        if not keep:
+            comm.Free()
+        return out
 
     def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
         """Post the gather of :meth:`gather` (``Igatherv``) and return at once; the payload

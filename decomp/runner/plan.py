@@ -105,6 +105,8 @@ def resolve_lr(m: MethodConfig, alg: Any, L: float, Ls: list[float], d: int) -> 
         elif registry.family_of(alg) == DECENTRALIZED_FAMILY:
             raise ConfigError(f"{m.label}: lr = 'theory' does not apply to {m.algorithm}; give "
                               "a number or '1/L'")
+        elif hasattr(alg, "theory_stepsize"):  # a method with its own theorem (EF21-PP)
+            base = alg.theory_stepsize(L, Ls, d)
         else:
             base = ef21_stepsize(L, Ls, alg.alpha(d))
     else:

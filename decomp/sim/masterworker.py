@@ -21,6 +21,7 @@ from decomp.errors import ConfigError
 from decomp.problems import Problem
 from decomp.sim._common import Trace, _compress, _grads
 from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
+from decomp.sim.ef21_variants import simulate_ef21_bc, simulate_ef21_pp
 from decomp.sim.sgdm import simulate_sgdm
 
 __all__ = ["OPTIONS", "Trace", "simulate"]
@@ -33,6 +34,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {"ef21_sgdm": ("eta", "init_batch", "downl
                                        "sgdm": ("momentum", "nesterov"),
                                        **{a: ("downlink",) for a in ("ef21", "ef21_sgd", "ef",
                                                                      "dcgd")}}
+OPTIONS.update({"ef21_pp": ("p", "sampling", "transport", "downlink"),
+                "ef21_bc": ("downlink_compressor",)})
 
 
 def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
@@ -50,6 +53,10 @@ def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, *, lr:
     extra = sorted(set(options) - set(OPTIONS.get(algorithm, ())))
     if extra:
         raise ConfigError(f"decomp.sim: {algorithm!r} takes no option(s) {extra}")
+    if algorithm in ("ef21_pp", "ef21_bc"):  # decomp/sim/ef21_variants.py
+        run = simulate_ef21_pp if algorithm == "ef21_pp" else simulate_ef21_bc
+        return run(problems, x0, lr=lr, steps=steps, seed=seed, compressor=compressor,
+                   init=init or "compressed", batch_size=batch_size, **options)
     downlink = options.pop("downlink", "compressed")
     if downlink not in ("compressed", "model"):
         raise ConfigError(f"decomp.sim: downlink must be 'compressed' or 'model', got "
