@@ -13,6 +13,7 @@ from .schedule import (
     MixingSchedule,
     OnePeerExponential,
     StaticSchedule,
+    is_schedule,
     one_peer_exponential,
     one_peer_hypercube,
 )
@@ -100,13 +101,26 @@ def mixing_schedule(topology: str | os.PathLike[str], n: int, weights: str = "me
 
 
 def resolve_mixing(topology: object, n: int, weights: str = "metropolis",
-                   options: dict[str, object] | None = None) -> MixingMatrix:
+                   options: dict[str, object] | None = None) -> MixingMatrix | MixingSchedule:
     """The validated W for n nodes from whatever a user gave: a :class:`MixingMatrix`, an
     (n, n) array, or a generator name / W file for :func:`mixing_matrix` (with ``weights`` and
     generator ``options``). The one place the runner, the torch API and the CLI turn a
     topology into W.
+
+    A time-varying schedule (a :class:`MixingSchedule` object such as
+    ``mixing_schedule("one-peer-hypercube", n)``) is validated for n nodes and returned as is:
+    the runner and the Trainer then use W_t at step t (``decomp.comm.timevarying``).
     """
 
+    if is_schedule(topology):
+        if options:
+            raise TopologyError("topology options apply to a named topology, not to a given "
+                                "schedule")
+        sched: MixingSchedule = topology  # type: ignore[assignment]
+        if sched.n != n:
+            raise TopologyError(f"the schedule is for n = {sched.n} nodes but there are {n}")
+        validate = getattr(sched, "validate", None)
+        return validate(n) if validate is not None else sched  # type: ignore[no-any-return]
     if isinstance(topology, MixingMatrix):
         if options:
             raise TopologyError("topology options apply to a named topology, not to a given W")

@@ -32,6 +32,7 @@ __all__ = [
     "MixingSchedule",
     "OnePeerExponential",
     "StaticSchedule",
+    "is_schedule",
     "one_peer_exponential",
     "one_peer_hypercube",
     "one_peer_period",
@@ -51,6 +52,11 @@ class MixingSchedule(Protocol):
     def __call__(self, t: int) -> MixingMatrix: ...
 
 
+def is_schedule(obj: object) -> bool:
+    """True for a :class:`MixingSchedule` (W as a function of the step), False for one W."""
+    return isinstance(obj, MixingSchedule) and not isinstance(obj, MixingMatrix)
+
+
 @dataclass(frozen=True, eq=False)
 class StaticSchedule:
     """The same W at every step (period 1)."""
@@ -61,6 +67,31 @@ class StaticSchedule:
     def n(self) -> int:
         """Number of nodes."""
         return self.mixing.n
+
+    @property
+    def name(self) -> str:
+        """W's name."""
+        return self.mixing.name
+
+    @property
+    def symmetric(self) -> bool:
+        """W = Wᵀ."""
+        return self.mixing.symmetric
+
+    @property
+    def rho(self) -> float:
+        """W's consensus contraction per step."""
+        return self.mixing.rho
+
+    def peers(self, i: int) -> tuple[int, ...]:
+        """Node i's neighbours, in and out, ascending."""
+        return tuple(sorted({int(j) for j in self.mixing.neighbors(i)[0]}
+                            | {int(j) for j in self.mixing.out_neighbors(i)[0]}))
+
+    def validate(self, n_ranks: int | None = None) -> StaticSchedule:
+        """W's checks (connected)."""
+        self.mixing.validate(n_ranks)
+        return self
 
     @property
     def period(self) -> int:
@@ -125,7 +156,9 @@ class OnePeerExponential:
 
     Attributes:
         n: nodes.
-        symmetric: use the symmetric one-peer hypercube variant (n a power of two).
+        symmetric: use the symmetric one-peer hypercube variant (n a power of two). False
+            means a directed schedule (every W_t is treated as directed, also at n = 2 where
+            W_0 happens to be symmetric): the methods that need W = Wᵀ refuse it by name.
     """
 
     n: int
@@ -140,6 +173,31 @@ class OnePeerExponential:
     def period(self) -> int:
         """``ceil(log2 n)``."""
         return one_peer_period(self.n)
+
+    @property
+    def kind(self) -> str:
+        """The config name: ``one-peer-hypercube`` or ``one-peer-exponential``."""
+        return "one-peer-hypercube" if self.symmetric else "one-peer-exponential"
+
+    @property
+    def name(self) -> str:
+        """E.g. ``one-peer-hypercube(16)``."""
+        return f"{self.kind}({self.n})"
+
+    @cached_property
+    def rho(self) -> float:
+        """The consensus contraction over one period, :meth:`period_rho` (a schedule has no
+        per-step spectral gap: a single W_t is usually disconnected)."""
+        return self.period_rho()
+
+    def peers(self, i: int) -> tuple[int, ...]:
+        """Every node j != i that node i exchanges with (either direction) in some step of a
+        period, ascending: the slots of per-edge replicas (``log2 n`` for the hypercube)."""
+        out: set[int] = set()
+        for m in self._steps:
+            out.update(int(j) for j in m.neighbors(i)[0])
+            out.update(int(j) for j in m.out_neighbors(i)[0])
+        return tuple(sorted(out))
 
     @cached_property
     def _steps(self) -> tuple[MixingMatrix, ...]:

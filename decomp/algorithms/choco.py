@@ -22,6 +22,12 @@ so the iterates stay equal bit for bit. S_i carries the rounding of its updates 
 recomputed sum up to a few ulp per step, not exactly).
 
 Wire: one compressed payload q_i per neighbour per step (``C.payload_bytes(d, dtype)``).
+
+Time-varying W_t (``[topology] schedule = "one-peer-hypercube"``): per-edge replicas
+(:mod:`decomp.algorithms.edge_replica`): q_i = C(x_i^{t+1/2} − x̂_{i→k}) for the current peer
+k, x̂_{i→k} += q_i on both ends, x̂_{k→i} += q_k, and x_i^{t+1} = x_i^{t+1/2} +
+γ_c Σ_k W_t[i,k] (x̂_{k→i} − x̂_{i→k}) (the mixing sum recomputed from the current edges: it
+changes with W_t, so S is not kept).
 """
 
 from __future__ import annotations
@@ -31,10 +37,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.edge_replica import (
+    EdgeState,
+    edge_mix,
+    edge_replicas,
+    edge_round,
+    init_edges,
+)
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
-from decomp.kernels.fused import axpy, descend
+from decomp.kernels.fused import all_finite, axpy, descend
 
 
 class CHOCOState(NamedTuple):
@@ -63,12 +76,16 @@ class CHOCOSGD(DecentralizedAlgorithm):
             raise ConfigError(f"choco_sgd: gamma_c must be in (0, 1], got {gamma_c!r}")
         self.gamma_c = float(gamma_c)
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> CHOCOState:
+    def init(self, env: NodeEnv, x0: np.ndarray) -> CHOCOState | EdgeState:
         self.check(x0.size)
+        if env.time_varying:
+            return init_edges(env, x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return CHOCOState(0, x0.copy(), R, 0, np.zeros_like(x0))
 
-    def _step(self, env: NodeEnv, state: CHOCOState) -> CHOCOState:
+    def _step(self, env: NodeEnv, state: CHOCOState | EdgeState) -> CHOCOState | EdgeState:
+        if isinstance(state, EdgeState):
+            return self._edge_step(env, state)
         tp, x, R = env.transport, state.x, state.R
         S = state.S if state.S is not None else np.zeros_like(x)
         step = state.t + 1
@@ -90,3 +107,22 @@ class CHOCOSGD(DecentralizedAlgorithm):
         if bad == 0 and not ok:
             bad = step
         return CHOCOState(step, x, R, bad, S)
+
+    def _edge_step(self, env: NodeEnv, state: EdgeState) -> EdgeState:
+        """The step on W_t with per-edge replicas (module doc, edge_replica)."""
+        x, A, B = state.x, state.A, state.B
+        tmp = env.scratch("tmp", x)
+        step = state.t + 1
+        g = self.grad(env, x, step)
+        x -= np.multiply(g, env.lr, out=tmp)  # x_i^{t+1/2}
+        bad, _ = edge_round(env, self.compressor, x, A, B, step, state.bad)
+        edge_mix(env, A, B, tmp)  # Σ_k W_ik (x̂_{k→i} − x̂_{i→k}), replicas after the round
+        x += np.multiply(tmp, self.gamma_c, out=tmp)  # x_i^{t+1}
+        if bad == 0 and not all_finite(x):
+            bad = step
+        return EdgeState(step, x, A, B, bad)
+
+    def replicas(self, env: NodeEnv, state: CHOCOState | EdgeState) -> dict[int, np.ndarray]:
+        if isinstance(state, EdgeState):
+            return edge_replicas(env, state)
+        return super().replicas(env, state)

@@ -13,6 +13,12 @@ C(X^{t+1/2} − X^t). C must be unbiased (the paper's analysis); the method is k
 under aggressive compression (CHOCO-SGD paper: fine at 8 bits, fails at 2).
 
 Wire: one compressed payload C(z_i) per neighbour per step (``C.payload_bytes(d, dtype)``).
+
+Time-varying W_t (``[topology] schedule = "one-peer-hypercube"``): per-edge replicas
+(:mod:`decomp.algorithms.edge_replica`): x_i^{t+1/2} = W_t[i,i] x_i + Σ_k W_t[i,k] x̂_{k→i}
+− γ ∇F_i(x_i) (the step above, with peer k's value as node i last heard it), then
+x̂_{i→k} += C(x_i^{t+1/2} − x̂_{i→k}) for the current peer k (sent to k) and x_i^{t+1} =
+x̂_{i→k}: on a static W, where x̂_{i→k} = x_i, this is the step above.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from typing import NamedTuple
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
+from decomp.algorithms.edge_replica import (
+    EdgeState,
+    edge_replicas,
+    edge_round,
+    edge_rows,
+    init_edges,
+)
 from decomp.algorithms.replica import replica_round
 from decomp.kernels.fused import all_finite
 
@@ -41,12 +54,16 @@ class DCDPSGD(DecentralizedAlgorithm):
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the compression error by W's real eigenvalues")
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> DCDState:
+    def init(self, env: NodeEnv, x0: np.ndarray) -> DCDState | EdgeState:
         self.check(x0.size)
+        if env.time_varying:
+            return init_edges(env, x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return DCDState(0, R[0], R, 0)
 
-    def _step(self, env: NodeEnv, state: DCDState) -> DCDState:
+    def _step(self, env: NodeEnv, state: DCDState | EdgeState) -> DCDState | EdgeState:
+        if isinstance(state, EdgeState):
+            return self._edge_step(env, state)
         x, R = state.x, state.R
         acc, tmp = env.scratch("acc", x), env.scratch("tmp", x)
         step = state.t + 1
@@ -58,3 +75,22 @@ class DCDPSGD(DecentralizedAlgorithm):
         if bad == 0 and not all_finite(x):
             bad = step
         return DCDState(step, x, R, bad)
+
+    def _edge_step(self, env: NodeEnv, state: EdgeState) -> EdgeState:
+        """The step on W_t with per-edge replicas (module doc, edge_replica)."""
+        x, A, B = state.x, state.A, state.B
+        half = env.scratch("acc", x)
+        step = state.t + 1
+        g = self.grad(env, x, step)
+        # x_i^{t+1/2} = W_ii x_i + Σ_k W_ik x̂_{k→i} − γ g (k: W_t's sources, ascending)
+        mix(env, half, x, edge_rows(env, B), g)
+        bad, p = edge_round(env, self.compressor, half, A, B, step, state.bad)
+        x[...] = half if p is None else A[p]  # x_i^{t+1} = x̂_{i→k}: what peer k now holds
+        if bad == 0 and not all_finite(x):
+            bad = step
+        return EdgeState(step, x, A, B, bad)
+
+    def replicas(self, env: NodeEnv, state: DCDState | EdgeState) -> dict[int, np.ndarray]:
+        if isinstance(state, EdgeState):
+            return edge_replicas(env, state)
+        return super().replicas(env, state)

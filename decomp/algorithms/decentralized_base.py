@@ -9,6 +9,15 @@ x_i, and the replicas x̂_j / estimates ỹ_j this node keeps of itself and its 
 Replica layout: a ``(1 + deg, d)`` array, row 0 = this node, rows 1.. = its in-neighbours in
 ascending rank order (``env.transport.sources``).
 
+Time-varying W_t (``[topology] schedule``, docs/topologies.md): the env's transport is then a
+:class:`~decomp.comm.timevarying.TimeVaryingNeighborhood`. :meth:`DecentralizedAlgorithm.step`
+calls :meth:`NodeEnv.begin_step` with ``state.t`` before the method's ``_step``, so inside a
+step ``env.transport`` (``sources``, ``destinations``, ``weights``, ``self_weight``,
+``exchange*``) *is* W_t's neighbourhood and a method written for a static W needs no change
+(D-PSGD). Methods with per-neighbour state use ``env.time_varying``, ``env.peers`` (every
+neighbour over a period, ascending) and ``env.slot(j)`` (its row); DCD and CHOCO keep per-edge
+replicas there (:mod:`decomp.algorithms.edge_replica`).
+
 Step numbering: ``state.t`` counts the steps done; the step producing x^{t+1} draws its
 minibatch and compressor randomness with step index t + 1 (``Key(seed, rank, t + 1)``).
 
@@ -92,6 +101,33 @@ class NodeEnv:
     @property
     def rank(self) -> int:
         return self.transport.rank
+
+    @property
+    def time_varying(self) -> bool:
+        """True when W changes with the step (the transport has ``select``)."""
+        return hasattr(self.transport.inner, "select")
+
+    def begin_step(self, t: int) -> None:
+        """Make W_t the transport's current W for the step t → t + 1 (no-op for a static W).
+        Called by :meth:`DecentralizedAlgorithm.step`; the env's ``transport`` then reads
+        W_t's ``sources``, ``weights``, ``self_weight`` and exchanges along its edges."""
+        select = getattr(self.transport.inner, "select", None)
+        if select is not None:
+            select(t)
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        """Every neighbour over a period, ascending (static W: ``sources``): the rows of
+        per-edge state."""
+        inner = self.transport.inner
+        return tuple(getattr(inner, "peers", inner.sources))
+
+    def slot(self, j: int) -> int:
+        """Row of peer j in :attr:`peers`."""
+        inner = self.transport.inner
+        if hasattr(inner, "slot"):
+            return int(inner.slot(j))
+        return self.peers.index(j)
 
     def key(self, step: int) -> Key:
         """Compressor key of this node at ``step``: ``Key(seed, rank, step)``."""
@@ -181,6 +217,9 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     #: why this method's analysis needs a symmetric W ("" = any doubly stochastic W, directed
     #: ones such as one-peer-exponential included); read by :meth:`check_mixing`
     needs_symmetric_w: ClassVar[str] = ""
+    #: why this method cannot run on a time-varying schedule W_t ("" = it can); read by
+    #: :meth:`check_mixing`
+    refuses_schedule: ClassVar[str] = ""
 
     def __init__(self, compressor: Compressor | None = None, *, batch_size: int | None = None,
                  lr: float | None = None, **unknown: Any) -> None:
@@ -206,8 +245,26 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
 
     def check_mixing(self, mixing: Any) -> None:
         """Refuse a non-symmetric (directed) W for a method whose analysis needs a symmetric
-        one (``needs_symmetric_w`` says why); called where a method meets its W (the runner's
-        plan, the Trainer)."""
+        one (``needs_symmetric_w`` says why), and a time-varying schedule for a method that
+        cannot follow one (``refuses_schedule``); called where a method meets its W (the
+        runner's plan, the Trainer)."""
+        from decomp.topologies import is_schedule
+
+        if is_schedule(mixing):
+            name = getattr(mixing, "name", "the schedule")
+            if self.refuses_schedule:
+                raise ConfigError(
+                    f"{self.name} cannot run on the time-varying schedule {name}: "
+                    f"{self.refuses_schedule}. Use a static topology ([topology] kind) or "
+                    "dpsgd, dcd_psgd or choco_sgd on the schedule.")
+            if self.needs_symmetric_w and not getattr(mixing, "symmetric", True):
+                raise ConfigError(
+                    f"{self.name} needs a symmetric W, and every W_t of {name} is directed "
+                    f"(W_ij != W_ji): {self.needs_symmetric_w}. Use the symmetric schedule "
+                    "one-peer-hypercube ([topology] schedule = \"one-peer-hypercube\", n a "
+                    "power of two: pairwise exchanges, also one message per node per step) "
+                    "or dpsgd, which allows a directed doubly stochastic W_t.")
+            return
         if self.needs_symmetric_w and not getattr(mixing, "symmetric", True):
             raise ConfigError(
                 f"{self.name} needs a symmetric W, and {getattr(mixing, 'name', 'W')} is "
@@ -242,6 +299,8 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
         the timed transport or codecs is booked as compute. Subclasses implement
         :meth:`_step`, not this.
         """
+        if env.time_varying:  # W_t of the schedule for the step t → t + 1
+            env.begin_step(state.t)
         with env.watch:
             return self._step(env, state)
 

@@ -52,6 +52,11 @@ class ECDPSGD(DecentralizedAlgorithm):
     needs_unbiased = True
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the extrapolation noise by W's real eigenvalues")
+    refuses_schedule = ("every holder of an estimate ỹ_j rescales it by (1 − 2/t) and adds "
+                        "(2/t) C(z_j) at every step; a node that is not j's neighbour at some "
+                        "step misses that step's payload, and one payload cannot carry the "
+                        "missed ones (the per-edge replicas of DCD/CHOCO need a difference to "
+                        "compress, ECD sends a point)")
 
     def __init__(self, compressor: Compressor | None = None, *, t_start: int = 1,
                  batch_size: int | None = None, lr: float | None = None) -> None:

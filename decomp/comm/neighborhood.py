@@ -70,6 +70,8 @@ class Neighborhood:
         comm: an ``mpi4py.MPI.Intracomm`` (e.g. ``COMM_WORLD``); whole-communicator operations
             use it directly.
         method: one of :data:`EXCHANGE_METHODS`.
+        connected: require W connected (False for one step W_t of a time-varying schedule,
+            see :class:`decomp.comm.timevarying.TimeVaryingNeighborhood`).
 
     Attributes:
         rank, size: this rank and the number of ranks (= nodes of W).
@@ -80,7 +82,8 @@ class Neighborhood:
         bytes: the :class:`ByteCounter` of this rank.
     """
 
-    def __init__(self, mixing: Any, comm: Any, *, method: str = "auto") -> None:
+    def __init__(self, mixing: Any, comm: Any, *, method: str = "auto",
+                 connected: bool = True) -> None:
         from mpi4py import MPI
 
         from decomp.topologies import communicator
@@ -92,7 +95,7 @@ class Neighborhood:
         self.comm = comm
         self.rank: int = comm.Get_rank()
         self.size: int = comm.Get_size()
-        self.nc = communicator(mixing, comm)  # collective; checks W on every rank
+        self.nc = communicator(mixing, comm, connected=connected)  # collective; checks W
         self.mixing = mixing
         self.graph = self.nc.comm
         self.sources: tuple[int, ...] = tuple(int(j) for j in self.nc.sources)

@@ -36,8 +36,8 @@ class ProblemConfig:
 
     numpy problems: dataset: breast_cancer, digits, synthetic, a LIBSVM name (a9a, ...) or a
     file path; lam: λ of the non-convex regulariser; scale: none | standard | maxabs; shard:
-    contiguous | iid; dtype: float64 (default) | float32; n_samples / n_features: size of the
-    synthetic dataset.
+    contiguous | iid | by_label (rows sorted by label, then cut); dtype: float64 (default) |
+    float32; n_samples / n_features: size of the synthetic dataset.
 
     torch (each key below is refused for the numpy kinds): model: a decomp.models name (mlp,
     cnn1d, lenet, resnet20), required; model_options: table passed to the model; dataset: a
@@ -100,12 +100,16 @@ class TopologyConfig:
     the path of an explicit W (.npy, .npz or text); weights: metropolis | max-degree |
     lazy-metropolis | lazy-max-degree; options: generator options, e.g. {degree = 4, seed = 1}
     or {path = "edges.txt"}; exchange: how neighbours exchange payloads (auto | persistent |
-    isend | neighbor, see decomp.comm.Neighborhood)."""
+    isend | neighbor, see decomp.comm.Neighborhood); schedule: a time-varying W_t instead of
+    one W — one-peer-exponential (directed: dpsgd only) or one-peer-hypercube (symmetric, n a
+    power of two: dpsgd, dcd_psgd, choco_sgd); it sets its own weights, so kind, weights and
+    options are left out (the resolved config has kind = the schedule's name)."""
 
     kind: str = "ring"
     weights: str = "metropolis"
     options: dict[str, Any] = field(default_factory=dict)
     exchange: str = "auto"
+    schedule: str | None = None
 
 
 @dataclass
@@ -253,6 +257,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     for o in overrides or []:
         apply_override(raw, o)
     cfg = _build(Config, raw, "")
+    _resolve_schedule(cfg, raw.get("topology"))
     _check_method_keys(cfg)
     if not cfg.methods:
         raise ConfigError("config has no [[methods]] table: nothing to run")
@@ -279,6 +284,32 @@ def read_toml(p: Path) -> dict[str, Any]:
                           "the right file?") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
+
+
+#: values of ``[topology] schedule``
+SCHEDULES = ("one-peer-exponential", "one-peer-hypercube")
+
+
+def _resolve_schedule(cfg: Config, table: Any) -> None:
+    """``[topology] schedule``: a known name, without kind / weights / options (the schedule
+    defines W_t, weights 1/2 included); the resolved kind is the schedule's name, so
+    ``config.toml`` says what ran and reads back the same."""
+    t = cfg.topology
+    if t.schedule is None:
+        return
+    if t.schedule not in SCHEDULES:
+        close = difflib.get_close_matches(t.schedule, SCHEDULES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"topology.schedule must be one of {', '.join(SCHEDULES)}, got "
+                          f"{t.schedule!r}{hint}")
+    given = table if isinstance(table, dict) else {}
+    for key in ("kind", "weights", "options"):
+        if key in given and not (key == "kind" and given[key] == t.schedule):
+            raise ConfigError(
+                f"topology.{key} does not apply with topology.schedule = {t.schedule!r}: the "
+                f"schedule sets W_t itself (W_t[i,i] = W_t[i,peer] = 1/2); leave "
+                f"topology.{key} out, or drop schedule for a static W")
+    t.kind = t.schedule
 
 
 def _check_method_keys(cfg: Config) -> None:

@@ -15,7 +15,7 @@ from decomp.algorithms.registry import DECENTRALIZED_FAMILY, AlgorithmSpec
 from decomp.config import Config, MethodConfig, TopologyConfig, is_torch
 from decomp.errors import ConfigError, LaunchError
 from decomp.theory import ef21_stepsize
-from decomp.topologies import MixingMatrix, resolve_mixing
+from decomp.topologies import MixingMatrix, MixingSchedule, mixing_schedule, resolve_mixing
 
 
 @dataclass
@@ -116,19 +116,25 @@ def resolve_lr(m: MethodConfig, alg: Any, L: float, Ls: list[float], d: int) -> 
     return base * m.lr_multiplier
 
 
-def build_mixing(t: TopologyConfig, n: int) -> MixingMatrix:
-    """The validated W of ``[topology]`` for n nodes (TopologyError, a ConfigError, if bad)."""
+def build_mixing(t: TopologyConfig, n: int) -> MixingMatrix | MixingSchedule:
+    """The validated W of ``[topology]`` for n nodes (TopologyError, a ConfigError, if bad),
+    or, with ``schedule`` set, the validated time-varying schedule W_t (the transports and
+    the reference take W_t at step t)."""
     from decomp.comm.neighborhood import EXCHANGE_METHODS
 
     if t.exchange not in EXCHANGE_METHODS:
         raise ConfigError(f"topology.exchange must be one of {EXCHANGE_METHODS}, "
                           f"got {t.exchange!r}")
+    if t.schedule is not None:
+        return mixing_schedule(t.schedule, n)
     return resolve_mixing(t.kind, n, t.weights, t.options)
 
 
-def mixing_for(cfg: Config, plans: list[MethodPlan], n: int) -> MixingMatrix | None:
-    """W when any method is decentralized, else None; a directed W is refused for a method
-    whose analysis needs a symmetric one (``needs_symmetric_w``)."""
+def mixing_for(cfg: Config, plans: list[MethodPlan],
+               n: int) -> MixingMatrix | MixingSchedule | None:
+    """W (or the schedule W_t) when any method is decentralized, else None; a directed W is
+    refused for a method whose analysis needs a symmetric one (``needs_symmetric_w``), a
+    schedule for a method that cannot follow one (``refuses_schedule``)."""
     if not any(p.decentralized for p in plans):
         return None
     W = build_mixing(cfg.topology, n)

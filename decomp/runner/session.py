@@ -17,19 +17,25 @@ import numpy as np
 from decomp.algorithms import Env, NodeEnv
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.comm import MasterWorker, Neighborhood
+from decomp.comm.timevarying import NEIGHBOURHOODS, TimeVaryingNeighborhood
 from decomp.errors import ConfigError, DivergenceError
+from decomp.topologies import is_schedule
 
 #: "no bad step" in the min-reduction of first bad steps (larger than any step count)
 NEVER = 2**62
 
 
 def open_transport(family: str, comm: Any, *, master: str = "shared", mixing: Any = None,
-                   exchange: str = "auto") -> MasterWorker | Neighborhood:
+                   exchange: str = "auto") -> MasterWorker | Neighborhood | TimeVaryingNeighborhood:
     """The transport of a family on ``comm``: :class:`MasterWorker` (``master`` shared or
-    dedicated) or a :class:`Neighborhood` over the mixing matrix W (``mixing``)."""
+    dedicated), a :class:`Neighborhood` over the mixing matrix W (``mixing``), or, when
+    ``mixing`` is a time-varying schedule, a :class:`TimeVaryingNeighborhood` (one
+    neighbourhood per distinct W_t of a period, built here once)."""
     if family == DECENTRALIZED_FAMILY:
         if mixing is None:
             raise ConfigError("a decentralized method needs a mixing matrix W (topology)")
+        if is_schedule(mixing):
+            return TimeVaryingNeighborhood(mixing, comm, method=exchange)
         return Neighborhood(mixing, comm, method=exchange)
     return MasterWorker(comm, master)
 
@@ -43,7 +49,8 @@ class Session:
     ``wall_s`` the time spent inside init and steps (evaluation is off the clock).
     """
 
-    def __init__(self, algorithm: Any, transport: MasterWorker | Neighborhood, problem: Any,
+    def __init__(self, algorithm: Any,
+                 transport: MasterWorker | Neighborhood | TimeVaryingNeighborhood, problem: Any,
                  *, lr: float, seed: int) -> None:
         self.algorithm = algorithm
         self.family = family_of(algorithm)
@@ -52,7 +59,7 @@ class Session:
         self.lr = float(lr)
         self.seed = int(seed)
         self.env: Env | NodeEnv
-        if isinstance(transport, Neighborhood):
+        if isinstance(transport, NEIGHBOURHOODS):
             self.n = transport.size
             self.worker: int | None = transport.rank
             self.env = NodeEnv(transport, problem, self.n, self.seed, self.lr)
@@ -110,7 +117,7 @@ class Session:
         """
         if not self.decentralized or self.state is None:
             return 0
-        assert isinstance(self.transport, Neighborhood)
+        assert isinstance(self.transport, NEIGHBOURHOODS)
         bad = self.transport.min_uncounted(getattr(self.state, "bad", 0) or NEVER)
         return 0 if bad >= NEVER else int(bad)
 
@@ -162,5 +169,5 @@ class Session:
             self.env.watch.totals[:] = [float(v) for v in d["split"]]
 
     def close(self) -> None:
-        if isinstance(self.transport, Neighborhood):
+        if isinstance(self.transport, NEIGHBOURHOODS):
             self.transport.close()
