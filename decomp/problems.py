@@ -131,7 +131,7 @@ def make_problem(kind: str, A: np.ndarray | sp.csr_matrix, b: np.ndarray,
 def split_problem(data: Dataset, kind: str, n_workers: int, *, shard: str = "contiguous",
                   seed: int = 0, lam: float = 0.1) -> list[Problem]:
     """One problem per worker on its shard of ``data`` (EF21's contiguous split by default)."""
-    rows = partition(data.n_samples, n_workers, shard, seed)
+    rows = partition(data.n_samples, n_workers, shard, seed, labels=data.b)
     return [make_problem(kind, data.A[r], data.b[r], lam) for r in rows]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from decomp.algorithms.allreduce import DEFAULT_QSGD, AllreduceCompressed, AllreduceSGD
 from decomp.algorithms.base import AlgorithmOptions, MasterWorkerAlgorithm
+from decomp.algorithms.beer import BEER
 from decomp.algorithms.choco import CHOCOSGD
 from decomp.algorithms.dcd import DCDPSGD
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm
@@ -157,6 +158,7 @@ _SPECS = (
     AlgorithmSpec("dcd_psgd", DCDPSGD, "DCD-PSGD: difference compression (Tang et al. 2018)"),
     AlgorithmSpec("ecd_psgd", ECDPSGD, "ECD-PSGD: extrapolation compression (Tang et al. 2018)"),
     AlgorithmSpec("choco_sgd", CHOCOSGD, "CHOCO-SGD (Koloskova et al. 2019)"),
+    AlgorithmSpec("beer", BEER, "BEER: gradient tracking, compressed replicas (Zhao et al. 2022)"),
     AlgorithmSpec("allreduce_sgd", AllreduceSGD, "minibatch SGD, dense all-reduce (baseline)"),
     AlgorithmSpec("allreduce_qsgd", AllreduceCompressed, "all-reduce of compressed gradients",
                   default_compressor=DEFAULT_QSGD),

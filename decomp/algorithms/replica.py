@@ -26,13 +26,14 @@ import numpy as np
 from decomp.algorithms.decentralized_base import NodeEnv, encode_or_zeros
 from decomp.comm.timing import TimedCodec
 from decomp.compress import Compressor
+from decomp.rng import Key
 
 
 def replica_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
                   R: np.ndarray, step: int, bad: int, *, keep: float | None = None,
                   scale: float = 1.0, on_own: Callable[[Any, np.ndarray], None] | None = None,
-                  on_received: Callable[[Any, np.ndarray, int, int], None] | None = None
-                  ) -> int:
+                  on_received: Callable[[Any, np.ndarray, int, int], None] | None = None,
+                  key: Key | None = None) -> int:
     """One round (see the module doc) on R (1 + deg, d) in place; returns ``bad``.
 
     v: (d,) vector node i compresses, same dtype as R (read only); step: the step index
@@ -40,11 +41,12 @@ def replica_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarr
     is non-finite; keep: κ (None: no rescaling, i.e. κ = 1); scale: s. on_own(C, p_i) runs
     after node i's own replica is updated (while the exchange is in flight), on_received(C,
     p_j, k, j) after each neighbour's (CHOCO's mixing sum). The codec and the exchange are
-    timed by the env (``env.codec``, ``env.transport``).
+    timed by the env (``env.codec``, ``env.transport``). key: the compressor key (None:
+    ``env.key(step)``; BEER's second payload of a step uses another stream).
     """
     C = env.codec(compressor)
     tp = env.transport
-    payload, bad = encode_or_zeros(C, v, env.key(step), step, bad)
+    payload, bad = encode_or_zeros(C, v, env.key(step) if key is None else key, step, bad)
     tp.exchange_start(payload, C.payload_bytes(v.size, v.dtype))
     if keep is not None:  # node i's own replica while the payloads travel
         R[0] *= keep

@@ -29,7 +29,7 @@ from decomp.rng import Purpose, generator
 
 SKLEARN_SETS = ("breast_cancer", "digits")
 SCALINGS = ("none", "standard", "maxabs")
-PARTITIONS = ("contiguous", "iid")
+PARTITIONS = ("contiguous", "iid", "by_label")
 #: largest sparse matrix (entries) scale = "standard" may densify: 2**28 float64 = 2 GiB
 DENSE_MAX_ENTRIES = 1 << 28
 
@@ -174,11 +174,14 @@ def _scaled(A: np.ndarray | sp.csr_matrix, scale: str) -> np.ndarray | sp.csr_ma
 
 
 def partition(n_samples: int, n_workers: int, mode: str = "contiguous",
-              seed: int = 0) -> list[np.ndarray]:
+              seed: int = 0, labels: np.ndarray | None = None) -> list[np.ndarray]:
     """Row indices of each worker's shard (list of n int64 arrays covering 0..N-1 once).
 
     ``contiguous``: N // n rows each in order, the last worker takes the remainder (EF21
     experiments). ``iid``: the same cut of a permutation drawn from (seed, SHARD).
+    ``by_label``: the same cut of the rows sorted by ``labels`` (N,) (stable: file order within
+    a label), each shard's rows in file order — the heterogeneous split where most workers see
+    one class only (the decentralized papers' "sorted by label" setting).
     """
     if mode not in PARTITIONS:
         raise ConfigError(f"problem.shard must be one of {PARTITIONS}, got {mode!r}")
@@ -187,8 +190,14 @@ def partition(n_samples: int, n_workers: int, mode: str = "contiguous",
     per = n_samples // n_workers
     if per < 1:
         raise DataError(f"{n_samples} samples cannot be split over {n_workers} workers")
-    order = (np.arange(n_samples) if mode == "contiguous"
-             else generator(seed, 0, 0, Purpose.SHARD).permutation(n_samples))
+    if mode == "by_label":
+        if labels is None or np.shape(labels) != (n_samples,):
+            raise ConfigError(f"problem.shard = 'by_label' needs the {n_samples} labels")
+        order = np.argsort(np.asarray(labels), kind="stable")
+    elif mode == "iid":
+        order = generator(seed, 0, 0, Purpose.SHARD).permutation(n_samples)
+    else:
+        order = np.arange(n_samples)
     cuts = [i * per for i in range(n_workers)] + [n_samples]
-    return [np.sort(order[cuts[i]:cuts[i + 1]]) if mode == "iid" else order[cuts[i]:cuts[i + 1]]
-            for i in range(n_workers)]
+    return [order[cuts[i]:cuts[i + 1]] if mode == "contiguous"
+            else np.sort(order[cuts[i]:cuts[i + 1]]) for i in range(n_workers)]

@@ -35,6 +35,7 @@ NUMPY_METHODS: dict[str, dict[str, Any]] = {
     "dpsgd": {"lr": 0.05}, "dcd_psgd": {"compressor": QSGD, "lr": 0.05},
     "ecd_psgd": {"compressor": {"kind": "qsgd", "levels": 4096}, "lr": 0.02},
     "choco_sgd": {"compressor": TOP2, "lr": 0.05, "gamma_c": 0.4},
+    "beer": {"compressor": TOP2, "lr": 0.05, "gamma": 0.4},
     "allreduce_sgd": {"lr": 0.05, "batch_size": 8}, "allreduce_qsgd": {"lr": 0.05},
 }
 TORCH_METHODS = [

@@ -260,7 +260,7 @@ def test_non_doubly_stochastic_w(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ registry, config, table
 def test_registry_and_families() -> None:
-    assert set(DECENTRALIZED) == {"dpsgd", "dcd_psgd", "ecd_psgd", "choco_sgd",
+    assert set(DECENTRALIZED) == {"dpsgd", "dcd_psgd", "ecd_psgd", "choco_sgd", "beer",
                                   "allreduce_sgd", "allreduce_qsgd"}
     assert not set(DECENTRALIZED) & set(MASTER_WORKER)
     assert family("ef21") == "master_worker" and family("choco_sgd") == "decentralized"

@@ -26,7 +26,7 @@ from decomp.topologies import MixingMatrix
 
 REPO = Path(__file__).resolve().parents[2]
 #: per-method options a test must give (no default in the class)
-REQUIRED = {"choco_sgd": {"gamma_c": 0.5}}
+REQUIRED = {"choco_sgd": {"gamma_c": 0.5}, "beer": {"gamma": 0.5}}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
@@ -79,8 +79,7 @@ def test_options_come_from_the_constructor_with_its_defaults() -> None:
 def test_every_name_has_docs_and_an_mpi_case(name: str) -> None:
     docs = (REPO / "docs" / "algorithms.md").read_text()
     assert f"`{name}`" in docs, f"docs/algorithms.md has no entry for `{name}`"
-    mpi = "".join((REPO / "tests" / "mpi" / f).read_text()
-                  for f in ("test_masterworker_vs_sim.py", "test_decentralized_vs_sim.py"))
+    mpi = "".join(f.read_text() for f in sorted((REPO / "tests" / "mpi").glob("test_*_vs_sim.py")))
     cases = set(re.findall(r'\(\s*"([a-z0-9_]+)",', mpi))
     assert name in cases, f"no MPI-vs-reference case for {name!r} in tests/mpi"
 
