@@ -129,6 +129,9 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     rec = (_StepTagged(alg.compressor, record=len(work.problems), like=work.x0)
            if comp is not None else None)
     tr = simulate(m.algorithm, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
+    if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP, EF21-BC): per step
+        return _Trace(tr.xs, np.cumsum(tr.state["up_bytes"]),
+                      _per_step_downlink(cfg, plan, work, tr.state["down_bytes"]))
     if rec is not None:
         rec.finish()
     start = float(simulate(m.algorithm, work.problems, work.x0, steps=0,
@@ -170,6 +173,19 @@ def _downlink(cfg: Config, plan: MethodPlan, work: Workload, rec: Any, steps: in
     return np.cumsum(per) / n
 
 
+def _per_step_downlink(cfg: Config, plan: MethodPlan, work: Workload,
+                       down: np.ndarray) -> np.ndarray:
+    """(T+1,) cumulative downlink bytes per worker from the reference's broadcast payload
+    sizes ``down`` (T+1,), received by every rank but the master; ``downlink = "model"``
+    broadcasts the dense x instead at every step after the first."""
+    n, d, dt = len(work.problems), work.d, work.x0.dtype
+    ranks = n + 1 if cfg.run.master == "dedicated" else n
+    per = np.array(down, dtype=np.float64)
+    if getattr(plan.algorithm, "downlink", "compressed") == "model":
+        per[1:] = d * dt.itemsize
+    return np.cumsum(per * (ranks - 1)) / n
+
+
 class _StepTagged:
     """A compressor whose refusal of a vector (QSGD: a norm beyond float32) names the step, as
     a :class:`DivergenceError`: on MPI that node flags the step and the collective check stops
@@ -192,6 +208,13 @@ class _StepTagged:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    @property
+    def inner(self) -> Any:
+        """The wrapped compressor: a reference that sizes a downlink sum itself (EF21-PP)
+        hands this wrapper to :class:`~decomp.compress.aggregate.SumEncoder`, which looks
+        through ``inner`` for the sparse formats."""
+        return self._inner
 
     def __repr__(self) -> str:
         return repr(self._inner)
