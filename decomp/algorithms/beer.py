@@ -27,6 +27,25 @@ Randomness: the h-payload of step t uses node i's key ``Key(seed, i, t)``, the g
 (seed, i, t, MINIBATCH).
 
 Wire: two compressed payloads per neighbour per step, 2 × ``C.payload_bytes(d, dtype)``.
+
+Time-varying W_t (``[topology] schedule = "one-peer-hypercube"``; the directed one-peer
+exponential is refused, W_t must be symmetric): a node's copy of h_j would go stale while j
+is not its current peer, so h and g are kept per directed edge
+(:mod:`decomp.algorithms.edge_replica`: AH[p] = ĥ_{i→k}, BH[p] = ĥ_{k→i} for every peer k of
+a period, both ends equal bit for bit; AG, BG likewise), all starting at 0. Each step first
+brings the current edge up to date, then mixes over it::
+
+    ĥ_{i→k} += C(x_i^t − ĥ_{i→k}),  ĥ_{k→i} += C(x_k^t − ĥ_{k→i})    (edge_round, key stream 0)
+    ĝ_{i→k} += C(v_i^t − ĝ_{i→k}),  ĝ_{k→i} += C(v_k^t − ĝ_{k→i})    (edge_round, stream 1)
+    x_i^{t+1} = (x_i^t + γ W_t[i,k] (ĥ_{k→i} − ĥ_{i→k})) − η v_i^t
+    v_i^{t+1} = (v_i^t + γ W_t[i,k] (ĝ_{k→i} − ĝ_{i→k})) + (∇F_i(x_i^{t+1}) − ∇F_i(x_i^t))
+
+i.e. the paper's rounds H^t = H^{t−1} + C(X^t − H^{t−1}) moved from the end of step t to the
+start of step t + 1 (on a static W the same iterates; the first step sends nothing since
+H^0 = G^0 = 0), so that the mixing with W_t reads the replicas just exchanged on W_t's edge
+rather than ones up to τ − 1 steps old. With C = identity and γ = 1 this is gradient tracking
+on W_t: X ← W_t X − η V, V ← W_t V + ∇F(X) − ∇F(X_prev). The tracker mean is preserved (the
+edge terms cancel in the sum over nodes for a symmetric W_t).
 """
 
 from __future__ import annotations
@@ -36,6 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.edge_replica import edge_mix, edge_round
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
@@ -67,6 +87,21 @@ class BEERState(NamedTuple):
         return self.RG[0]
 
 
+class BEEREdgeState(NamedTuple):
+    """Node i's BEER state on a time-varying schedule (module doc): P = ``len(env.peers)``,
+    the peers of a period ascending; every array has x^0's dtype."""
+
+    t: int
+    x: np.ndarray  # x_i^t (d,)
+    v: np.ndarray  # v_i^t (d,)
+    grad_prev: np.ndarray  # ∇F_i(x_i^t; ξ_i^t) (d,)
+    AH: np.ndarray  # (P, d): AH[p] = ĥ_{i→peers[p]}, node i's h as that peer knows it
+    BH: np.ndarray  # (P, d): BH[p] = ĥ_{peers[p]→i}, that peer's h as node i knows it
+    AG: np.ndarray  # (P, d): ĝ_{i→peers[p]}
+    BG: np.ndarray  # (P, d): ĝ_{peers[p]→i}
+    bad: int
+
+
 class BEER(DecentralizedAlgorithm):
     """BEER with consensus step ``gamma`` (γ in the paper) in (0, 1]; η is the env's ``lr``."""
 
@@ -91,16 +126,23 @@ class BEER(DecentralizedAlgorithm):
         super().check(d)
         self.compressor.alpha(d)  # raises the ConfigError with the hint
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> BEERState:
+    def init(self, env: NodeEnv, x0: np.ndarray) -> BEERState | BEEREdgeState:
         self.check(x0.size)
-        rows = env.transport.indegree + 1
         # v_i^0 = ∇f_i(x^0): the full local gradient (authors' code), whatever batch_size
         v = np.array(env.problem.grad(x0), dtype=x0.dtype)
+        if env.time_varying:
+            P = len(env.peers)
+            return BEEREdgeState(0, x0.copy(), v, v.copy(),
+                                 *(np.zeros((P, x0.size), x0.dtype) for _ in range(4)), 0)
+        rows = env.transport.indegree + 1
         return BEERState(0, x0.copy(), v, v.copy(), np.zeros((rows, x0.size), x0.dtype),
                          np.zeros((rows, x0.size), x0.dtype), np.zeros_like(x0),
                          np.zeros_like(x0), 0)
 
-    def _step(self, env: NodeEnv, state: BEERState) -> BEERState:
+    def _step(self, env: NodeEnv, state: BEERState | BEEREdgeState
+              ) -> BEERState | BEEREdgeState:
+        if isinstance(state, BEEREdgeState):
+            return self._edge_step(env, state)
         tp, x, v = env.transport, state.x, state.v
         SH, SG = state.SH, state.SG
         step = state.t + 1
@@ -134,6 +176,29 @@ class BEER(DecentralizedAlgorithm):
             bad = step
         return state._replace(t=step, bad=bad)
 
+    def _edge_step(self, env: NodeEnv, state: BEEREdgeState) -> BEEREdgeState:
+        """The step on W_t with per-edge replicas (module doc)."""
+        x, v, bad = state.x, state.v, state.bad
+        step = state.t + 1
+        t = x.dtype.type
+        if state.t > 0:  # H^0 = G^0 = 0 are given: the first step has nothing to exchange
+            bad, _ = edge_round(env, self.compressor, x, state.AH, state.BH, step, bad)
+            bad, _ = edge_round(env, self.compressor, v, state.AG, state.BG, step, bad,
+                                key=Key(env.seed, env.rank + env.n, step))
+        mixed = env.scratch("mixed", x)
+        ok = axpy(x, t(self.gamma), edge_mix(env, state.AH, state.BH, mixed))
+        ok &= descend(x, t(env.lr), v)
+        ok &= axpy(v, t(self.gamma), edge_mix(env, state.AG, state.BG, mixed))
+        grad = self.grad(env, x, step)
+        v += np.subtract(grad, state.grad_prev, out=mixed)
+        np.copyto(state.grad_prev, grad)
+        if bad == 0 and not (ok and all_finite(v)):
+            bad = step
+        return state._replace(t=step, bad=bad)
+
     def replicas(self, env: NodeEnv, state: Any) -> dict[int, np.ndarray]:
-        """{j: this node's copy of h_j} (the model replicas; self included)."""
+        """{j: this node's copy of h_j} (the model replicas; self included on a static W; on
+        a schedule {k: ĥ_{k→i}} for every peer k of a period)."""
+        if isinstance(state, BEEREdgeState):
+            return {k: state.BH[p] for p, k in enumerate(env.peers)}
         return {j: state.RH[k] for k, j in enumerate((env.rank, *env.transport.sources))}

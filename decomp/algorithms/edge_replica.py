@@ -58,6 +58,7 @@ from decomp.algorithms.decentralized_base import NodeEnv, encode_or_zeros
 from decomp.comm.timing import TimedCodec
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
+from decomp.rng import Key
 
 
 class EdgeState(NamedTuple):
@@ -103,10 +104,13 @@ def edge_rows(env: NodeEnv, B: np.ndarray) -> np.ndarray:
 
 
 def edge_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
-               A: np.ndarray, B: np.ndarray, step: int, bad: int) -> tuple[int, int | None]:
+               A: np.ndarray, B: np.ndarray, step: int, bad: int, *,
+               key: Key | None = None) -> tuple[int, int | None]:
     """One exchange on W_t's edge (module doc): A[k] += C(v − A[k]) here and on peer k,
     B[k] += peer k's payload. Returns (bad, the row p of the current peer, or None when this
-    node has no peer at this step). v (d,) is read only; step: the compressor key's step."""
+    node has no peer at this step). v (d,) is read only; step: the compressor key's step;
+    key: the compressor key (None: ``env.key(step)``; BEER's second payload uses another
+    stream)."""
     tp = env.transport
     srcs, dests = tuple(tp.sources), tuple(tp.destinations)
     if len(dests) > 1 or srcs != dests:
@@ -118,7 +122,7 @@ def edge_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
     C = env.codec(compressor)
     p = env.slot(dests[0])
     diff = np.subtract(v, A[p], out=env.scratch("edge_diff", v))
-    payload, bad = encode_or_zeros(C, diff, env.key(step), step, bad)
+    payload, bad = encode_or_zeros(C, diff, env.key(step) if key is None else key, step, bad)
     tp.exchange_start(payload, C.payload_bytes(v.size, v.dtype))
     C.decode_add(payload, A[p], 1.0)  # x̂_{i→k} while the payloads travel
     got = tp.exchange_finish()

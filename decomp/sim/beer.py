@@ -13,6 +13,16 @@ then W_ij q_j for j ascending (:func:`decomp.sim.decentralized.laplacian_update`
 a node of :mod:`decomp.algorithms.beer` applies the decoded payloads in, so the two agree bit
 for bit. Keys: C(X − H) row i with ``Key(seed, i, t)``, C(V − G) row i with
 ``Key(seed, i + n, t)``; minibatches from (seed, i, t).
+
+Time-varying W_t (``W`` a schedule of one symmetric peer per step, the one-peer hypercube):
+per-edge replicas AH_i[k] = ĥ_{i→k}, BH_i[k] = ĥ_{k→i} (AG, BG for g), all zero at the
+start, and the rounds at the start of the step (:mod:`decomp.algorithms.beer`): for t ≥ 2,
+with k(i) node i's current peer under W_{t−1} (the step producing X^t uses W_{t−1})::
+
+    AH_i[k] += C(X_i − AH_i[k]);  BH_i[k] += C(X_k − AH_k[i])       (likewise G from V)
+    X ← (X + γ M_H) − η V;   V ← (V + γ M_G) + (∇F(X) − ∇F(X_prev))
+
+with M_H row i = W[i,k] (BH_i[k] − AH_i[k]) summed from zero over the current k ascending.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from decomp.sim.decentralized import (
     _rows,
     laplacian_update,
 )
+from decomp.topologies import is_schedule
 
 
 def _compress_rows(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int) -> np.ndarray:
@@ -45,13 +56,86 @@ def _compress_rows(C: Compressor, M: np.ndarray, seed: int, step: int, stream: i
     return np.stack([C.reference(M[i], Key(seed, i + stream * n, step)) for i in range(n)])
 
 
+def _one_peer_period(W: Any, n: int) -> list[Any]:
+    """[W_0, …, W_{τ−1}] of a schedule, each doubly stochastic, symmetric, one peer a node."""
+    if W.n != n:
+        raise ConfigError(f"the schedule is for n = {W.n} nodes but there are {n} problems")
+    out = [W(k).validate(n, connected=False) for k in range(W.period)]
+    for M in out:
+        if not M.symmetric or any(M.degrees > 1):
+            raise ConfigError(f"beer on a schedule keeps per-edge replicas and needs one "
+                              f"symmetric peer per step (one-peer-hypercube); {M.name} is not")
+    return out
+
+
+def _simulate_edges(problems: Sequence[Problem], X: np.ndarray, W: Any, C: Compressor, *,
+                    lr: float, steps: int, gamma: float, seed: int,
+                    batch_size: int | None) -> DecentralizedTrace:
+    """BEER on a schedule with per-edge replicas (module doc)."""
+    n, d = X.shape
+    period = _one_peer_period(W, n)
+    rows_t = [_rows(M) for M in period]
+    peers = [tuple(W.peers(i)) for i in range(n)]
+    slot = [{k: p for p, k in enumerate(ps)} for ps in peers]
+    AH, BH, AG, BG = ([np.zeros((len(ps), d), X.dtype) for ps in peers] for _ in range(4))
+    V = np.stack([np.asarray(p.grad(X[i]), dtype=X.dtype) for i, p in enumerate(problems)])
+    grad_prev = V.copy()
+    per_msg = C.payload_bytes(d, X.dtype)
+    sent = np.zeros(n, dtype=np.int64)
+    xs = [X.copy()]
+
+    def exchange(A: list[np.ndarray], B: list[np.ndarray], M: np.ndarray, t: int,
+                 stream: int, peer: list[int | None]) -> None:
+        if not np.isfinite(M).all():
+            raise DivergenceError(f"beer: non-finite value at step {t}", step=t,
+                                  algorithm="beer", quantity="compressor input")
+        Q = {i: C.reference(M[i] - A[i][slot[i][k]], Key(seed, i + stream * n, t))
+             for i, k in enumerate(peer) if k is not None}
+        for i, k in enumerate(peer):
+            if k is not None:  # W_t symmetric: k's peer is i
+                A[i][slot[i][k]] = A[i][slot[i][k]] + Q[i]
+                B[i][slot[i][k]] = B[i][slot[i][k]] + Q[k]
+
+    def mixing(A: list[np.ndarray], B: list[np.ndarray], rows: list[Any]) -> np.ndarray:
+        out = np.zeros_like(X)
+        for i, (_, nbrs) in enumerate(rows):
+            acc = np.zeros(d, X.dtype)
+            for k, w in nbrs:
+                acc = acc + (B[i][slot[i][k]] - A[i][slot[i][k]]) * w
+            out[i] = acc
+        return out
+
+    for t in range(1, steps + 1):
+        rows = rows_t[(t - 1) % len(period)]
+        peer = [nbrs[0][0] if nbrs else None for _, nbrs in rows]
+        if t > 1:  # H^0 = G^0 = 0: nothing to exchange at the first step
+            exchange(AH, BH, X, t, 0, peer)
+            exchange(AG, BG, V, t, 1, peer)
+            sent += 2 * per_msg * np.array([k is not None for k in peer], dtype=np.int64)
+        X = (X + gamma * mixing(AH, BH, rows)) - lr * V
+        V = V + gamma * mixing(AG, BG, rows)
+        grad = _grads(problems, X, seed, t, batch_size)
+        V = V + (grad - grad_prev)
+        grad_prev = grad
+        if not (np.isfinite(X).all() and np.isfinite(V).all()):
+            raise DivergenceError(f"beer: model became non-finite at step {t}", step=t,
+                                  algorithm="beer", quantity="model x")
+        xs.append(X.copy())
+    state = {"V": V, "grad_prev": grad_prev}
+    if len({len(ps) for ps in peers}) == 1:
+        state.update({"AH": np.stack(AH), "BH": np.stack(BH), "AG": np.stack(AG),
+                      "BG": np.stack(BG)})
+    return DecentralizedTrace(np.stack(xs), sent, sent.copy(), state)
+
+
 def simulate_beer(problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: float,
                   steps: int, gamma: float | None = None, seed: int = 0,
                   compressor: Compressor | None = None, batch_size: int | None = None,
                   X0: np.ndarray | None = None) -> DecentralizedTrace:
     """BEER for ``steps`` iterations on n = len(problems) nodes; η = lr, γ = gamma.
 
-    W: a :class:`~decomp.topologies.MixingMatrix` or an (n, n) array (validated). X0: optional
+    W: a :class:`~decomp.topologies.MixingMatrix`, an (n, n) array (validated) or a schedule
+    of one symmetric peer per step (one-peer-hypercube: per-edge replicas). X0: optional
     (n, d) per-node start (default x0 on every node). Returns a
     :class:`~decomp.sim.DecentralizedTrace` (xs (T+1, n, d); bytes per node: two payloads per
     out-neighbour per step) with state {"H", "G", "V", "grad_prev"} (n, d) at step T.
@@ -63,11 +147,15 @@ def simulate_beer(problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: fl
         raise ConfigError(f"beer: gamma must be in (0, 1], got {gamma!r}")
     C = compressor if compressor is not None else Identity()
     n, d, dt = len(problems), x0.size, x0.dtype
+    X = np.tile(x0, (n, 1)) if X0 is None else np.array(X0, dtype=dt)
+    if is_schedule(W):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _simulate_edges(problems, X, W, C, lr=lr, steps=steps, gamma=gamma,
+                                   seed=seed, batch_size=batch_size)
     M = _as_mixing(W, n)
     rows = _rows(M)
     deg = np.array([M.out_neighbors(i)[0].size for i in range(n)], dtype=np.int64)
     indeg = np.array([len(nb) for _, nb in rows], dtype=np.int64)
-    X = np.tile(x0, (n, 1)) if X0 is None else np.array(X0, dtype=dt)
     H, G = np.zeros_like(X), np.zeros_like(X)
     SH, SG = np.zeros_like(X), np.zeros_like(X)  # H(W − I), G(W − I): zero with H = G = 0
     V = np.stack([np.asarray(p.grad(X[i]), dtype=dt) for i, p in enumerate(problems)])

@@ -107,3 +107,57 @@ def test_every_holder_keeps_the_owners_h_and_g(comm, problems, topology: str) ->
     tp, _, _, _ = _run(comm, problems, "beer-scaled-randk", topology, every_step=check)
     tp.close()
     assert not any(comm.allgather(bad)), comm.allgather(bad)
+
+
+#: time-varying W_t: the one-peer hypercube (n a power of two), per-edge replicas
+SCHEDULE_CASES = ["beer-top3", "beer-scaled-randk", "beer-identity"]
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", SCHEDULE_CASES)
+def test_on_the_one_peer_hypercube_iterates_and_edges_equal_the_reference(comm, problems,
+                                                                          case: str) -> None:
+    """BEER on the schedule W_t (runner's transport: one neighbourhood per W_t) equals the
+    reference bit for bit; both ends of every edge hold the same ĥ and ĝ after every step;
+    bytes = two payloads per step to the one current peer, none at the first step."""
+    from decomp.runner.session import open_transport
+    from decomp.topologies import mixing_schedule
+
+    if comm.size & (comm.size - 1):
+        pytest.skip("the one-peer hypercube needs n a power of two")
+    name, make_c, opts, batch = CASES[case]
+    probs, x0 = problems
+    sched = mixing_schedule("one-peer-hypercube", comm.size)
+    alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
+    alg.check_mixing(sched)
+    tp = open_transport("decentralized", comm, mixing=sched)
+    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
+    state = alg.init(env, x0)
+    xs, unequal = [state.x.copy()], []
+    for _ in range(STEPS):
+        state = alg.step(env, state)
+        xs.append(state.x.copy())
+        mine = {k: (state.AH[p].copy(), state.BH[p].copy(), state.AG[p].copy(),
+                    state.BG[p].copy()) for p, k in enumerate(env.peers)}
+        everyone = comm.allgather(mine)
+        for k, (ah, bh, ag, bg) in mine.items():
+            theirs = everyone[k][env.rank]
+            if not (np.array_equal(ah, theirs[1]) and np.array_equal(bh, theirs[0])
+                    and np.array_equal(ag, theirs[3]) and np.array_equal(bg, theirs[2])):
+                unequal.append((state.t, env.rank, k))
+    counts = (tp.bytes.up, tp.bytes.down)
+    tp.close()
+    ref = simulate_decentralized(name, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED,
+                                 batch_size=batch, compressor=make_c(), **opts)
+    i = comm.rank
+    same = (bool(np.array_equal(np.stack(xs), ref.xs[:, i])),
+            bool(np.array_equal(state.v, ref.state["V"][i])),
+            bool(np.array_equal(state.AH, ref.state["AH"][i])),
+            bool(np.array_equal(state.BG, ref.state["BG"][i])))
+    msg = make_c().payload_bytes(x0.size, x0.dtype)
+    got = comm.allgather((same, counts, (int(ref.bytes_sent[i]), int(ref.bytes_received[i])),
+                          unequal, state.bad))
+    assert all(all(g[0]) for g in got), [g[0] for g in got]
+    assert all(g[1] == g[2] == (2 * msg * (STEPS - 1),) * 2 for g in got), [g[1:3] for g in got]
+    assert not any(g[3] for g in got), [g[3] for g in got]
+    assert all(g[4] == 0 for g in got)

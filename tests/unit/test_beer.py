@@ -29,7 +29,7 @@ from decomp.problems import initial_point, make_problem, split_problem
 from decomp.runner import plan_method
 from decomp.sim import simulate_decentralized
 from decomp.sim.beer import simulate_beer
-from decomp.topologies import MixingMatrix, mixing_matrix
+from decomp.topologies import MixingMatrix, mixing_matrix, mixing_schedule
 
 N_NODES, D, ROWS = 4, 10, 60
 
@@ -104,6 +104,48 @@ def test_beer_reaches_the_optimum_where_choco_stalls(heterogeneous) -> None:
     assert min(floor) > 1e-4 and floor[1] > 0.5 * floor[0]  # stalled, far above BEER
     # same compressor: BEER sends twice CHOCO's bytes per step
     assert np.array_equal(beer.bytes_sent, 2 * choco.bytes_sent)
+
+
+def test_on_the_one_peer_hypercube_identity_is_gradient_tracking_on_w_t(heterogeneous) -> None:
+    """Schedule path (per-edge replicas, rounds at the start of a step): with C = identity
+    and γ = 1, X ← W_t X − η V, V ← W_t V + ∇F(X) − ∇F(X_prev) (the first step mixes nothing:
+    H^0 = G^0 = 0), to rounding; the tracker mean is kept with Top-k too; BEER still reaches
+    the optimum on the schedule."""
+    probs, x0, x_star, L = heterogeneous
+    sched = mixing_schedule("one-peer-hypercube", N_NODES)
+    eta, steps = 0.3 / L, 30
+    tr = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=steps, gamma=1.0)
+    X = np.tile(x0, (N_NODES, 1))
+    G_prev = np.stack([p.grad(x0) for p in probs])
+    V = G_prev.copy()
+    for t in range(1, steps + 1):
+        Wt = sched(t - 1).dense()
+        X = (Wt @ X if t > 1 else X) - eta * V
+        G = np.stack([p.grad(X[i]) for i, p in enumerate(probs)])
+        V = (Wt @ V if t > 1 else V) + G - G_prev
+        G_prev = G
+        assert np.abs(tr.xs[t] - X).max() <= 1e-12 * np.abs(X).max(), t
+    for t in (3, 7):
+        top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=t, gamma=0.4,
+                                     compressor=TopK(3))
+        V, grad = top.state["V"], top.state["grad_prev"]
+        assert np.abs(V.mean(axis=0) - grad.mean(axis=0)).max() <= 1e-12 * np.abs(V).max()
+    top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=1500, gamma=0.4,
+                                 compressor=TopK(3))
+    assert np.abs(top.xs[-1] - x_star).max() < 1e-8
+
+
+def test_a_period_1_schedule_gives_the_static_iterates(heterogeneous) -> None:
+    """n = 2: the one-peer hypercube is one W every step, so the per-edge path (rounds moved
+    to the start of the step) gives static BEER's iterates, to rounding (the static path keeps
+    the mixing rows incrementally), and one step's payloads fewer."""
+    probs, x0, _, L = heterogeneous
+    sched = mixing_schedule("one-peer-hypercube", 2)
+    kw = {"lr": 0.3 / L, "steps": 60, "gamma": 0.5, "compressor": TopK(4), "seed": 3}
+    edges = simulate_decentralized("beer", probs[:2], x0, sched, **kw)
+    static = simulate_decentralized("beer", probs[:2], x0, sched(0), **kw)
+    assert np.abs(edges.xs - static.xs).max() <= 1e-12 * np.abs(static.xs).max()
+    assert np.array_equal(edges.bytes_sent * 60, static.bytes_sent * 59)
 
 
 def test_options_and_compressors_are_checked() -> None:
