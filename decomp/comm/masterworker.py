@@ -361,3 +361,61 @@ def main() -> None:  # pragma: no cover
         for nbytes, ours, raw in res:
             print(f"{nbytes:>10,} B  decomp {ours:10.1f}  raw mpi4py {raw:10.1f}  "
                   f"ratio {ours / raw:5.2f}")
+
+
+def benchmark_subset(sizes: tuple[int, ...] = (256, 16384, 1 << 20), p: float = 0.5,
+                     rounds: int = 7, reps: int = 200) -> list[tuple[int, float, float, float]]:
+    """The partial-participation uplink two ways, on COMM_WORLD with a shared master
+    (collective): :meth:`MasterWorker.gather_subset` (zero-count ``Gatherv`` on the whole
+    communicator) against :meth:`MasterWorker.gather_subset_group` (``Gatherv`` on a cached
+    sub-communicator of the participants), with the same Bernoulli(p) masks for both, drawn
+    per round from a fixed seed. Returns ``(bytes, gatherv µs, group µs, group first-use µs)``:
+    medians over interleaved rounds of the slowest rank's mean per gather; the last column
+    is the mean cost of a gather whose subset has no communicator yet (create + gather).
+    Run::
+
+        mpiexec -n 4 python -c "from decomp.comm.masterworker import main_subset; main_subset()"
+    """
+    import time
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    out = []
+    for nbytes in sizes:
+        tp = MasterWorker(comm)
+        n = tp.n_workers
+        p_load = np.full(nbytes, 7, dtype=np.uint8)
+        masks = np.random.default_rng(nbytes).random((reps, n)) < p
+
+        def run(fn: Any, masks: np.ndarray = masks, p_load: np.ndarray = p_load,
+                nbytes: int = nbytes, w: int | None = tp.worker) -> float:
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for m in masks:
+                fn(p_load if (w is not None and m[w]) else None, nbytes, m)
+            return comm.allreduce((time.perf_counter() - t0) / len(masks), op=MPI.MAX)
+
+        # every subset once (up to the cache size): each gather creates its communicator
+        fresh = (np.arange(min(1 << n, GROUP_CACHE))[:, None] >> np.arange(n)) & 1 == 1
+        first = run(tp.gather_subset_group, fresh)
+        times: dict[str, list[float]] = {"gatherv": [], "group": []}
+        for _ in range(rounds):
+            times["gatherv"].append(run(tp.gather_subset))
+            times["group"].append(run(tp.gather_subset_group))
+        out.append((nbytes, 1e6 * float(np.median(times["gatherv"])),
+                    1e6 * float(np.median(times["group"])), 1e6 * first))
+    return out
+
+
+def main_subset() -> None:  # pragma: no cover
+    """Print :func:`benchmark_subset`'s table on rank 0."""
+    from mpi4py import MPI
+
+    res = benchmark_subset()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"{MPI.COMM_WORLD.Get_size()} ranks, p = 0.5: one partial-participation gather, "
+              "microseconds (median over rounds of the slowest rank's mean)")
+        for nbytes, gv, grp, first in res:
+            print(f"{nbytes:>10,} B/participant  zero-count Gatherv {gv:9.1f}  "
+                  f"sub-communicator {grp:9.1f} (first use of a subset {first:9.1f})")
