@@ -425,6 +425,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     out = clean(dataclasses.asdict(cfg))
     for m in out["methods"]:  # algorithm options are keys of the method's own table
         m.update(m.pop("options", {}))
+    if cfg.topology.schedule is not None:  # the schedule sets W_t: no weights, no options
+        out["topology"].pop("weights", None)
+        out["topology"].pop("options", None)
     if cfg.problem.kind == "torch":  # the numpy-only keys keep their defaults: leave them out
         for key in NUMPY_ONLY:
             out["problem"].pop(key, None)

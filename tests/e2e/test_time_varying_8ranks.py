@@ -1,8 +1,8 @@
 """tests/mpi/test_time_varying.py at 8 ranks (oversubscribed here): the one-peer schedules
 with period 3 (an edge of the hypercube idles 2 steps between uses, so per-edge replicas must
 catch up), D-PSGD / DCD-PSGD / CHOCO-SGD against the reference bit for bit, the replica
-agreement at both ends of every edge, decomp run vs decomp sim, the refusals and the
-Trainer, beyond the 4 ranks of `make test-mpi`."""
+agreement at both ends of every edge, decomp run vs decomp sim, a resume mid-period, the
+refusals and the Trainer, beyond the 4 ranks of `make test-mpi`."""
 
 from __future__ import annotations
 
@@ -21,4 +21,4 @@ def test_time_varying_schedules_at_8_ranks() -> None:
                        capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
                        check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "12 passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
+    assert "13 passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]

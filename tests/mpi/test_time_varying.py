@@ -11,7 +11,8 @@
 - ``decomp run`` with ``[topology] schedule`` gives the metrics of ``decomp sim``; the
   runner refuses the directed schedule for DCD/ECD/CHOCO and ECD on any schedule, on every
   rank, naming the hypercube;
-- the Trainer takes a schedule object and trains D-PSGD and CHOCO on it like the reference.
+- the Trainer takes a schedule object and trains D-PSGD and CHOCO on it like the reference;
+- a run checkpointed mid-period and resumed equals a straight run.
 
 Runs at 2 and 4 ranks (the hypercube needs a power of two) under `make test-mpi`, and at 8
 from tests/e2e/test_time_varying_8ranks.py.
@@ -259,3 +260,35 @@ def test_the_trainer_trains_on_a_schedule_like_the_reference(comm, name: str) ->
     moved = float(np.abs(ref.xs[-1] - ref.xs[0]).max())
     got = comm.allgather((same, moved, tr.mixing is sched))
     assert all(g[0] and g[2] for g in got) and got[0][1] > 1e-4, got
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_run_extended_from_a_checkpoint_mid_period_equals_a_straight_run(comm,
+                                                                          tmp_path) -> None:
+    """5 steps (mid-period for τ >= 2), then --resume to 10: the same rows and states as 10
+    straight steps — the step count alone selects W_t, and the per-edge replicas are state."""
+    from pathlib import Path
+
+    from decomp.runner import run
+
+    tmp = Path(comm.bcast(str(tmp_path) if comm.rank == 0 else None))
+    schedule = "one-peer-hypercube" if _power_of_two(comm.size) else "one-peer-exponential"
+    methods = [{"algorithm": "dpsgd", "lr": 0.2, "batch_size": BATCH}]
+    if schedule == "one-peer-hypercube":
+        methods += [{"algorithm": "dcd_psgd", "lr": 0.2, **OPTIONS["dcd_psgd"]},
+                    {"algorithm": "choco_sgd", "lr": 0.2, **OPTIONS["choco_sgd"]}]
+
+    def cfg(out: str, steps: int) -> Any:
+        c = _config(str(tmp / out), methods, schedule)
+        c.run.steps, c.run.log_every = steps, 5
+        return c
+
+    def key(results) -> list[tuple[Any, ...]]:
+        return [(r.method, r.status, r.steps, r.loss, r.bits_up, r.bits_down,
+                 r.consensus_distance) for r in results]
+
+    straight = run(cfg("straight", 10), comm, progress=False)
+    run(cfg("half", 5), comm, progress=False)
+    extended = run(cfg("half", 10), comm, progress=False, mode="resume")
+    got = comm.allgather(key(extended) == key(straight))
+    assert all(got), (key(extended), key(straight))
