@@ -54,6 +54,10 @@ def _check_run_settings(cfg: Config, world_size: int) -> None:
     if not (math.isfinite(r.comm_timeout_s) and r.comm_timeout_s > 0):
         raise ConfigError(f"run.comm_timeout_s must be a positive number of seconds, got "
                           f"{r.comm_timeout_s}")
+    delay = cfg.network.delay_ms
+    if not (math.isfinite(delay) and delay >= 0):
+        raise ConfigError(f"network.delay_ms must be a number of milliseconds >= 0 (0: off), "
+                          f"got {delay}")
 
 
 def _running(plan: Any) -> MethodResult:

@@ -137,7 +137,8 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
                         exchange=cfg.topology.exchange)
     worker = tp.rank if plan.decentralized else tp.worker  # type: ignore[union-attr]
     problem = work.problems[worker] if worker is not None else None
-    session = Session(plan.algorithm, tp, problem, lr=lr, seed=cfg.seed)
+    session = Session(plan.algorithm, tp, problem, lr=lr, seed=cfg.seed,
+                      delay_s=cfg.network.delay_ms / 1e3)
     if plan.decentralized:
         where = (f"{mixing.name} (rho {mixing.rho:.4f}, exchange {cfg.topology.exchange})"
                  if plan.algorithm.gossip else "all ranks (collective)")

@@ -22,7 +22,8 @@ from decomp.runner.workload import Workload
 
 #: config keys that may change between a run and its resume (how it runs, not what it computes)
 OPERATIONAL = ("out_dir", "data_dir", "run.steps", "run.progress", "run.checkpoint_every",
-               "run.comm_timeout_s", "run.fail_rank", "run.fail_step", "run.progress_every_s")
+               "run.comm_timeout_s", "run.fail_rank", "run.fail_step", "run.progress_every_s",
+               "network.delay_ms")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -17,7 +17,9 @@ import numpy as np
 from decomp.algorithms import Env, NodeEnv
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.comm import MasterWorker, Neighborhood
+from decomp.comm.delay import DelayedTransport
 from decomp.comm.timevarying import NEIGHBOURHOODS, TimeVaryingNeighborhood
+from decomp.comm.timing import TimedTransport
 from decomp.errors import ConfigError, DivergenceError
 from decomp.topologies import is_schedule
 
@@ -51,7 +53,7 @@ class Session:
 
     def __init__(self, algorithm: Any,
                  transport: MasterWorker | Neighborhood | TimeVaryingNeighborhood, problem: Any,
-                 *, lr: float, seed: int) -> None:
+                 *, lr: float, seed: int, delay_s: float = 0.0) -> None:
         self.algorithm = algorithm
         self.family = family_of(algorithm)
         self.transport = transport
@@ -68,6 +70,13 @@ class Session:
             self.worker = transport.worker
             self.env = Env(transport, problem, self.n, self.seed, self.lr)
         self.rank: int = transport.rank
+        if delay_s > 0:  # emulated latency ([network] delay_ms), inside the timer if any
+            size = transport.comm.Get_size()
+            held = self.env.transport
+            if isinstance(held, TimedTransport):
+                held.inner = DelayedTransport(held.inner, delay_s, size)
+            else:
+                self.env.transport = DelayedTransport(held, delay_s, size)  # type: ignore[assignment]
         self.state: Any = None
         self.wall_s = 0.0
         self.steps_done = 0

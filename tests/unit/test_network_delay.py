@@ -1,0 +1,120 @@
+"""Emulated latency (decomp.comm.delay, [network] delay_ms): hops per call, additive delay on
+blocking calls, latency hidden by work between a split call's start and finish, config checks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from decomp.comm.delay import DelayedTransport, rounds
+from decomp.config import load_config
+from decomp.errors import ConfigError
+
+
+class _Fake:
+    """A transport whose calls take no time and record their order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bytes = 123
+
+    def exchange(self, payload: np.ndarray, nbytes: int | None = None) -> dict[int, np.ndarray]:
+        self.calls.append("exchange")
+        return {1: payload}
+
+    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
+        self.calls.append("exchange_start")
+
+    def exchange_finish(self) -> dict[int, np.ndarray]:
+        self.calls.append("exchange_finish")
+        return {}
+
+    def gather(self, payload: Any, nbytes: int | None = None) -> list[np.ndarray]:
+        self.calls.append("gather")
+        return [payload]
+
+    def broadcast(self, x: np.ndarray) -> None:
+        self.calls.append("broadcast")
+
+    def broadcast_bytes(self, payload: Any) -> np.ndarray:
+        self.calls.append("broadcast_bytes")
+        return np.zeros(1, np.uint8)
+
+    def allreduce_sum(self, vec: np.ndarray) -> None:
+        self.calls.append("allreduce_sum")
+
+    def allgather(self, payload: np.ndarray, nbytes: int | None = None) -> list[np.ndarray]:
+        self.calls.append("allgather")
+        return [payload]
+
+
+@pytest.mark.parametrize(("n", "L"), [(2, 1), (4, 2), (5, 3), (8, 3), (1024, 10)])
+def test_hops_follow_the_documented_table(n: int, L: int) -> None:
+    assert rounds("exchange", n) == 1
+    assert rounds("gather", n) == 1
+    assert rounds("broadcast", n) == L
+    assert rounds("allgather", n) == L
+    assert rounds("allreduce", n) == 2 * L
+
+
+def test_one_rank_sends_nothing_and_waits_nothing() -> None:
+    assert all(rounds(c, 1) == 0 for c in ("exchange", "gather", "broadcast", "allreduce"))
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize(("call", "hops"), [("exchange", 1), ("gather", 1), ("broadcast", 2),
+                                            ("broadcast_bytes", 2), ("allgather", 2),
+                                            ("allreduce_sum", 4)])
+def test_a_blocking_call_takes_hops_times_the_delay_longer(call: str, hops: int) -> None:
+    delay = 0.02
+    tp = DelayedTransport(_Fake(), delay, n=4)
+    x = np.zeros(3)
+    dt = _timed(lambda: getattr(tp, call)(x))
+    assert tp.inner.calls == [call]
+    # sleep never returns early; the upper bound leaves room for a loaded machine
+    assert hops * delay <= dt < hops * delay + 0.05
+
+
+def test_work_between_start_and_finish_hides_the_latency() -> None:
+    delay = 0.05
+    tp = DelayedTransport(_Fake(), delay, n=2)
+    x = np.zeros(3)
+    t0 = time.perf_counter()
+    tp.exchange_start(x)
+    time.sleep(0.03)  # "computation" overlapping the message's flight
+    tp.exchange_finish()
+    total = time.perf_counter() - t0
+    assert delay <= total < delay + 0.03  # not 0.03 + 0.05: the delay ran during the work
+    tp.exchange_start(x)
+    time.sleep(0.07)  # work longer than the delay: finish does not wait
+    assert _timed(tp.exchange_finish) < 0.01
+    assert tp.inner.calls == ["exchange_start", "exchange_finish"] * 2
+
+
+def test_other_attributes_read_through() -> None:
+    tp = DelayedTransport(_Fake(), 0.001, n=2)
+    assert tp.bytes == 123
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_delay_must_be_positive_and_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="delay_s"):
+        DelayedTransport(_Fake(), bad, n=2)
+
+
+def test_the_network_table_is_off_by_default_and_typed() -> None:
+    base = {"methods": [{"algorithm": "gd"}]}
+    assert load_config(base).network.delay_ms == 0.0
+    assert load_config({**base, "network": {"delay_ms": 2.5}}).network.delay_ms == 2.5
+    with pytest.raises(ConfigError, match="delay"):
+        load_config({**base, "network": {"delay": 2.5}})
+    with pytest.raises(ConfigError, match="network.delay_ms"):
+        load_config({**base, "network": {"delay_ms": "1ms"}})
