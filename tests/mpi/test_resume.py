@@ -32,6 +32,8 @@ NUMPY_METHODS: dict[str, dict[str, Any]] = {
                                                                  "batch_size": 8},
     "ef21_plus": {"compressor": TOP2}, "ef21_sgdm": {"compressor": TOP2, "batch_size": 8,
                                                      "lr": 0.02, "eta": 0.5},
+    "ef21_pp": {"compressor": TOP2, "p": 0.5, "lr_multiplier": 4},
+    "ef21_bc": {"compressor": TOP2, "downlink_compressor": {"kind": "topk", "k": 3}},
     "dpsgd": {"lr": 0.05}, "dcd_psgd": {"compressor": QSGD, "lr": 0.05},
     "ecd_psgd": {"compressor": {"kind": "qsgd", "levels": 4096}, "lr": 0.02},
     "choco_sgd": {"compressor": TOP2, "lr": 0.05, "gamma_c": 0.4},
