@@ -4,6 +4,9 @@ Wire it into the main CLI with ``decomp.cli.bench.add_parser(subparsers)``; it r
 ``bench`` with a positional target (``kernels``, the default, or ``step``) and sets
 ``func=run_bench``. Standalone: ``python -m decomp.cli.bench kernels --sizes 1e5,1e6``.
 
+``decomp bench link`` (under MPI) measures one link's latency and bandwidth through the
+transport and checks them against the configured rate and delay (:mod:`decomp.bench.link`).
+
 ``decomp bench step`` runs under MPI (``mpiexec -n 4 decomp bench step --model mlp``): one
 training step of each decomp method and of PyTorch DDP, interleaved (:mod:`decomp.bench.step`).
 """
@@ -15,7 +18,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-TARGETS = ("kernels", "step")
+TARGETS = ("kernels", "step", "link")
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -43,8 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "per rank per step and the compute/compress/comm split.")
     p.add_argument("target", nargs="?", default="kernels", choices=TARGETS,
                    help="what to benchmark (default: kernels)")
-    p.add_argument("--sizes", type=parse_sizes, default=[100_000, 1_000_000, 25_000_000],
-                   help="comma-separated vector lengths (default: 1e5,1e6,2.5e7)")
+    p.add_argument("--sizes", type=parse_sizes, default=None,
+                   help="comma-separated vector lengths (kernels, default 1e5,1e6,2.5e7) or "
+                        "payload bytes (link, default 8,65536,1048576,4194304,8388608)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per measurement "
                    "(the minimum is reported; default 5)")
     p.add_argument("--only", default=None,
@@ -63,6 +67,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     step.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     step.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
     step.add_argument("--batch", type=int, default=32, help="minibatch rows per rank per step")
+    link = p.add_argument_group("link (decomp bench link, under mpiexec)")
+    link.add_argument("--delay-ms", type=float, default=0.0,
+                      help="emulated one-way delay per message hop, as [network] delay_ms")
+    link.add_argument("--expect-rate", default=None,
+                      help="the link's configured rate (tc units: 100mbit, 1gbit); the fit is "
+                           "checked against it (exit 1 when off by > 20 %%)")
+    link.add_argument("--peer", type=int, default=None,
+                      help="the rank paired with rank 0 (default size // 2: the other host)")
     p.set_defaults(func=run_bench)
     return p
 
@@ -71,6 +83,8 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark selected by ``args``; print the table; return an exit code."""
     if args.target == "step":
         return run_step(args)
+    if args.target == "link":
+        return run_link(args)
     from decomp import bench
 
     if args.repeat < 1:
@@ -81,7 +95,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"# single thread, min of {args.repeat} runs; x: float32 N(0,1); ratios are "
           "time / np.copyto time on the same vector")
     print(bench.HEADER)
-    rows = bench.run_kernels(args.sizes, args.repeat, only=only,
+    rows = bench.run_kernels(args.sizes or [100_000, 1_000_000, 25_000_000], args.repeat, only=only,
                              baselines=not args.no_baselines, log=_log_progress)
     if args.json:
         with open(args.json, "w") as f:
@@ -125,6 +139,47 @@ def run_step(args: argparse.Namespace) -> int:
                            "ranks": comm.Get_size(), "batch": args.batch,
                            "rows": [r.as_dict() for r in rows]}, f, indent=1)
     return 0
+
+
+def run_link(args: argparse.Namespace) -> int:
+    """``decomp bench link``: every rank runs it; rank 0 prints the fit (and the JSON)."""
+    from mpi4py import MPI
+
+    from decomp.bench import link as bench_link
+
+    comm = MPI.COMM_WORLD
+    root = comm.Get_rank() == 0
+    try:
+        expect = rate_bytes(args.expect_rate) if args.expect_rate else None
+        if args.repeat < 1 or not args.delay_ms >= 0:
+            raise ValueError("--repeat must be >= 1 and --delay-ms >= 0")
+        fit = bench_link.run_link_bench(
+            comm, sizes=tuple(args.sizes or bench_link.SIZES), repeat=args.repeat,
+            delay_ms=args.delay_ms, peer=args.peer, expect_rate_Bps=expect)
+    except ValueError as e:
+        if root:
+            print(f"decomp bench link: {e}", file=sys.stderr)
+        return 2
+    if fit is None:
+        return 0
+    print(bench_link.format_fit(fit), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(fit.as_dict(), f, indent=1)
+    bad = fit.check()
+    for line in bad:
+        print(f"decomp bench link: {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def rate_bytes(rate: str) -> float:
+    """Bytes/s of a tc-style rate (``100mbit`` -> 1.25e7); ValueError otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)bit\s*", rate.lower())
+    if not m:
+        raise ValueError(f"rate {rate!r}: expected e.g. 100mbit, 1gbit, 10gbit")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m.group(2)] / 8
 
 
 def _log_progress(line: str) -> None:

@@ -118,3 +118,47 @@ def test_the_network_table_is_off_by_default_and_typed() -> None:
         load_config({**base, "network": {"delay": 2.5}})
     with pytest.raises(ConfigError, match="network.delay_ms"):
         load_config({**base, "network": {"delay_ms": "1ms"}})
+
+
+def test_the_link_fit_recovers_alpha_and_beta_of_an_exact_line() -> None:
+    from decomp.bench.link import SIZES, fit_line
+
+    s = np.asarray(SIZES, float)
+    alpha, beta = fit_line(s, 0.004 + s / 12.5e6)
+    assert alpha == pytest.approx(0.004, rel=1e-9)
+    assert beta == pytest.approx(12.5e6, rel=1e-9)
+
+
+def test_the_link_fit_ignores_the_burst_of_small_payloads() -> None:
+    from decomp.bench.link import fit_line
+
+    # 64 KiB passes within tbf's burst at line speed: it must not bend β
+    s = np.array([8.0, 65536.0, 1 << 20, 4 << 20, 8 << 20])
+    t = 0.010 + s / 12.5e6
+    t[1] = 0.010 + s[1] / 1e9
+    alpha, beta = fit_line(s, t)
+    assert beta == pytest.approx(12.5e6, rel=1e-9) and alpha == pytest.approx(0.010, rel=1e-6)
+
+
+def test_the_link_check_names_a_wrong_rate_or_delay() -> None:
+    from decomp.bench.link import LinkFit
+
+    ok = LinkFit([8], [0.01], alpha_s=0.0102, beta_Bps=11.9e6, delay_ms=10.0,
+                 expect_rate_Bps=12.5e6, rank_a=0, rank_b=1)
+    assert ok.check() == []
+    slow = LinkFit([8], [0.01], alpha_s=0.0102, beta_Bps=6e6, delay_ms=10.0,
+                   expect_rate_Bps=12.5e6, rank_a=0, rank_b=1)
+    assert any("rate" in m for m in slow.check())
+    no_delay = LinkFit([8], [0.01], alpha_s=0.0001, beta_Bps=12.5e6, delay_ms=10.0,
+                       expect_rate_Bps=None, rank_a=0, rank_b=1)
+    assert any("delay" in m for m in no_delay.check())
+
+
+@pytest.mark.parametrize(("text", "bps"), [("100mbit", 12.5e6), ("1gbit", 1.25e8),
+                                           ("10Gbit", 1.25e9), ("64kbit", 8e3)])
+def test_rates_use_tc_units(text: str, bps: float) -> None:
+    from decomp.cli.bench import rate_bytes
+
+    assert rate_bytes(text) == pytest.approx(bps)
+    with pytest.raises(ValueError, match="rate"):
+        rate_bytes("100 MB/s")

@@ -186,7 +186,7 @@ def run(n_hosts: int, ranks_per_host: int, rate: str, cmd: Sequence[str],
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         hosts = up(n_hosts, rate)
-        env = {**os.environ, **mpi_env()}
+        env = {**os.environ, **mpi_env(), "DECOMP_EMU_RATE": rate}
         argv = mpiexec_argv(mpiexec, hosts, ranks_per_host, cmd)
         print(f"emulate: {n_hosts} hosts x {ranks_per_host} ranks, link {rate}: "
               + " ".join(argv), flush=True)
