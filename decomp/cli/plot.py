@@ -27,8 +27,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", action="append", required=True, metavar="FIG",
                    help="figure file, .png, .pdf or .svg (repeatable: one figure, several files)")
     p.add_argument("-x", action="append", metavar="COLUMN",
-                   help="step (default) | bits (sent per worker) | bytes | time (wall_s) | any "
-                   "metrics column; repeatable: one column of axes each")
+                   help="step (default) | bits (sent per worker) | bits_total (sent + "
+                   "received) | bytes | time (wall_s) | any metrics column; repeatable: one "
+                   "column of axes each")
     p.add_argument("-y", action="append", metavar="COLUMN",
                    help="grad_norm_sq (default) | loss | test_acc | consensus_distance | any "
                    "metrics column; repeatable: one row of axes each")

@@ -24,7 +24,9 @@ ALIASES = {"steps": "step", "bits": "bits_up", "time": "wall_s", "wall": "wall_s
 DERIVED = {"bytes": ("bits_up", 1 / 8), "bytes_down": ("bits_down", 1 / 8),
            "mb": ("bits_up", 1 / 8e6)}
 AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker (node)",
-              "bits_down": "bits received per worker", "bytes": "bytes sent per worker (node)",
+              "bits_down": "bits received per worker",
+              "bits_total": "bits sent + received per worker",
+              "bytes": "bytes sent per worker (node)",
               "mb": "MB sent per worker (node)", "wall_s": "wall time (s)",
               "grad_norm_sq": "‖∇f(x)‖²", "loss": "loss f(x)",
               "test_acc": "test accuracy", "test_loss": "test loss",
@@ -35,6 +37,8 @@ AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker (node)",
 def column(m: MethodRun, name: str) -> np.ndarray:
     """Values of a metrics column (aliases and the derived byte columns resolved)."""
     name = ALIASES.get(name, name)
+    if name == "bits_total":  # sent + received per worker (bidirectional compression)
+        return m.column("bits_up") + m.column("bits_down")
     if name in DERIVED:
         src, scale = DERIVED[name]
         return m.column(src) * scale

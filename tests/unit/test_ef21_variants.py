@@ -151,3 +151,24 @@ def test_decomp_sim_counts_the_bytes_that_would_cross_mpi() -> None:
     assert ef21.bits_up == 8 * 31 * top1
     assert top1 * 8 < pp.bits_up < ef21.bits_up  # only the participants pay
     assert HEADER_BYTES * 8 * 3 / 4 < pp.bits_down
+
+
+def test_total_bits_to_a_target_add_the_downlink(tmp_path: Path) -> None:
+    """``decomp compare``'s "total bits to" and ``decomp plot -x bits_total`` count sent +
+    received bits per worker (what EF21-BC saves), read from the same metrics rows."""
+    from decomp.report.compare import compare_rows, parse_target
+    from decomp.report.plot import column
+    from decomp.report.runs import all_methods, find_runs
+
+    cfg = load_config(REPO / "jobs" / "configs" / "ef21_pp_bc.toml",
+                      ["problem.dataset=breast_cancer", "problem.scale=standard",
+                       "run.steps=40", "run.log_every=5", f"out_dir={tmp_path}"])
+    simulate_config(cfg, 4, write=True)
+    methods = all_methods(find_runs([tmp_path]))
+    rows = compare_rows(methods, [parse_target("grad_norm_sq=0.5")])
+    for row, m in zip(rows, methods, strict=True):
+        i = int(np.flatnonzero(m.column("grad_norm_sq") <= 0.5)[0])
+        assert row["total bits to grad_norm_sq<=0.5"] == (m.column("bits_up")[i]
+                                                          + m.column("bits_down")[i])
+        np.testing.assert_array_equal(column(m, "bits_total"),
+                                      m.column("bits_up") + m.column("bits_down"))
