@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from decomp.cli import bench, compare, info, plot, run, sim, slurm, topo
+from decomp.cli import bench, compare, info, model, plot, run, sim, slurm, topo
 from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, EXIT_USAGE
 
-SUBCOMMANDS = (run, sim, plot, compare, info, topo, bench, slurm)
+SUBCOMMANDS = (run, sim, plot, compare, info, topo, bench, slurm, model)
 
 
 def build_parser() -> argparse.ArgumentParser:
