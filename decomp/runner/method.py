@@ -140,7 +140,9 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
     session = Session(plan.algorithm, tp, problem, lr=lr, seed=cfg.seed,
                       delay_s=cfg.network.delay_ms / 1e3)
     if plan.decentralized:
-        where = (f"{mixing.name} (rho {mixing.rho:.4f}, exchange {cfg.topology.exchange})"
+        rho = (f"period {mixing.period}, rho over a period {mixing.rho:.4f}"
+               if hasattr(mixing, "period") else f"rho {mixing.rho:.4f}")
+        where = (f"{mixing.name} ({rho}, exchange {cfg.topology.exchange})"
                  if plan.algorithm.gossip else "all ranks (collective)")
         LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d nodes on %s", m.label,
                     m.algorithm, session.compressor_name, lr, session.n, where)
