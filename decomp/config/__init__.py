@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decomp.config.checks import check_config
+from decomp.config.checks import check_config, resolve_schedule
 from decomp.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -270,7 +270,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     for o in overrides or []:
         apply_override(raw, o)
     cfg = _build(Config, raw, "")
-    _resolve_schedule(cfg, raw.get("topology"))
+    resolve_schedule(cfg, raw.get("topology"))
     _check_method_keys(cfg)
     if not cfg.methods:
         raise ConfigError("config has no [[methods]] table: nothing to run")
@@ -297,32 +297,6 @@ def read_toml(p: Path) -> dict[str, Any]:
                           "the right file?") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
-
-
-#: values of ``[topology] schedule``
-SCHEDULES = ("one-peer-exponential", "one-peer-hypercube")
-
-
-def _resolve_schedule(cfg: Config, table: Any) -> None:
-    """``[topology] schedule``: a known name, without kind / weights / options (the schedule
-    defines W_t, weights 1/2 included); the resolved kind is the schedule's name, so
-    ``config.toml`` says what ran and reads back the same."""
-    t = cfg.topology
-    if t.schedule is None:
-        return
-    if t.schedule not in SCHEDULES:
-        close = difflib.get_close_matches(t.schedule, SCHEDULES, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"topology.schedule must be one of {', '.join(SCHEDULES)}, got "
-                          f"{t.schedule!r}{hint}")
-    given = table if isinstance(table, dict) else {}
-    for key in ("kind", "weights", "options"):
-        if key in given and not (key == "kind" and given[key] == t.schedule):
-            raise ConfigError(
-                f"topology.{key} does not apply with topology.schedule = {t.schedule!r}: the "
-                f"schedule sets W_t itself (W_t[i,i] = W_t[i,peer] = 1/2); leave "
-                f"topology.{key} out, or drop schedule for a static W")
-    t.kind = t.schedule
 
 
 def _check_method_keys(cfg: Config) -> None:

@@ -9,12 +9,16 @@ that can be checked without the data (``data_dir`` is a directory; a ``run.x0`` 
 is readable and holds a finite real vector). Every error is a :class:`ConfigError` that names
 the key, the value and the fix.
 
+:func:`resolve_schedule` checks ``[topology] schedule`` against the raw table (the keys a
+user gave) and resolves ``kind`` to the schedule's name.
+
 Kept apart from ``decomp.config`` (which calls :func:`check_config`) so neither grows past
 the module size limit; it never imports ``decomp.config``.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -129,3 +133,30 @@ def _check_method(i: int, m: Any) -> None:
     if m.batch_size is not None and m.batch_size < 1:
         raise ConfigError(f"{where}: batch_size must be >= 1 (or left out for full "
                           f"gradients), got {m.batch_size}")
+
+
+#: values of ``[topology] schedule``
+SCHEDULES = ("one-peer-exponential", "one-peer-hypercube")
+
+
+def resolve_schedule(cfg: Any, table: Any) -> None:
+    """``[topology] schedule``: a known name, without kind / weights / options in the raw
+    ``[topology]`` table ``table`` (the schedule defines W_t, weights 1/2 included); sets the
+    resolved ``kind`` to the schedule's name, so ``config.toml`` says what ran and reads back
+    the same (``to_dict`` leaves weights and options out)."""
+    t = cfg.topology
+    if t.schedule is None:
+        return
+    if t.schedule not in SCHEDULES:
+        close = difflib.get_close_matches(t.schedule, SCHEDULES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"topology.schedule must be one of {', '.join(SCHEDULES)}, got "
+                          f"{t.schedule!r}{hint}")
+    given = table if isinstance(table, dict) else {}
+    for key in ("kind", "weights", "options"):
+        if key in given and not (key == "kind" and given[key] == t.schedule):
+            raise ConfigError(
+                f"topology.{key} does not apply with topology.schedule = {t.schedule!r}: the "
+                f"schedule sets W_t itself (W_t[i,i] = W_t[i,peer] = 1/2); leave "
+                f"topology.{key} out, or drop schedule for a static W")
+    t.kind = t.schedule
