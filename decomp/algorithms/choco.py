@@ -62,6 +62,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
     """CHOCO-SGD with consensus step size ``gamma_c`` (γ in the paper) in (0, 1]."""
 
     name = "choco_sgd"
+    per_edge_replicas = True  # on a schedule: edge_replica.py
     needs_symmetric_w = ("its analysis (Koloskova et al. 2019, Definition 1) takes W symmetric; "
                          "γ_c and the rate come from W's spectral gap δ and β = ‖I − W‖₂")
 

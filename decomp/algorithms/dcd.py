@@ -51,6 +51,7 @@ class DCDPSGD(DecentralizedAlgorithm):
 
     name = "dcd_psgd"
     needs_unbiased = True
+    per_edge_replicas = True  # on a schedule: edge_replica.py
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the compression error by W's real eigenvalues")
 

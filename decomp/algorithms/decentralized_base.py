@@ -220,6 +220,9 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     #: why this method cannot run on a time-varying schedule W_t ("" = it can); read by
     #: :meth:`check_mixing`
     refuses_schedule: ClassVar[str] = ""
+    #: on a schedule this method keeps per-edge replicas (edge_replica.py), which need one
+    #: symmetric peer per step; checked by :meth:`check_mixing`
+    per_edge_replicas: ClassVar[bool] = False
 
     def __init__(self, compressor: Compressor | None = None, *, batch_size: int | None = None,
                  lr: float | None = None, **unknown: Any) -> None:
@@ -264,6 +267,14 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
                     "one-peer-hypercube ([topology] schedule = \"one-peer-hypercube\", n a "
                     "power of two: pairwise exchanges, also one message per node per step) "
                     "or dpsgd, which allows a directed doubly stochastic W_t.")
+            if self.per_edge_replicas:  # checked here, on every rank alike, not mid-step
+                for k in range(mixing.period):
+                    W = mixing(k)
+                    if not W.symmetric or W.degree_max > 1:
+                        raise ConfigError(
+                            f"{self.name} on a schedule keeps one replica per edge and needs "
+                            f"one symmetric peer per step (one-peer-hypercube); step {k} of "
+                            f"{name} is {W.name} (max degree {W.degree_max})")
             return
         if self.needs_symmetric_w and not getattr(mixing, "symmetric", True):
             raise ConfigError(

@@ -210,3 +210,20 @@ def test_decomp_sim_on_a_schedule_sends_one_payload_per_step(tmp_path) -> None:
     # bits per node over 8 steps: one message to the one current peer per step
     assert res[0].bits_up == 8 * 8 * d * 8 and res[0].bits_down == res[0].bits_up
     assert res[1].bits_up == 8 * 8 * topk and res[1].bits_down == res[1].bits_up
+
+
+def test_a_schedule_with_several_peers_per_step_is_refused_up_front() -> None:
+    """Per-edge replicas need one peer per step; a schedule object with a static ring (two
+    peers) is refused by check_mixing — on every rank alike, before any step could leave a
+    node waiting in an exchange."""
+    from decomp.algorithms import DECENTRALIZED
+    from decomp.topologies import StaticSchedule
+
+    ring = StaticSchedule(mixing_matrix("ring", 8))
+    for alg in (DECENTRALIZED["dcd_psgd"](make_compressor({"kind": "qsgd", "levels": 4})),
+                DECENTRALIZED["choco_sgd"](make_compressor({"kind": "topk", "k": 2}),
+                                           gamma_c=0.3)):
+        with pytest.raises(ConfigError, match="needs one symmetric peer per step"):
+            alg.check_mixing(ring)
+        alg.check_mixing(mixing_schedule("one-peer-hypercube", 8))
+    DECENTRALIZED["dpsgd"]().check_mixing(ring)  # D-PSGD follows any W_t
