@@ -12,8 +12,7 @@
   default ``~/.cache/decomp/netmodel-calibration.json``; a missing entry is measured on first
   use. ``axpy``: one dense y += a·x pass (mixing rows, applying a downlink sum).
 * Compute. The seconds of one gradient: given by the user, or timed here on the config's
-  problem (:func:`estimate_compute`: ``c0 + c1·rows`` from a full-gradient call on the whole
-  data set and on a 1/16 shard; a minibatch gradient is timed at its batch size).
+  problem (:func:`estimate_compute`: a full or minibatch gradient on a shard of ⌈N/n⌉ rows).
 """
 
 from __future__ import annotations
@@ -224,27 +223,28 @@ class CodecCosts:
 
 
 def estimate_compute(cfg: Any, n: int, batch_size: int | None, repeat: int = 5) -> float:
-    """Seconds of one gradient of worker 0 when the config's data set is cut into n shards:
-    the minibatch gradient at ``batch_size`` rows, or the full local gradient of ⌈N/n⌉ rows
-    (``c0 + c1·rows`` from the whole set and a 1/16 shard). Numpy problems only."""
+    """Seconds of one gradient of worker 0 when the config's data set is cut into n shards,
+    timed on a problem over ⌈N/n⌉ rows of it (a shard's size; timed directly, since the cost
+    is not linear in the rows once the shard leaves the cache): the full local gradient, or
+    the minibatch gradient of ``batch_size`` rows. Numpy problems only."""
     from decomp.bench.kernels import time_call
     from decomp.config import is_torch
-    from decomp.problems import oracle_grad
+    from decomp.problems import make_problem, oracle_grad
 
     if is_torch(cfg):
         raise ConfigError("a torch problem has no cheap gradient to time here: give the "
                           "compute time per step with --compute-ms")
-    full, shard = _workload(cfg, 1), _workload(cfg, 16)
-    x = full.x0
-    if batch_size is not None:
-        p = full.problems[0]
-        return time_call(lambda: oracle_grad(p, x, seed=0, worker=0, step=1,
-                                             batch_size=batch_size), repeat)
-    rows = (full.problems[0].n_samples, shard.problems[0].n_samples)
-    t = (time_call(lambda: full.problems[0].grad(x), repeat),
-         time_call(lambda: shard.problems[0].grad(x), repeat))
-    c0, c1 = _fit(rows, t)
-    return c0 + c1 * math.ceil(rows[0] / n)
+    full = _workload(cfg, 1)
+    whole, x = full.problems[0], full.x0
+    rows = max(1, math.ceil(whole.n_samples / n))
+    key = f"{id(full)}#{rows}#{batch_size}"
+    if key not in _WORK:
+        shard = make_problem(cfg.problem.kind, whole.A[:rows].copy(), whole.b[:rows].copy(),
+                             cfg.problem.lam)
+        b = None if batch_size is None else min(batch_size, rows)
+        _WORK[key] = time_call(lambda: oracle_grad(shard, x, seed=0, worker=0, step=1,
+                                                   batch_size=b), repeat)
+    return float(_WORK[key])
 
 
 def model_dim(cfg: Any) -> int:
