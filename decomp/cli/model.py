@@ -28,7 +28,7 @@ from typing import Any
 from decomp.cli._common import EXIT_ERROR, documented_parser, quote
 from decomp.errors import DecompError
 
-__all__ = ["add_parser", "cmd_model", "format_rows"]
+__all__ = ["add_parser", "cmd_model", "format_brief", "format_rows"]
 
 
 def add_parser(sub: Any) -> None:
@@ -70,11 +70,17 @@ def add_parser(sub: Any) -> None:
                     "--sim-workers now and read the steps to --target")
     st.add_argument("--sim-workers", type=int, help="n of the reference (default: the "
                     "curve's, else run.workers, else 8)")
+    st.add_argument("--transient", choices=("measured", "all"), default="measured",
+                    help="gossip methods: scale only the excess over allreduce_sgd's count "
+                    "(measured, default: a lower bound) or the whole count (all: an upper "
+                    "bound)")
     st.add_argument("--steps-to-target", type=float, metavar="N",
                     help="the same measured count for every method (at --sim-workers)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--data-dir", help="directory with LIBSVM files (default: $DECOMP_DATA)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--brief", action="store_true", help="one table per topology: a row per "
+                   "method, per rank count the step (ms) and the time to target")
     p.set_defaults(func=cmd_model)
 
 
@@ -160,20 +166,23 @@ def _run(args: argparse.Namespace) -> int:
                 cache[key] = cal.estimate_compute(cfg, n, spec.batch_size)
             return cache[key]
     rows = predict_config(cfg, args.ranks, topos, link, d=d, compute_s=compute, costs=costs,
-                          reference=reference, allreduce=args.allreduce, hops=args.hops)
+                          reference=reference, allreduce=args.allreduce, hops=args.hops,
+                          transient=args.transient)
     head = (f"# {cfg.name}: d = {d}, {link.source}; allreduce {args.allreduce}, hops "
             f"{args.hops}; compute {'given' if args.compute_ms is not None else 'timed here'}; "
             f"codec costs {costs.path}")
     if reference is not None:
         head += (f"\n# steps to target: {reference.source}"
                  + (f", ‖∇f‖² <= {reference.target:g}" if reference.target else "")
-                 + f", n_ref = {reference.n_ref} on {cfg.topology.kind}")
+                 + f", n_ref = {reference.n_ref} on {cfg.topology.kind}, transient "
+                 f"{args.transient}")
     print(head)
-    print(format_rows(rows))
+    print(format_brief(rows) if args.brief else format_rows(rows))
     if args.json:
         doc = {"config": str(args.config), "d": d, "alpha_s": link.alpha_s,
                "beta_Bps": link.beta_Bps, "link": link.source, "allreduce": args.allreduce,
-               "hops": args.hops, "calibration": str(costs.path),
+               "hops": args.hops, "transient": args.transient,
+               "calibration": str(costs.path),
                "reference": None if reference is None else {
                    "source": reference.source, "n_ref": reference.n_ref,
                    "target": reference.target, "steps": reference.steps},
@@ -211,4 +220,26 @@ def format_rows(rows: list[Any]) -> str:
         out.append(f"{st.method[:24]:<24} {st.link_bytes:>11,.0f} {st.comm_s * 1e3:>9.3f} "
                    f"{st.compress_s * 1e3:>9.3f} {st.compute_s * 1e3:>10.3f} "
                    f"{st.step_s * 1e3:>9.3f} {steps:>10} {_t(r.time_s):>10}  {r.steps_source}")
+    return "\n".join(out).lstrip("\n")
+
+
+def format_brief(rows: list[Any]) -> str:
+    """One table per topology: a row per method, per n "step ms / time to target"."""
+    out: list[str] = []
+    topos = list(dict.fromkeys(r.step.topology for r in rows))
+    for topo in topos:
+        sub = [r for r in rows if r.step.topology == topo]
+        ns = list(dict.fromkeys(r.step.n for r in sub))
+        methods = list(dict.fromkeys(r.step.method for r in sub))
+        cell = {(r.step.method, r.step.n): r for r in sub}
+        gaps = ", ".join(f"n={n}: {cell[methods[0], n].spectral_gap:.3g}" for n in ns)
+        out += ["", f"## {topo} (spectral gap {gaps}); step ms / steps / time to target",
+                f"{'method':<24} " + " ".join(f"{'n = ' + str(n):>30}" for n in ns)]
+        for m in methods:
+            cells = []
+            for n in ns:
+                r = cell[m, n]
+                steps = "-" if r.steps is None else f"{r.steps:.3g}"
+                cells.append(f"{r.step.step_s * 1e3:.3g} / {steps} / {_t(r.time_s)}")
+            out.append(f"{m[:24]:<24} " + " ".join(f"{c:>30}" for c in cells))
     return "\n".join(out).lstrip("\n")

@@ -167,17 +167,23 @@ def _dense_rho(t: Any, n: int) -> float:
 def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], link: Link, *,
                    d: int, compute_s: ComputeArg, costs: CodecCosts | None,
                    reference: StepsReference | None, allreduce: str = "rabenseifner",
-                   hops: str = "algorithm") -> list[Prediction]:
+                   hops: str = "algorithm", transient: str = "measured") -> list[Prediction]:
     """Every method of ``cfg`` at every (topology, n): step time, steps to target (scaled
     from ``reference`` by :func:`decomp.netmodel.steps.scale_steps`; without one, the
-    config's ``run.steps``) and time to target."""
+    config's ``run.steps``) and time to target.
+
+    transient: ``measured`` — the gossip methods' topology-free part is the config's
+    ``allreduce_sgd`` count, only the excess over it scales (a lower bound when the
+    reference shows no excess); ``all`` — the whole count scales (an upper bound)."""
+    if transient not in ("measured", "all"):
+        raise ConfigError(f"transient must be 'measured' or 'all', got {transient!r}")
     dtype = np.dtype(cfg.problem.dtype or "float64")
     specs = [method_spec(m) for m in cfg.methods]
     needs_w = any(rule_for(s.algorithm).measure != "none" for s in specs)
     rho_ref = reference_rho(cfg, reference.n_ref) if reference is not None and needs_w \
         else float("nan")
     base = None
-    if reference is not None:
+    if reference is not None and transient == "measured":
         for s in specs:
             if s.algorithm == "allreduce_sgd" and reference.steps.get(s.label) is not None:
                 base = reference.steps[s.label]

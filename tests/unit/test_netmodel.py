@@ -286,6 +286,13 @@ def test_predict_config_scales_gossip_steps() -> None:
         50 + 70 * (1 - rho8) ** 2 / (1 - rho64) ** 2)
     for r in rows:
         assert r.time_s == pytest.approx(r.steps * r.step.step_s)
+    upper = predict_config(cfg, [64], ["ring"], link, d=30, compute_s=1e-4, costs=None,
+                           reference=ref, transient="all")
+    dp = next(r for r in upper if r.step.algorithm == "dpsgd")
+    assert dp.steps == pytest.approx(80 * (1 - rho8**2) / (1 - rho64**2))
+    with pytest.raises(ConfigError, match="transient"):
+        predict_config(cfg, [64], ["ring"], link, d=30, compute_s=0.0, costs=None,
+                       reference=ref, transient="some")
 
 
 # --------------------------------------------------------------------------- calibration
