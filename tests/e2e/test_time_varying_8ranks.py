@@ -21,4 +21,4 @@ def test_time_varying_schedules_at_8_ranks() -> None:
                        capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
                        check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "13 passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
+    assert "14 passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]

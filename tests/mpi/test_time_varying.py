@@ -12,7 +12,8 @@
   runner refuses the directed schedule for DCD/ECD/CHOCO and ECD on any schedule, on every
   rank, naming the hypercube;
 - the Trainer takes a schedule object and trains D-PSGD and CHOCO on it like the reference;
-- a run checkpointed mid-period and resumed equals a straight run.
+- a run checkpointed mid-period and resumed equals a straight run;
+- the transport builds each distinct W_t once and reuses its buffers across periods.
 
 Runs at 2 and 4 ranks (the hypercube needs a power of two) under `make test-mpi`, and at 8
 from tests/e2e/test_time_varying_8ranks.py.
@@ -292,3 +293,46 @@ def test_a_run_extended_from_a_checkpoint_mid_period_equals_a_straight_run(comm,
     extended = run(cfg("half", 10), comm, progress=False, mode="resume")
     got = comm.allgather(key(extended) == key(straight))
     assert all(got), (key(extended), key(straight))
+
+
+@pytest.mark.mpi(min_size=2)
+def test_the_transport_builds_each_distinct_W_t_once_and_reuses_its_buffers(comm) -> None:
+    """One Neighborhood per distinct W_t of a period (a static W wrapped as a schedule: one),
+    selected by the step; its receive buffer and persistent requests survive the periods (no
+    per-step allocation); bytes go to one counter; a switch with an exchange in flight is an
+    error."""
+    from decomp.comm.timevarying import TimeVaryingNeighborhood
+    from decomp.topologies import StaticSchedule, mixing_matrix
+
+    kind = "one-peer-hypercube" if _power_of_two(comm.size) else "one-peer-exponential"
+    sched = mixing_schedule(kind, comm.size)
+    tp = TimeVaryingNeighborhood(sched, comm, method="persistent")
+    payload = np.full(16, comm.rank, dtype=np.uint8)
+    seen: dict[int, tuple[int, int]] = {}
+    stable = True
+    for t in range(3 * sched.period):
+        nb = tp.select(t)
+        got = tp.exchange(payload, 16)
+        want = {int(j) for j in sched(t).neighbors(comm.rank)[0]}
+        stable &= set(got) == want and all(int(v[0]) == j for j, v in got.items())
+        ident = (id(nb._recv), id(nb._preqs[0]) if nb._preqs else 0)
+        stable &= seen.setdefault(t % sched.period, ident) == ident
+    tp.select(0)
+    tp.exchange_start(payload, 16)
+    try:
+        tp.select(1)
+        switched = "no error"
+    except RuntimeError as e:
+        switched = str(e)
+    tp.exchange_finish()
+    counts = (len(tp.members), tp.bytes.up, sum(nb.bytes is tp.bytes for nb in tp.members))
+    tp.close()
+    static = TimeVaryingNeighborhood(StaticSchedule(mixing_matrix("ring", comm.size)), comm)
+    n_static = len(static.members)
+    static.close()
+    got_all = comm.allgather((stable, switched, counts, n_static))
+    assert all(g[0] for g in got_all)
+    assert all("not finished" in g[1] for g in got_all)
+    assert all(g[2] == (sched.period, 16 * (3 * sched.period + 1), sched.period)
+               for g in got_all), got_all
+    assert all(g[3] == 1 for g in got_all)
