@@ -70,10 +70,10 @@ def add_parser(sub: Any) -> None:
                     "--sim-workers now and read the steps to --target")
     st.add_argument("--sim-workers", type=int, help="n of the reference (default: the "
                     "curve's, else run.workers, else 8)")
-    st.add_argument("--transient", choices=("measured", "all"), default="measured",
-                    help="gossip methods: scale only the excess over allreduce_sgd's count "
-                    "(measured, default: a lower bound) or the whole count (all: an upper "
-                    "bound)")
+    st.add_argument("--transient", choices=("measured", "bound"), default="measured",
+                    help="gossip methods: scale only the measured excess over allreduce_sgd's "
+                    "count (default), or give the upper bound over every split of the count "
+                    "(bound: S_ref·max(1, q_ref/q))")
     st.add_argument("--steps-to-target", type=float, metavar="N",
                     help="the same measured count for every method (at --sim-workers)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")

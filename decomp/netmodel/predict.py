@@ -173,10 +173,11 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     config's ``run.steps``) and time to target.
 
     transient: ``measured`` — the gossip methods' topology-free part is the config's
-    ``allreduce_sgd`` count, only the excess over it scales (a lower bound when the
-    reference shows no excess); ``all`` — the whole count scales (an upper bound)."""
-    if transient not in ("measured", "all"):
-        raise ConfigError(f"transient must be 'measured' or 'all', got {transient!r}")
+    ``allreduce_sgd`` count and only the excess over it scales (no excess measured: no
+    scaling); ``bound`` — the upper bound S_ref · max(1, q_ref/q) over every split of S_ref
+    (:func:`decomp.netmodel.steps.scale_steps`)."""
+    if transient not in ("measured", "bound"):
+        raise ConfigError(f"transient must be 'measured' or 'bound', got {transient!r}")
     dtype = np.dtype(cfg.problem.dtype or "float64")
     specs = [method_spec(m) for m in cfg.methods]
     needs_w = any(rule_for(s.algorithm).measure != "none" for s in specs)
@@ -204,7 +205,8 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
                     steps, src = None, f"target not reached at n={reference.n_ref}"
                 else:
                     s_ref = float(reference.steps[s.label])  # type: ignore[arg-type]
-                    steps, how = scale_steps(s.algorithm, s_ref, rho_ref, rho, base)
+                    steps, how = scale_steps(s.algorithm, s_ref, rho_ref, rho, base,
+                                             bound=transient == "bound")
                     src = f"{how} from {s_ref:g} at n={reference.n_ref}"
                 time_s = None if steps is None else steps * st.step_s
                 out.append(Prediction(st, 1.0 - rho, steps, src, time_s))

@@ -87,18 +87,22 @@ def _measure(rule: Rule, rho: float) -> float:
 
 
 def scale_steps(algorithm: str, s_ref: float, rho_ref: float, rho: float,
-                s_base: float | None = None) -> tuple[float, str]:
+                s_base: float | None = None, *, bound: bool = False) -> tuple[float, str]:
     """(steps, how) on a W with ``rho`` from S_ref measured on a W with ``rho_ref`` (module
-    doc); s_base: the topology-free part (the all-reduce count), None for 0."""
+    doc); s_base: the topology-free part (the all-reduce count), None for 0. bound: the upper
+    bound over every split S_ref = S_0 + transient, S_ref · max(1, q_ref/q) — the whole count
+    scales on a worse W, and a better W cannot need more than S_ref."""
     rule = rule_for(algorithm)
     if rule.measure == "none":
         return float(s_ref), "measured (topology-free)"
     q_ref, q = _measure(rule, rho_ref), _measure(rule, rho)
     if q <= 0:
         return math.inf, "W does not mix (gap 0)"
+    tag = "heuristic" if rule.heuristic else "theory"
+    if bound:
+        return float(s_ref) * max(1.0, q_ref / q), f"{tag}: {rule.measure} scaling, upper bound"
     s0 = min(float(s_base), float(s_ref)) if (rule.base and s_base is not None) else 0.0
     steps = s0 + (s_ref - s0) * q_ref / q
-    tag = "heuristic" if rule.heuristic else "theory"
     return steps, f"{tag}: {rule.measure} scaling" + (" + all-reduce part" if s0 else "")
 
 

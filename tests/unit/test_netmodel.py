@@ -251,6 +251,10 @@ def test_step_scaling_rules() -> None:
     # CHOCO: δ² ratio
     assert scale_steps("choco_sgd", 100, r_ref, r)[0] == pytest.approx(100 * 0.25 / 0.01)
     assert scale_steps("beer", 100, r_ref, r)[1].startswith("heuristic")
+    # the upper bound: the whole count scales on a worse W, S_ref on a better one
+    assert scale_steps("dpsgd", 100, r_ref, r, 40, bound=True)[0] == \
+        pytest.approx(100 * 0.75 / 0.19)
+    assert scale_steps("dpsgd", 100, r, r_ref, 40, bound=True)[0] == 100
 
 
 def test_steps_from_a_curve(tmp_path: Path) -> None:
@@ -287,9 +291,12 @@ def test_predict_config_scales_gossip_steps() -> None:
     for r in rows:
         assert r.time_s == pytest.approx(r.steps * r.step.step_s)
     upper = predict_config(cfg, [64], ["ring"], link, d=30, compute_s=1e-4, costs=None,
-                           reference=ref, transient="all")
+                           reference=ref, transient="bound")
     dp = next(r for r in upper if r.step.algorithm == "dpsgd")
     assert dp.steps == pytest.approx(80 * (1 - rho8**2) / (1 - rho64**2))
+    better = predict_config(cfg, [64], ["complete"], link, d=30, compute_s=1e-4, costs=None,
+                            reference=ref, transient="bound")
+    assert [r.steps for r in better] == [50, 80, 120]  # a better W: at most S_ref
     with pytest.raises(ConfigError, match="transient"):
         predict_config(cfg, [64], ["ring"], link, d=30, compute_s=0.0, costs=None,
                        reference=ref, transient="some")
