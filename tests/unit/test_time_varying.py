@@ -227,3 +227,55 @@ def test_a_schedule_with_several_peers_per_step_is_refused_up_front() -> None:
             alg.check_mixing(ring)
         alg.check_mixing(mixing_schedule("one-peer-hypercube", 8))
     DECENTRALIZED["dpsgd"]().check_mixing(ring)  # D-PSGD follows any W_t
+
+
+@pytest.mark.parametrize("name", ["dpsgd", "dcd_psgd", "choco_sgd"])
+def test_a_step_on_a_schedule_allocates_no_full_size_vector(name: str) -> None:
+    """The schedule path (W_t selected per step, per-edge replicas) reuses the env's scratch
+    arrays: one step allocates less than a quarter of one model (tracemalloc, d = 400k; one
+    node over COMM_SELF, so no exchange — the transport's buffers are covered over MPI)."""
+    import tracemalloc
+
+    from mpi4py import MPI
+
+    from decomp.algorithms import DECENTRALIZED, NodeEnv
+    from decomp.comm.timevarying import TimeVaryingNeighborhood
+    from decomp.problems import Problem
+
+    d = 400_000
+
+    class Quadratic(Problem):  # gradient written into one buffer
+        def __init__(self) -> None:
+            super().__init__(np.zeros((1, d)), np.zeros(1))
+            self.buf, self.target = np.zeros(d), np.linspace(-1.0, 1.0, d)
+
+        def loss(self, x: np.ndarray) -> float:
+            return 0.0
+
+        def _grad_rows(self, x: np.ndarray, A: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.subtract(x, self.target, out=self.buf)
+
+        def smoothness(self) -> float:
+            return 1.0
+
+    alg = {"dpsgd": lambda: DECENTRALIZED["dpsgd"](),
+           "dcd_psgd": lambda: DECENTRALIZED["dcd_psgd"](make_compressor(
+               {"kind": "randk", "ratio": 0.01})),
+           "choco_sgd": lambda: DECENTRALIZED["choco_sgd"](make_compressor(
+               {"kind": "topk", "ratio": 0.01}), gamma_c=0.5)}[name]()
+    tp = TimeVaryingNeighborhood(mixing_schedule("one-peer-hypercube", 1), MPI.COMM_SELF)
+    env = NodeEnv(tp, Quadratic(), 1, 0, 0.1)
+    state = alg.init(env, np.ones(d))
+    assert env.time_varying and (name == "dpsgd" or type(state).__name__ == "EdgeState")
+    for _ in range(2):
+        state = alg.step(env, state)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        state = alg.step(env, state)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        tp.close()
+    assert state.t == 3 and peak < d * 8 // 4, f"{peak} bytes allocated in one step"
