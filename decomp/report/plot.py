@@ -74,10 +74,10 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
     ys = [ALIASES.get(c, c) for c in y]
     xs = [ALIASES.get(c, c) for c in x]
     for c in (*xs, *ys):
-        if c not in DERIVED and not any(c in m.columns() for m in methods):
+        if c not in DERIVED and c != "bits_total" and not any(c in m.columns() for m in methods):
             known = sorted({k for m in methods for k in m.columns()})
             raise RunFolderError(f"no metrics column {c!r} in these runs (columns: "
-                                 f"{', '.join(known)}; x also: bits, bytes, time)")
+                                 f"{', '.join(known)}; x also: bits, bits_total, bytes, time)")
     dropped = [find_key(methods, k) for k in drop]
     if panel:
         key = find_key(methods, panel)
