@@ -35,71 +35,177 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 ROOT = REPO / ".mutation"
 PY = sys.executable
-MPI2 = f"{Path(PY).parent / 'mpiexec'} -n 2 {PY} -m pytest --with-mpi -x -q -p no:cacheprovider"
-UNIT = f"{PY} -m pytest -x -q -p no:cacheprovider"
+BIN = Path(PY).parent
+UNIT = [PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+MPI2 = [str(BIN / "mpiexec"), "-n", "2", *UNIT[:3], "--with-mpi", *UNIT[3:]]
 
-#: package -> (files to mutate, test command run in the copy)
-PACKAGES: dict[str, tuple[list[str], str]] = {
-    "kernels": (["kernels/bits.py", "kernels/fused.py", "kernels/quant.py", "kernels/randk.py",
-                 "kernels/reduce.py", "kernels/rng.py", "kernels/topk.py"],
-                f"{UNIT} tests/unit/test_kernels.py tests/unit/test_compress_oracles.py "
-                "tests/unit/test_compress_topk.py tests/unit/test_compress.py "
-                "tests/unit/test_hot_path.py"),
-    "compress": ([f"decomp/compress/{f}" for f in (
-        "_common.py", "_ref.py", "_rng.py", "_wire.py", "aggregate.py", "base.py",
-        "identity.py", "natural.py", "qsgd.py", "randk.py", "scaled.py", "sign.py",
-        "topk.py")],
-                 f"{UNIT} tests/unit/test_compress_oracles.py tests/unit/test_compress.py "
-                 "tests/unit/test_compress_stats.py tests/unit/test_compress_topk.py "
-                 "tests/unit/test_compress_registry.py"),
-    "algorithms": ([f"decomp/algorithms/{f}" for f in (
-        "allreduce.py", "base.py", "choco.py", "dcd.py", "decentralized_base.py", "dense.py",
-        "dpsgd.py", "ecd.py", "ef.py", "ef21.py", "ef21_sgdm.py", "replica.py", "sgdm.py")],
-                   f"{UNIT} tests/unit/test_algorithms_pure.py tests/unit/test_registry.py "
-                   f"tests/unit/test_directed_mixing.py && {MPI2} "
-                   "tests/mpi/test_masterworker_vs_sim.py tests/mpi/test_decentralized_vs_sim.py"),
-    "comm": ([f"decomp/comm/{f}" for f in ("counters.py", "masterworker.py",
-                                           "neighborhood.py", "timing.py")],
-             f"{MPI2} tests/mpi/test_transport.py tests/mpi/test_decentralized_transport.py "
-             "tests/mpi/test_decentralized_vs_sim.py"),
-    "topologies": ([f"topologies/{f}" for f in (
-        "adjacency.py", "comm.py", "factory.py", "graphs.py", "mixing.py", "sampled.py",
-        "schedule.py", "validation.py", "weights.py")],
-                   f"{UNIT} tests/unit/test_topologies.py tests/unit/test_topologies_validation.py "
-                   f"tests/unit/test_directed_mixing.py && {MPI2} tests/mpi/test_topology_comm.py"),
+#: package -> (files to mutate, unit test files, 2-rank MPI test files) exercising them
+PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "kernels": ([f"kernels/{f}.py" for f in ("bits", "fused", "quant", "randk", "reduce", "rng",
+                                             "topk")],
+                ["tests/unit/test_kernels.py", "tests/unit/test_compress_oracles.py",
+                 "tests/unit/test_compress_topk.py", "tests/unit/test_compress.py",
+                 "tests/unit/test_hot_path.py", "tests/unit/test_compress_stats.py",
+                 "tests/unit/test_algorithms_pure.py", "tests/unit/test_mutation_kills_kernels.py"],
+                []),
+    "compress": ([f"decomp/compress/{f}.py" for f in (
+        "_common", "_ref", "_rng", "_wire", "aggregate", "base", "identity", "natural", "qsgd",
+        "randk", "scaled", "sign", "topk")],
+                 ["tests/unit/test_compress_oracles.py", "tests/unit/test_compress.py",
+                  "tests/unit/test_compress_stats.py", "tests/unit/test_compress_topk.py",
+                  "tests/unit/test_compress_registry.py", "tests/unit/test_hot_path.py",
+                  "tests/unit/test_kernels.py", "tests/unit/test_mutation_kills_compress.py"],
+                 []),
+    "algorithms": ([f"decomp/algorithms/{f}.py" for f in (
+        "allreduce", "base", "choco", "dcd", "decentralized_base", "dense", "dpsgd", "ecd", "ef",
+        "ef21", "ef21_sgdm", "replica", "sgdm")],
+                   ["tests/unit/test_algorithms_pure.py", "tests/unit/test_registry.py",
+                    "tests/unit/test_directed_mixing.py", "tests/unit/test_decentralized.py",
+                    "tests/unit/test_sim_masterworker.py",
+                    "tests/unit/test_mutation_kills_algorithms.py"],
+                   ["tests/mpi/test_masterworker_vs_sim.py",
+                    "tests/mpi/test_decentralized_vs_sim.py",
+                    "tests/mpi/test_decentralized_transport.py"]),
+    "comm": ([f"decomp/comm/{f}.py" for f in ("counters", "masterworker", "neighborhood",
+                                              "timing")],
+             ["tests/unit/test_algorithms_pure.py", "tests/unit/test_mutation_kills_comm.py"],
+             ["tests/mpi/test_transport.py", "tests/mpi/test_decentralized_transport.py",
+              "tests/mpi/test_decentralized_vs_sim.py", "tests/mpi/test_masterworker_vs_sim.py"]),
+    "topologies": ([f"topologies/{f}.py" for f in (
+        "adjacency", "comm", "factory", "graphs", "mixing", "sampled", "schedule", "validation",
+        "weights")],
+                   ["tests/unit/test_topologies.py", "tests/unit/test_topologies_validation.py",
+                    "tests/unit/test_directed_mixing.py", "tests/unit/test_topologies_cli.py",
+                    "tests/unit/test_mutation_kills_topologies.py"],
+                   ["tests/mpi/test_topology_comm.py", "tests/mpi/test_directed_mixing.py",
+                    "tests/mpi/test_decentralized_vs_sim.py"]),
 }
-TIMEOUT = 600.0  # one mutant's test command (an endless loop is a kill by timeout)
+CR_TIMEOUT = 1800.0  # cosmic-ray's own limit; mutant_tests.py stops a stage much earlier
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
-def work_dir(tests_rev: str) -> Path:
-    """The copy of the committed tree (tests from ``tests_rev``) that mutants are applied to."""
-    work = ROOT / f"work-{tests_rev}"
+def rev(name: str) -> str:
+    return sh(["git", "rev-parse", "--short=7", name], cwd=REPO).stdout.strip()
+
+
+def extract(commit: str, dest: Path, *paths: str) -> None:
+    archive = subprocess.run(["git", "archive", commit, *paths], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def work_dir(commit: str, tests_rev: str, copy: str = "") -> Path:
+    """The copy of the committed tree (source from ``commit``, tests from ``tests_rev``) that
+    mutants are applied to."""
+    work = ROOT / (f"work-{commit}" if tests_rev == commit else f"work-{commit}-tests-{tests_rev}")
+    if copy:  # a second copy runs other packages at the same time; it reuses the first's traces
+        first, work = work, work.with_name(f"{work.name}-{copy}")
+        if not (work / ".ready").exists() and (first / "mutation-setup.json").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(first, work, symlinks=True, ignore=shutil.ignore_patterns(
+                "cr-*", ".numba-*", "__pycache__"))
+            data = json.loads((work / "mutation-setup.json").read_text())
+            data["baseline"] = {}
+            (work / "mutation-setup.json").write_text(json.dumps(data))
     if not (work / ".ready").exists():
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
-        if tests_rev != "HEAD":  # the same source with another commit's tests
+        extract(commit, work)
+        if tests_rev != commit:  # the same source with another commit's tests
             shutil.rmtree(work / "tests")
-            archive = subprocess.run(["git", "archive", tests_rev, "tests"], cwd=REPO,
-                                     check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+            extract(tests_rev, work, "tests")
         (work / "decomp" / "kernels").symlink_to("../kernels")
         (work / "decomp" / "topologies").symlink_to("../topologies")
+        for files, _, _ in PACKAGES.values():
+            for f in files:
+                if (work / f).exists():
+                    (work / ".pristine" / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(work / f, work / ".pristine" / f)
         (work / ".ready").touch()
     return work
 
 
 def env_for(work: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", DECOMP_PROGRESS="0")
+                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", DECOMP_PROGRESS="0",
+                NUMBA_CACHE_DIR=str(work / ".numba-pristine"))
+
+
+def pools(work: Path, pkg: str) -> tuple[list[str], list[str], list[str]]:
+    """The package's files and test files that exist in the copy (another commit's tests may
+    not have them all)."""
+    files, unit, mpi = PACKAGES[pkg]
+    return ([f for f in files if (work / f).exists()], [t for t in unit if (work / t).exists()],
+            [t for t in mpi if (work / t).exists()])
+
+
+def trace(work: Path, cmd: list[str], files: list[str], out: Path, **extra: str) -> dict:
+    """Run ``files`` with trace_plugin; {"file:first line": [test ids that call it]}."""
+    env = dict(env_for(work), MUTATION_TRACE_OUT=str(out), MUTATION_TRACE_ROOT=str(work),
+               PYTHONPATH=f"{work}{os.pathsep}{HERE}", **extra)
+    t0 = time.monotonic()
+    r = subprocess.run([*cmd, "-p", "trace_plugin", *files], cwd=work, env=env, check=False,
+                       capture_output=True, text=True)
+    print(f"  traced {len(files)} files in {time.monotonic() - t0:.0f}s (exit {r.returncode})",
+          flush=True)
+    inverted: dict[str, set[str]] = {}
+    for part in [out, *out.parent.glob(out.name + ".rank*")]:
+        if part.exists():
+            for test, funcs in json.loads(part.read_text()).items():
+                for fn in funcs:
+                    inverted.setdefault(fn, set()).add(test)
+    if r.returncode != 0 and "NUMBA_DISABLE_JIT" not in extra:
+        sys.exit(f"the unmutated tests fail in the copy:\n{r.stdout[-3000:]}")
+    return inverted
+
+
+def setup(work: Path) -> dict:
+    """Once per copy: the pristine numba cache, which tests call which function (traced on the
+    unmutated copy) and each package's baseline time."""
+    path = work / "mutation-setup.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    print(f"setting up {work.name}: tracing the unmutated tests", flush=True)
+    unit = sorted({t for p in PACKAGES for t in pools(work, p)[1]})
+    mpi = sorted({t for p in PACKAGES for t in pools(work, p)[2]})
+    tu = trace(work, UNIT[:3] + ["-q", "-p", "no:cacheprovider"], unit, work / "trace-unit.json")
+    # compiled kernels call no Python a profiler sees: trace them once as Python
+    tk = trace(work, UNIT[:3] + ["-q", "-p", "no:cacheprovider", "--timeout=120"],
+               pools(work, "kernels")[1], work / "trace-kernels.json", NUMBA_DISABLE_JIT="1")
+    for k, v in tk.items():
+        tu.setdefault(k, set()).update(v)
+    tm = trace(work, MPI2[:6] + ["--with-mpi", "-q", "-p", "no:cacheprovider"], mpi,
+               work / "trace-mpi.json") if mpi else {}
+    data = {"unit": UNIT, "mpi": MPI2,
+            "packages": {p: dict(zip(("files", "unit", "mpi"), pools(work, p), strict=True))
+                         for p in PACKAGES},
+            "trace_unit": {k: sorted(v) for k, v in tu.items()},
+            "trace_mpi": {k: sorted(v) for k, v in tm.items()},
+            "timeout": 900, "baseline": {}}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def baseline(pkg: str, work: Path, data: dict) -> bool:
+    """The package's whole test list on the unmutated copy: it must pass (else every mutant
+    would count as killed); its time sets the per-stage timeout. Once per copy."""
+    if pkg not in data["baseline"]:
+        t0 = time.monotonic()
+        r = subprocess.run([PY, str(HERE / "mutant_tests.py"), str(work), pkg, "--baseline"],
+                           cwd=work, env=env_for(work), check=False, capture_output=True,
+                           text=True)
+        data["baseline"][pkg] = [r.returncode, round(time.monotonic() - t0)]
+        (work / "mutation-setup.json").write_text(json.dumps(data))
+        print(f"  baseline {pkg}: exit {r.returncode}, {data['baseline'][pkg][1]}s", flush=True)
+        if r.returncode:
+            print(r.stdout[-3000:], file=sys.stderr)
+    return data["baseline"][pkg][0] == 0
 
 
 @functools.cache
@@ -132,21 +238,17 @@ def in_annotation(item, work: Path) -> bool:
 
 def session(pkg: str, work: Path, sample: int) -> Path:
     """The package's session: every mutant cosmic-ray generates, then a fixed sample kept."""
-    files, command = PACKAGES[pkg]
+    files = pools(work, pkg)[0]
     cfg = work / f"cr-{pkg}.toml"
     db = work / f"cr-{pkg}.sqlite"
     if db.exists():
         return db
-    # test files another commit's tests/ does not have are left out (pytest would fail on them)
-    command = " ".join(w for w in command.split()
-                       if not (w.startswith("tests/") and not (work / w).exists()))
     mods = ", ".join(json.dumps(f) for f in files)
-    test_command = json.dumps(f"bash -c {json.dumps(command)}")
-    cfg.write_text(f"[cosmic-ray]\nmodule-path = [{mods}]\ntimeout = {TIMEOUT}\n"
+    test_command = json.dumps(f"{PY} {HERE / 'mutant_tests.py'} {work} {pkg}")
+    cfg.write_text(f"[cosmic-ray]\nmodule-path = [{mods}]\ntimeout = {CR_TIMEOUT}\n"
                    f"excluded-modules = []\ntest-command = {test_command}\n"
                    '[cosmic-ray.distributor]\nname = "local"\n')
-    sh([str(Path(PY).parent / "cosmic-ray"), "init", str(cfg), str(db)], cwd=work,
-       env=env_for(work))
+    sh([str(BIN / "cosmic-ray"), "init", str(cfg), str(db)], cwd=work, env=env_for(work))
     from cosmic_ray.work_db import WorkDB, use_db
 
     with use_db(str(db), WorkDB.Mode.open) as wdb:
@@ -163,32 +265,51 @@ def session(pkg: str, work: Path, sample: int) -> Path:
     return db
 
 
-def baseline_ok(pkg: str, work: Path) -> bool:
-    """The package's test command passes on the unmutated copy (else every mutant would
-    count as killed); checked once per copy."""
-    mark = work / f"cr-{pkg}.baseline"
-    if not mark.exists():
-        cfg = (work / f"cr-{pkg}.toml").read_text()
-        command = json.loads(cfg.split("test-command = ", 1)[1].split("\n", 1)[0])
-        t0 = time.monotonic()
-        r = subprocess.run(command[len("bash -c "):].strip('"').replace('\\"', '"'),
-                           shell=True, cwd=work, env=env_for(work), check=False,
-                           capture_output=True, text=True)
-        mark.write_text(f"{r.returncode} {time.monotonic() - t0:.0f}s\n{r.stdout[-2000:]}")
-    ok = mark.read_text().startswith("0 ")
-    if not ok:
-        print(f"{pkg}: the unmutated tests fail in the copy; see {mark}", file=sys.stderr)
-    return ok
-
-
-def run(pkg: str, work: Path, db: Path, deadline: float) -> None:
+def run(pkg: str, work: Path, db: Path, deadline: float, data: dict) -> None:
     left = deadline - time.monotonic()
-    if left < 60 or not baseline_ok(pkg, work):
+    if left < 60 or not baseline(pkg, work, data):
         return
+    left = deadline - time.monotonic()
     cfg = work / f"cr-{pkg}.toml"
-    cmd = ["timeout", "-s", "INT", "-k", "30", str(int(left)),
-           str(Path(PY).parent / "cosmic-ray"), "exec", str(cfg), str(db)]
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(max(int(left), 1)),
+           str(BIN / "cosmic-ray"), "exec", str(cfg), str(db)]
     subprocess.run(cmd, cwd=work, env=env_for(work), check=False)
+
+
+def after(pkg: str, work: Path, commit: str) -> None:
+    """Rerun the package's survivors against its new kill tests only
+    (``tests/*/test_mutation_kills_<pkg>.py`` from ``commit``, copied into the copy): a mutant
+    those fail on is killed; one they pass on survived the whole list already. Results in
+    ``cr-<pkg>.after.json`` ({job id: outcome}), reported as the score after."""
+    from cosmic_ray.mutating import mutate_and_test
+
+    kills = [f"tests/{d}/test_mutation_kills_{pkg}.py" for d in ("unit", "mpi")]
+    kills = [k for k in kills if subprocess.run(["git", "cat-file", "-e", f"{commit}:{k}"],
+                                                cwd=REPO, capture_output=True).returncode == 0]
+    if not kills:
+        return
+    extract(commit, work, *kills)
+    out = work / f"cr-{pkg}.after.json"
+    done = json.loads(out.read_text()) if out.exists() else {}
+    r = report(pkg, work)
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    with use_db(str(work / f"cr-{pkg}.sqlite"), WorkDB.Mode.open) as wdb:
+        items = {w.job_id: w for w in wdb.work_items}
+    cmd = f"{PY} {HERE / 'mutant_tests.py'} {work} {pkg} --only {' '.join(kills)}"
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        for s in r["survivors"]:
+            if s["job"] in done:
+                continue
+            res = mutate_and_test(items[s["job"]].mutations, cmd, 900)
+            done[s["job"]] = res.test_outcome.value if res.test_outcome else "error"
+            out.write_text(json.dumps(done, indent=1))
+            print(f"  after: {s['file']}:{s['line']} {s['operator']} -> {done[s['job']]}",
+                  flush=True)
+    finally:
+        os.chdir(old)
 
 
 def report(pkg: str, work: Path) -> dict[str, object]:
@@ -204,14 +325,23 @@ def report(pkg: str, work: Path) -> dict[str, object]:
     killed = sum(1 for r in results.values() if r.is_killed and r.test_outcome == "killed")
     survived = [j for j, r in results.items() if r.test_outcome == "survived"]
     incompetent = sum(1 for r in results.values() if r.test_outcome == "incompetent")
+    log = work / f"cr-{pkg}.log.jsonl"
+    secs = sorted(json.loads(x)["seconds"] for x in log.read_text().splitlines()) \
+        if log.exists() else []
+    aft = work / f"cr-{pkg}.after.json"
+    after_kills = {j for j, o in json.loads(aft.read_text()).items() if o == "killed"} \
+        if aft.exists() else set()
     out.update(total=int((work / f"cr-{pkg}.total").read_text()), sampled=len(items),
+               killed_after=killed + len(after_kills & set(survived)),
                done=len(results), killed=killed, survived=len(survived),
-               incompetent=incompetent)
+               incompetent=incompetent,
+               median=f"{secs[len(secs) // 2]:.0f} s" if secs else "-")
     for j in survived:
         m = items[j].mutations[0]
         out["survivors"].append({"file": m.module_path, "line": m.start_pos[0],
                                  "operator": m.operator_name, "occurrence": m.occurrence,
-                                 "diff": results[j].diff})
+                                 "job": j, "diff": results[j].diff,
+                                 "after": "killed" if j in after_kills else "survived"})
     return out
 
 
@@ -220,31 +350,46 @@ def main() -> None:
     ap.add_argument("--packages", default=",".join(PACKAGES))
     ap.add_argument("--sample", type=int, default=40, help="mutants per package")
     ap.add_argument("--budget", type=float, default=1200, help="wall seconds for this run")
-    ap.add_argument("--tests", default="HEAD", help="commit whose tests/ judge the mutants")
+    ap.add_argument("--commit", default="HEAD", help="commit whose source is mutated")
+    ap.add_argument("--tests", default=None, help="commit whose tests/ judge the mutants")
     ap.add_argument("--report", action="store_true", help="only print the table")
+    ap.add_argument("--copy", default="", help="a second copy (name) to run other packages in "
+                    "parallel; it reuses the first copy's traces")
+    ap.add_argument("--after", metavar="COMMIT", default=None,
+                    help="rerun the survivors against the kill tests of COMMIT")
     a = ap.parse_args()
     pkgs = [p for p in a.packages.split(",") if p]
-    work = work_dir(a.tests)
+    commit = rev(a.commit)
+    tests = rev(a.tests) if a.tests else commit
+    work = work_dir(commit, tests, a.copy)
     deadline = time.monotonic() + a.budget
-    if not a.report:
+    if a.after:
         for pkg in pkgs:
-            run(pkg, work, session(pkg, work, a.sample), deadline)
-    print(f"tests from {a.tests}; sample of {a.sample} mutants per package (seed 17)")
-    print("| package | mutants | sampled | run | killed | survived | incompetent | score |")
-    print("|---|---|---|---|---|---|---|---|")
+            after(pkg, work, rev(a.after))
+    elif not a.report:
+        data = setup(work)
+        for pkg in pkgs:
+            run(pkg, work, session(pkg, work, a.sample), deadline, data)
+    print(f"source {commit}, tests {tests} ({work}); sample of {a.sample} per package, seed 17")
+    print("| package | mutants | sampled | run | killed | survived | incompetent | score "
+          "| killed after | score after | median s/mutant |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     survivors = []
     for pkg in pkgs:
         r = report(pkg, work)
         if not r.get("sampled"):
-            print(f"| {pkg} | - | - | 0 | - | - | - | - |")
+            print(f"| {pkg} | - | - | 0 | - | - | - | - | - | - | - |")
             continue
         judged = int(r["killed"]) + int(r["survived"])
         score = f"{100 * int(r['killed']) / judged:.0f} %" if judged else "-"
+        score2 = f"{100 * int(r['killed_after']) / judged:.0f} %" if judged else "-"
         print(f"| {pkg} | {r['total']} | {r['sampled']} | {r['done']} | {r['killed']} | "
-              f"{r['survived']} | {r['incompetent']} | {score} |")
+              f"{r['survived']} | {r['incompetent']} | {score} | {r['killed_after']} | "
+              f"{score2} | {r['median']} |")
         survivors += r["survivors"]
     for s in survivors:
-        print(f"\n--- survived: {s['file']}:{s['line']} {s['operator']} #{s['occurrence']}")
+        print(f"\n--- survived: {s['file']}:{s['line']} {s['operator']} #{s['occurrence']} "
+              f"(job {s['job']}; with the kill tests: {s['after']})")
         print(s["diff"])
 
 
