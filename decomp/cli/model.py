@@ -158,13 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.compute_ms is not None:
         compute: Any = args.compute_ms / 1e3
     else:
-        cache: dict[tuple[int | None, int], float] = {}
-
         def compute(spec: Any, n: int) -> float:
-            key = (spec.batch_size, n if spec.batch_size is None else 0)
-            if key not in cache:
-                cache[key] = cal.estimate_compute(cfg, n, spec.batch_size)
-            return cache[key]
+            return cal.estimate_compute(cfg, n, spec.batch_size)
     rows = predict_config(cfg, args.ranks, topos, link, d=d, compute_s=compute, costs=costs,
                           reference=reference, allreduce=args.allreduce, hops=args.hops,
                           transient=args.transient)
@@ -176,7 +171,16 @@ def _run(args: argparse.Namespace) -> int:
                  + (f", ‖∇f‖² <= {reference.target:g}" if reference.target else "")
                  + f", n_ref = {reference.n_ref} on {cfg.topology.kind}, transient "
                  f"{args.transient}")
-    print(head)
+    notes = []
+    for n in args.ranks:
+        rows_n = cal.shard_rows(cfg, n)
+        big = sorted({m.batch_size for m in cfg.methods
+                      if m.batch_size and rows_n is not None and m.batch_size > rows_n})
+        if big:
+            notes.append(f"# note: at n = {n} a shard has {rows_n} rows < batch_size "
+                         f"{', '.join(map(str, big))}: decomp run refuses that; the gradient "
+                         f"is timed on the {rows_n} rows")
+    print("\n".join([head, *notes]))
     print(format_brief(rows) if args.brief else format_rows(rows))
     if args.json:
         doc = {"config": str(args.config), "d": d, "alpha_s": link.alpha_s,

@@ -34,7 +34,7 @@ from decomp.compress.topk import TopK
 from decomp.errors import ConfigError
 
 __all__ = ["BASE_LATENCY_S", "CodecCosts", "Link", "default_cache", "estimate_compute",
-           "link_from_json", "link_params", "model_dim", "parse_delay", "parse_rate"]
+           "link_from_json", "link_params", "model_dim", "shard_rows", "parse_delay", "parse_rate"]
 
 #: per-message latency of the MPI stack added to a user-given delay (seconds)
 BASE_LATENCY_S = 30e-6
@@ -226,7 +226,8 @@ def estimate_compute(cfg: Any, n: int, batch_size: int | None, repeat: int = 5) 
     """Seconds of one gradient of worker 0 when the config's data set is cut into n shards,
     timed on a problem over ⌈N/n⌉ rows of it (a shard's size; timed directly, since the cost
     is not linear in the rows once the shard leaves the cache): the full local gradient, or
-    the minibatch gradient of ``batch_size`` rows. Numpy problems only."""
+    the minibatch gradient of ``batch_size`` rows (of all the shard's rows when it has fewer —
+    a configuration ``decomp run`` refuses; ``decomp model`` says so). Numpy problems only."""
     from decomp.bench.kernels import time_call
     from decomp.config import is_torch
     from decomp.problems import make_problem, oracle_grad
@@ -245,6 +246,15 @@ def estimate_compute(cfg: Any, n: int, batch_size: int | None, repeat: int = 5) 
         _WORK[key] = time_call(lambda: oracle_grad(shard, x, seed=0, worker=0, step=1,
                                                    batch_size=b), repeat)
     return float(_WORK[key])
+
+
+def shard_rows(cfg: Any, n: int) -> int | None:
+    """⌈N/n⌉, the rows of a shard of the config's numpy data set (None for torch problems)."""
+    from decomp.config import is_torch
+
+    if is_torch(cfg):
+        return None
+    return max(1, math.ceil(_workload(cfg, 1).problems[0].n_samples / n))
 
 
 def model_dim(cfg: Any) -> int:

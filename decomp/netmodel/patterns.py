@@ -290,10 +290,11 @@ class CodecOp:
 
 
 def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
-    """The compression (and mixing) work of one step on its slowest rank. Master–worker: the
-    shared master encodes its own payload, decodes it into g_i, decodes every payload into the
-    sum (n, or the expected participants), and every rank applies the sum (one axpy-like
-    pass); decentralized: one encode and 1 + k decodes per replica round, 1 + k dense axpy for
+    """The compression (and mixing) work of one step on its slowest rank. Master–worker: a
+    worker's encode (before the gather), the shared master's decode into its own g_i (e_i for
+    EF; DCGD keeps no state; a dedicated master has none), the decode of every payload into
+    the sum (n, or the expected participants) and one axpy-like pass applying it on every
+    rank; decentralized: one encode and 1 + k decodes per replica round, 1 + k dense axpy for
     the mixing of D-PSGD / DCD / ECD, n decodes for the all-gather baseline."""
     s = method_spec(method)
     C, name = s.compressor, s.algorithm
@@ -313,9 +314,12 @@ def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared") -
     senders: float = n
     if name == "ef21_pp":
         senders = participation_probability(n, float(s.options["p"]), s.options["sampling"]) * n
-    own = 0 if master == "dedicated" else 1  # the shared master is also a worker
-    ops = [CodecOp("encode", C, 2 * own if name == "ef21_plus" else own, "own payload"),
-           CodecOp("decode", C, (2 if name == "ef21_plus" else 1) * own, "own g_i"),
+    # a worker's encode precedes the gather on any rank; the decode into its own g_i runs on
+    # the master's path only when the master is also a worker (shared)
+    own = 0 if master == "dedicated" else 1
+    ops = [CodecOp("encode", C, 2 if name == "ef21_plus" else 1, "a worker's payload"),
+           CodecOp("decode", C, 0 if name == "dcgd" else (2 if name == "ef21_plus" else 1) * own,
+                   "own g_i / e_i"),
            CodecOp("decode", C, senders, "aggregate")]
     if name == "ef21_bc":
         CM = s.options.get("downlink_compressor")

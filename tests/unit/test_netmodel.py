@@ -201,6 +201,26 @@ def test_step_combines_overlap_compute_and_codec() -> None:
     assert [(o.op, o.count) for o in ops] == [("encode", 1), ("decode", 5)]
 
 
+def test_codec_work_follows_who_decodes_what() -> None:
+    topk = {"kind": "topk", "k": 5}
+
+    def ops(method: dict[str, object], master: str = "shared") -> list[tuple[str, float]]:
+        return [(o.op, o.count) for o in codec_ops(method, 8, master=master) if o.count]
+
+    assert ops({"algorithm": "ef21", "compressor": topk}) == \
+        [("encode", 1), ("decode", 1), ("decode", 8), ("axpy", 1)]
+    # a dedicated master is no worker: no decode into its own g_i, the workers' encode remains
+    assert ops({"algorithm": "ef21", "compressor": topk}, "dedicated") == \
+        [("encode", 1), ("decode", 8), ("axpy", 1)]
+    # DCGD keeps no per-worker state; the model downlink applies no sum
+    assert ops({"algorithm": "dcgd", "compressor": {"kind": "qsgd", "levels": 4},
+                "downlink": "model"}) == [("encode", 1), ("decode", 8)]
+    assert ops({"algorithm": "ef21_plus", "compressor": topk}) == \
+        [("encode", 2), ("decode", 2), ("decode", 8)]
+    assert ops({"algorithm": "ef21_pp", "compressor": topk, "p": 0.5})[2] == ("decode", 4)
+    assert [o.count for o in codec_ops("allreduce_qsgd", 64)] == [1, 64]
+
+
 def test_predict_step_time_takes_a_config() -> None:
     cfg = load_config(DEMO)
     out = predict_step_time(cfg, 30, 16, "ring", MS, 125e6, 1e-4)
@@ -375,6 +395,16 @@ def test_cli_prints_a_table_and_writes_json(tmp_path: Path,
     for label, st in want.items():
         assert got[label]["step_s"] == pytest.approx(st.step_s)
         assert got[label]["time_s"] == pytest.approx(300 * st.step_s)
+
+
+def test_cli_notes_a_batch_larger_than_the_shard(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from decomp.cli import main
+
+    code = main(["model", str(DEMO), "--ranks", "64", "--rate", "1gbit", "--calibration",
+                 str(_cal_file(tmp_path)), "--set", "methods.2.batch_size=16"])
+    out = capsys.readouterr().out
+    assert code == 0 and "at n = 64 a shard has 9 rows < batch_size 16" in out
 
 
 @pytest.mark.parametrize("args, message", [
