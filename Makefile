@@ -53,12 +53,13 @@ test-slurm:
 	PYTHON=$(BIN)/python bash jobs/local/slurm-test/test.sh
 
 # Mutation testing of the core with cosmic-ray (docs/testing.md); not part of `make test`.
-# MUTATION_ARGS, e.g. "--packages compress --sample 40 --budget 1200" or "--report".
+# MUTATION_ARGS, e.g. "--packages compress --sample 40 --budget 1200", "--report" or
+# "--after HEAD" (survivors against the kill tests). Runs at nice 15 (a shared machine).
 MUTATION_REQ := cosmic-ray==8.7.0
 MUTATION_ARGS ?=
 mutation: setup
 	$(BIN)/python -m pip install -q "$(MUTATION_REQ)"
-	$(BIN)/python tests/mutation/run_mutation.py $(MUTATION_ARGS)
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 nice -n 15 $(BIN)/python tests/mutation/run_mutation.py $(MUTATION_ARGS)
 
 lint: setup
 	$(BIN)/ruff check decomp kernels topologies tests
