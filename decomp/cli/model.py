@@ -67,7 +67,8 @@ def add_parser(sub: Any) -> None:
     st.add_argument("--sim-curve", metavar="PATH", help="decomp sim --out folder (or its "
                     "metrics.jsonl) to read the steps to --target from")
     st.add_argument("--sim", action="store_true", help="run decomp sim of the config at "
-                    "--sim-workers now and read the steps to --target")
+                    "--sim-workers now and read the steps to --target (to the resolution of "
+                    "run.log_every: lower it with --set run.log_every=N)")
     st.add_argument("--sim-workers", type=int, help="n of the reference (default: the "
                     "curve's, else run.workers, else 8)")
     st.add_argument("--transient", choices=("measured", "bound"), default="measured",
@@ -113,7 +114,8 @@ def _reference(args: argparse.Namespace, cfg: Any, sets: list[str]) -> Any:
         print(f"# decomp sim of {args.config} at n = {n_ref} ...", file=sys.stderr, flush=True)
         simulate_config(c, n_ref, write=True)
         ref = read_curve(Path(tmp) / c.name, args.target, n_ref)
-    return ref
+    return StepsReference(ref.steps, ref.n_ref, ref.target,
+                          f"decomp sim at n = {n_ref}, logged every {c.run.log_every} steps")
 
 
 def cmd_model(args: argparse.Namespace) -> int:

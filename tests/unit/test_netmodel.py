@@ -407,6 +407,27 @@ def test_cli_notes_a_batch_larger_than_the_shard(tmp_path: Path,
     assert code == 0 and "at n = 64 a shard has 9 rows < batch_size 16" in out
 
 
+def test_cli_steps_from_a_sim_run_now(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--sim: the reference curve of the config at --sim-workers, read at --target; the
+    master–worker counts are carried unchanged to n = 16."""
+    from decomp.cli import main
+    from decomp.runner import simulate_config
+
+    sets = ["run.steps=60", "run.log_every=5"]
+    code = main(["model", str(DEMO), "--ranks", "16", "--rate", "1gbit", "--compute-ms", "0.1",
+                 "--calibration", str(_cal_file(tmp_path)), "--sim", "--sim-workers", "2",
+                 "--target", "0.5", "--json", str(tmp_path / "m.json"),
+                 *[a for s in sets for a in ("--set", s)]])
+    assert code == 0 and "decomp sim at n = 2" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "m.json").read_text())
+    cfg = load_config(DEMO, [*sets, f'out_dir="{tmp_path}"'])
+    simulate_config(cfg, 2, write=True)
+    want = read_curve(tmp_path / cfg.name, 0.5, 2).steps
+    assert any(v is not None for v in want.values())
+    assert {r["method"]: r["steps"] for r in doc["rows"]} == want
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rate", "1 gigaparsec"], "cannot read the rate"),
     (["--rate", "1gbit", "--topology", "torus", "--ranks", "1000"], "square"),
