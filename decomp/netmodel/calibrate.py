@@ -142,6 +142,20 @@ def _fit(m: tuple[int, int], t: tuple[float, float]) -> list[float]:
     return [max(0.0, t[0] - c1 * m[0]), c1]
 
 
+def _sizes_for(C: Compressor) -> tuple[int, int]:
+    """Two vector lengths, 100x apart, the compressor accepts (d = 1,000 and 100,000 unless,
+    e.g., a Top-k's fixed k needs longer vectors)."""
+    for d in (SIZES[0], 10 * SIZES[0], 100 * SIZES[0], 1000 * SIZES[0]):
+        try:
+            C.check(d)
+            if hasattr(C, "k_for"):
+                C.k_for(d)
+        except ConfigError:
+            continue
+        return d, 100 * d
+    raise ConfigError(f"cannot calibrate {C!r}: it accepts none of the lengths 1e3 ... 1e6")
+
+
 def _sparse_k(C: Compressor, d: int) -> int | None:
     inner = getattr(C, "inner", C)
     return inner.k_for(d) if type(inner) in (TopK, RandK) and not hasattr(C, "factor") else None
@@ -199,13 +213,14 @@ class CodecCosts:
                 ts.append(time_call(lambda x=x, y=y, a=a: np.add(y, a * x, out=y), self.repeat))
             entry: dict[str, Any] = {"axpy": _fit(SIZES, (ts[0], ts[1])), "per": "d"}
         else:
+            sizes = _sizes_for(C)
             rows = [bench_compressor(key, C, rng.standard_normal(d).astype(dtype), 1.0,
-                                     self.repeat) for d in SIZES]
-            k = [_sparse_k(C, d) for d in SIZES]
-            dec_m = (k[0], k[1]) if k[0] is not None else SIZES
-            entry = {"encode": _fit(SIZES, (rows[0].encode_s, rows[1].encode_s)),
+                                     self.repeat) for d in sizes]
+            k = [_sparse_k(C, d) for d in sizes]
+            dec_m = (k[0], k[1]) if k[0] is not None else sizes
+            entry = {"encode": _fit(sizes, (rows[0].encode_s, rows[1].encode_s)),
                      "decode": _fit(dec_m, (rows[0].decode_add_s, rows[1].decode_add_s)),  # type: ignore[arg-type]
-                     "per": "k" if k[0] is not None else "d"}
+                     "per": "k" if k[0] is not None else "d", "sizes": list(sizes)}
         self.entries[key] = entry
         self.save()
         return entry

@@ -354,6 +354,9 @@ def test_codec_costs_are_measured_once_and_cached(tmp_path: Path) -> None:
     again = cal.CodecCosts.load(path)
     assert again.seconds("encode", TopK(ratio=0.01), 50_000) == t  # from the file
     assert "TopK(ratio=0.01)|float64" in json.loads(path.read_text())["codecs"]
+    # a fixed k above 1,000 is calibrated on longer vectors (k must fit d)
+    assert costs.seconds("decode", TopK(1500), 200_000) > 0
+    assert costs.entries["TopK(k=1500)|float64"]["sizes"] == [10_000, 1_000_000]
 
 
 def test_compute_is_timed_on_the_config_problem() -> None:
