@@ -179,6 +179,11 @@ def main() -> int:
         f = work / where[0]
         for pyc in (f.parent / "__pycache__").glob(f"{f.stem}.*.pyc"):
             pyc.unlink()
+    if where:  # cosmic-ray sometimes writes code that does not parse (``*,`` -> ``-,``)
+        try:
+            compile((work / where[0]).read_text(), where[0], "exec")
+        except SyntaxError:
+            return 1  # incompetent: the report leaves it out (it recompiles every mutant)
     unit, mpi = setup["unit"], setup["mpi"]
     base = setup["baseline"].get(pkg)  # [exit, seconds] of the whole list, unmutated
     timeout = max(120, 3 * base[1]) if base else setup["timeout"]

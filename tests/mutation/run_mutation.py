@@ -312,6 +312,22 @@ def after(pkg: str, work: Path, commit: str) -> None:
         os.chdir(old)
 
 
+def compiles(work: Path, m) -> bool:
+    """Whether the mutated module parses: cosmic-ray sometimes writes code that does not
+    (a keyword-only ``*`` turned into ``-``); such a mutant is incompetent, not killed."""
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    src = (work / ".pristine" / m.module_path).read_text()
+    operator = get_operator(m.operator_name)(**(getattr(m, "operator_args", None) or {}))
+    try:
+        code = mutate_code(src, operator, m.occurrence)
+        compile(code if code is not None else src, str(m.module_path), "exec")
+    except SyntaxError:
+        return False
+    return True
+
+
 def report(pkg: str, work: Path) -> dict[str, object]:
     db = work / f"cr-{pkg}.sqlite"
     if not db.exists():
@@ -322,9 +338,13 @@ def report(pkg: str, work: Path) -> dict[str, object]:
     with use_db(str(db), WorkDB.Mode.open) as wdb:
         items = {w.job_id: w for w in wdb.work_items}
         results = dict(wdb.results)
-    killed = sum(1 for r in results.values() if r.is_killed and r.test_outcome == "killed")
+    unparsable = {j for j, r in results.items() if r.test_outcome == "killed"
+                  and not compiles(work, items[j].mutations[0])}
+    killed = sum(1 for j, r in results.items() if r.is_killed and r.test_outcome == "killed"
+                 and j not in unparsable)
     survived = [j for j, r in results.items() if r.test_outcome == "survived"]
-    incompetent = sum(1 for r in results.values() if r.test_outcome == "incompetent")
+    incompetent = sum(1 for r in results.values() if r.test_outcome == "incompetent") + \
+        len(unparsable)
     log = work / f"cr-{pkg}.log.jsonl"
     secs = sorted(json.loads(x)["seconds"] for x in log.read_text().splitlines()) \
         if log.exists() else []
