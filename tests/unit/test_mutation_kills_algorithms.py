@@ -1,0 +1,27 @@
+"""Properties of the algorithms that surviving mutants showed no test stated (docs/testing.md,
+"Mutation testing"). Each test names the property it protects. The in-process ring of
+threads is the one of test_algorithms_pure.py (loaded from its file, not copied)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "_algorithms_pure", Path(__file__).with_name("test_algorithms_pure.py"))
+pure = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pure)
+
+
+@pytest.mark.parametrize("case", ["dpsgd", "dcd", "ecd", "choco"])
+def test_a_node_keeps_the_first_step_it_went_non_finite_at(case: str) -> None:
+    """``state.bad`` is the FIRST step at which the node's values were non-finite (0 = never):
+    a start with a NaN makes every node bad at step 1, and later steps (still NaN) must not
+    overwrite it with their own step number."""
+    run = pure.Run(4, 9, 0.2)
+    run.x0[0] = np.nan
+    (res,) = pure.run_together([(run, pure.CASES[case][1]())], steps=4)
+    assert [st.bad for _, st in res] == [1] * run.n
