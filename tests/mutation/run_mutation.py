@@ -6,19 +6,24 @@ mutated source like any other module; mutmut 3 swaps functions for trampolines, 
 cannot compile. Its sessions are sqlite files that `exec` resumes, so a time budget can stop a
 run and the next one continues where it stopped.
 
-Isolation: mutants are applied to a copy of the committed tree (``git archive HEAD``) under
-``.mutation/work``, never to the working tree other people edit and test. The copy is imported
-through PYTHONPATH (before the editable install), with ``decomp/kernels`` and
-``decomp/topologies`` symlinked to the copy's top-level folders (setup.cfg's package_dir).
+Isolation: mutants are applied to a copy of one commit (``git archive``, ``--commit``, default
+HEAD) under ``.mutation/work-<commit>``, never to the working tree other people edit and test.
+The copy is imported through PYTHONPATH (before the editable install), with ``decomp/kernels``
+and ``decomp/topologies`` symlinked to the copy's top-level folders (setup.cfg's package_dir).
 
-Each package has a fast, relevant test command (unit tests and, where the package is used
-over MPI, the 2-rank MPI tests), stopping at the first failure. Mutants are a fixed random
-sample per package (``--sample``, seed 17), so runs are comparable; ``--budget`` is the wall
-time of one invocation; run it again to continue. ``--report`` prints the table and every
-surviving mutant (its diff), without running anything.
+Speed (see mutant_tests.py, the per-mutant command): once per copy the unmutated tests run
+with trace_plugin.py, which records which tests call which function, and fill a pristine numba
+cache; a mutant then runs only the tests that call the function it is in (-x), and only if it
+survives those, the package's whole test list (unit tests, and the 2-rank MPI tests for
+``algorithms``, ``comm``, ``topologies``). Mutants are a fixed random sample per package
+(``--sample``, seed 17), so runs compare; ``--budget`` is the wall time of one invocation; run
+it again to continue. ``--copy NAME`` runs other packages in a second copy at the same time.
+``--report`` prints the table and every surviving mutant (its diff); ``--after COMMIT`` reruns
+the survivors against the kill tests (tests/unit/test_mutation_kills_<package>.py) of COMMIT.
 
     python tests/mutation/run_mutation.py [--packages kernels,compress] [--sample 40]
-                                          [--budget 1200] [--tests HEAD|<commit>] [--report]
+        [--budget 1200] [--commit HEAD] [--tests <commit>] [--copy b] [--report]
+        [--after <commit>]
 """
 
 from __future__ import annotations
