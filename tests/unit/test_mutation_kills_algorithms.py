@@ -48,3 +48,17 @@ def test_a_non_finite_gradient_sends_a_payload_of_the_gather_size(case: str) -> 
     with pytest.raises(DivergenceError):
         for _ in range(4):
             state = alg.step(env, state)
+
+
+@pytest.mark.parametrize("eta", [0.0, -0.5, 1.5, float("nan")])
+def test_ef21_sgdm_refuses_a_momentum_weight_outside_0_1(eta: float) -> None:
+    """EF21-SGDM's η is in (0, 1]: 0 (the estimate never moves), a negative or a > 1 weight
+    is a ConfigError at construction; 1 and a small positive η are accepted."""
+    from decomp.algorithms.ef21_sgdm import EF21SGDM
+    from decomp.compress import TopK
+    from decomp.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        EF21SGDM(TopK(k=2), eta=eta)
+    assert EF21SGDM(TopK(k=2), eta=1.0).eta == 1.0
+    assert EF21SGDM(TopK(k=2), eta=1e-6).eta == 1e-6
