@@ -115,6 +115,8 @@ def work_dir(commit: str, tests_rev: str, copy: str = "") -> Path:
             shutil.rmtree(work, ignore_errors=True)
             shutil.copytree(first, work, symlinks=True, ignore=shutil.ignore_patterns(
                 "cr-*", ".numba-*", "__pycache__"))
+            for f in (work / ".pristine").rglob("*.py"):  # the first copy may hold a mutant
+                shutil.copy2(f, work / f.relative_to(work / ".pristine"))
             data = json.loads((work / "mutation-setup.json").read_text())
             data["baseline"] = {}
             (work / "mutation-setup.json").write_text(json.dumps(data))
