@@ -62,3 +62,19 @@ def test_ef21_sgdm_refuses_a_momentum_weight_outside_0_1(eta: float) -> None:
         EF21SGDM(TopK(k=2), eta=eta)
     assert EF21SGDM(TopK(k=2), eta=1.0).eta == 1.0
     assert EF21SGDM(TopK(k=2), eta=1e-6).eta == 1e-6
+
+
+def test_master_worker_methods_refuse_compressors_their_analysis_does_not_cover() -> None:
+    """``check(d)``: error feedback needs a contractive compressor (Rand-k is not), DCGD an
+    unbiased one (Top-k is not), and any compressor must fit d (Top-k with k > d)."""
+    from decomp.algorithms.ef import DCGD, EF
+    from decomp.algorithms.ef21 import EF21
+    from decomp.compress import RandK, TopK
+    from decomp.errors import ConfigError
+
+    for alg in (EF21(RandK(k=2)), EF(RandK(k=2)), DCGD(TopK(k=2)), EF21(TopK(k=20)),
+                DCGD(RandK(k=20))):
+        with pytest.raises(ConfigError):
+            alg.check(10)
+    for alg in (EF21(TopK(k=2)), DCGD(RandK(k=2)), pure.MW_CASES["gd"]()):
+        alg.check(10)  # covered: no error
