@@ -48,6 +48,9 @@ CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
                            {"compressor": TopK(1), "init": "full",
                             "downlink_compressor": {"kind": "randk", "k": 5,
                                                     "scaled": False}}),
+    "bc-sgd-top2": ("ef21_bc", lambda: EF21BC(TopK(2), downlink_compressor=TopK(4),
+                                              batch_size=16),
+                    {"compressor": TopK(2), "downlink_compressor": TopK(4), "batch_size": 16}),
     "bc-top2-identity": ("ef21_bc", lambda: EF21BC(TopK(2), downlink_compressor=Identity()),
                          {"compressor": TopK(2), "downlink_compressor": Identity()}),
 }
