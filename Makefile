@@ -19,7 +19,7 @@ MPIEXEC := $(BIN)/mpiexec
 PYTEST_MPI := -m pytest --with-mpi -p no:cacheprovider --timeout=60 -o timeout_method=thread -q
 MPI_GUARD := timeout -k 10 900
 
-.PHONY: setup demo test test-unit test-e2e test-mpi test-slurm lint bench clean mutation
+.PHONY: setup demo test test-unit test-e2e test-mpi test-slurm test-cluster lint bench clean mutation
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ demo: setup
 	$(MPIEXEC) -n $(NP) $(BIN)/decomp run jobs/configs/demo.toml --overwrite
 
 test: setup
-	$(MAKE) --no-print-directory test-unit test-e2e test-mpi test-slurm
+	$(MAKE) --no-print-directory test-unit test-e2e test-mpi test-slurm test-cluster
 
 test-unit:
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=120 tests/unit
@@ -51,6 +51,11 @@ test-mpi:
 # slurm-wlm/munge) and tears down; skipped with a message otherwise, a failure if DECOMP_TEST_SLURM=1.
 test-slurm:
 	PYTHON=$(BIN)/python bash jobs/local/slurm-test/test.sh
+
+# The emulated cluster (jobs/local/emulate/): 2 hosts x 2 ranks in network namespaces, links
+# shaped by tbf; root with ip/tc, skipped with a message otherwise, a failure if DECOMP_TEST_CLUSTER=1.
+test-cluster:
+	PYTHON=$(BIN)/python bash jobs/local/emulate/test.sh
 
 # Mutation testing of the core with cosmic-ray (docs/testing.md); not part of `make test`.
 # MUTATION_ARGS, e.g. "--packages compress --sample 40 --budget 1200", "--report" or

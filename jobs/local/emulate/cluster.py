@@ -106,15 +106,18 @@ def check_prerequisites() -> None:
 def shape(hosts: Sequence[int], rate: str) -> None:
     """Shape every host's egress (eth0) to ``rate`` with tbf (``none``: remove the qdisc).
 
-    burst: 2 ms of traffic at the rate, at least 64 KiB (tbf needs burst >= rate/HZ, and a
-    bigger bucket lets a 64 KiB TSO segment through); latency (queue) 100 ms.
+    burst: 2 ms of traffic at the rate (tbf needs burst >= rate/HZ), at least one frame, and
+    up to 5 ms or 64 KiB of it (a TSO segment's worth keeps TCP at the full rate at >= 100
+    Mbit/s) -- small, so that at a few Mbit/s the bucket, refilled while a host's link idles
+    between a step's phases, does not carry a small job's messages at line speed; latency
+    (queue) 100 ms.
     """
     for h in hosts:
         if rate == "none":
             _in(h, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
             continue
         bps = rate_bits(rate)
-        burst = max(64 * 1024, int(bps / 8 * 0.002))
+        burst = max(min(64 * 1024, int(bps / 8 * 0.005)), int(bps / 8 * 0.002), 1600)
         _in(h, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
             "burst", str(burst), "latency", "100ms")
 
