@@ -1,0 +1,28 @@
+"""Properties of the topologies that surviving mutants showed no test stated (docs/testing.md,
+"Mutation testing"). Each test names the property it protects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decomp.topologies import TopologyError, hypercube, one_peer_hypercube
+
+
+@pytest.mark.parametrize(("n", "lo", "hi"), [(3, 2, 4), (6, 4, 8), (12, 8, 16), (100, 64, 128)])
+def test_hypercube_refusal_names_the_nearest_powers_of_two(n: int, lo: int, hi: int) -> None:
+    """A hypercube of n nodes (n not a power of two) is refused with the powers of two just
+    below and just above n, so the user knows what to ask for."""
+    with pytest.raises(TopologyError, match=rf"nearest: {lo} or {hi}\)"):
+        hypercube(n)
+
+
+@pytest.mark.parametrize("t", [0, 1, 5])
+def test_one_peer_hypercube_of_one_node_is_the_identity(t: int) -> None:
+    """n = 1 (2^0) is a power of two: the one-peer hypercube schedule is W = [[1]] at every
+    step; 0, 3 and -2 nodes are refused."""
+    W = one_peer_hypercube(1, t)
+    assert np.array_equal(W.dense(), np.ones((1, 1)))
+    for n in (0, 3, -2):
+        with pytest.raises(TopologyError):
+            one_peer_hypercube(n, t)
