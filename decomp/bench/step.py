@@ -39,6 +39,8 @@ MODELS: dict[str, tuple[str, tuple[int, ...], dict[str, Any]]] = {
     "mlp": ("mlp", (1024,), {"hidden": (2048, 2048)}),  # d = 6,316,042
     "mlp-medium": ("mlp", (512,), {"hidden": (512, 512)}),  # d = 530,442
     "mlp-small": ("mlp", (64,), {"hidden": (128, 128)}),  # d = 26,122
+    # the MNIST-1D MLP of jobs/configs/networks_mnist1d.toml (docs/networks.md)
+    "mlp-mnist1d": ("mlp", (40,), {"hidden": (1024, 1024)}),  # d = 1,101,834
     "resnet20": ("resnet20", (3, 32, 32), {}),  # d = 272,474
 }
 N_CLASSES = 10
@@ -254,13 +256,16 @@ def _init_ddp(comm: Any) -> None:
 
     if dist.is_initialized():
         return
+    # rank 0's address: this machine, or on the emulated cluster (jobs/local/emulate/) rank 0's
+    # host, which the other hosts reach over their shaped links
+    addr = os.environ.get("DECOMP_DDP_ADDR", "127.0.0.1")
     port = 0
     if comm.Get_rank() == 0:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((addr, 0))
             port = s.getsockname()[1]
     port = comm.bcast(port, root=0)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port),
                       RANK=str(comm.Get_rank()), WORLD_SIZE=str(comm.Get_size()))
     dist.init_process_group("gloo", rank=comm.Get_rank(), world_size=comm.Get_size())
 
