@@ -54,7 +54,10 @@ def sparse_parts(C: Any, payload: np.ndarray, d: int) -> tuple[np.ndarray, np.nd
     """(values, indices) of a sparse compressor's payload, or None for a dense format.
 
     The values are the ones ``decode_add(payload, out)`` adds (Rand-k's are scaled already)."""
-    C = getattr(C, "inner", C)  # a TimedCodec
+    if not isinstance(C, Compressor):  # a timing wrapper (TimedCodec): look through it
+        C = C.inner
+    # only the exact sparse types: a wrapper such as Scaled(RandK) is a Compressor with an
+    # ``inner`` too, but its decode scales the inner values, so it takes the dense path
     if type(C) is TopK:
         return C._sections(payload, d)
     if type(C) is RandK:
