@@ -3,8 +3,9 @@
 
 Each "host" is a network namespace with one interface (``eth0``, a veth pair whose other end is
 on a bridge) and an address in 10.77.<net>.0/24; its egress is shaped by the ``tbf`` qdisc to a
-given rate, so every byte that leaves a host crosses a link of that rate (ranks on the same host
-talk over the namespace's loopback, unshaped, like ranks sharing a node). MPI ranks run inside
+given rate in both directions (egress on eth0, ingress on the bridge's end of the pair), so every
+byte that leaves or enters a host crosses a link of that rate (ranks on the same host talk over
+the namespace's loopback, unshaped, like ranks sharing a node). MPI ranks run inside
 the namespaces: MPICH (the PyPI wheel) with shared memory off (``MPIR_CVAR_NOLOCAL=1``) and its
 OFI device's TCP provider on ``eth0``; hydra starts each host's ranks with ``ip netns exec``
 (MPMD, ``-n R ip netns exec HOST cmd : -n R ...``), and PMI travels over inherited descriptors.
@@ -104,7 +105,10 @@ def check_prerequisites() -> None:
 
 
 def shape(hosts: Sequence[int], rate: str) -> None:
-    """Shape every host's egress (eth0) to ``rate`` with tbf (``none``: remove the qdisc).
+    """Shape every host's link to ``rate`` in both directions with tbf (``none``: remove the
+    qdiscs): its egress on eth0 inside the namespace, and its ingress as the egress of the
+    bridge's end of its veth pair -- a full-duplex NIC, so a master's fan-in (several hosts
+    sending to one) is limited by the master's link as on a real network.
 
     burst: 2 ms of traffic at the rate (tbf needs burst >= rate/HZ), at least one frame, and
     up to 5 ms or 64 KiB of it (a TSO segment's worth keeps TCP at the full rate at >= 100
@@ -115,11 +119,18 @@ def shape(hosts: Sequence[int], rate: str) -> None:
     for h in hosts:
         if rate == "none":
             _in(h, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            _tc_root("qdisc", "del", "dev", f"{PREFIX}v{h}", "root")
             continue
         bps = rate_bits(rate)
         burst = max(min(64 * 1024, int(bps / 8 * 0.005)), int(bps / 8 * 0.002), 1600)
-        _in(h, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
-            "burst", str(burst), "latency", "100ms")
+        tbf = ("root", "tbf", "rate", rate, "burst", str(burst), "latency", "100ms")
+        _in(h, "tc", "qdisc", "replace", "dev", "eth0", *tbf)
+        _tc_root("qdisc", "replace", "dev", f"{PREFIX}v{h}", *tbf, check=True)
+
+
+def _tc_root(*args: str, check: bool = False) -> None:
+    """``tc`` in this (the root) namespace, where the bridge's ends of the veth pairs are."""
+    subprocess.run(["tc", *args], check=check, capture_output=True, text=True)
 
 
 def up(n_hosts: int, rate: str) -> list[int]:
