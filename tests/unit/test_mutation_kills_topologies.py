@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decomp.topologies import TopologyError, hypercube, one_peer_hypercube
+from decomp.topologies import TopologyError, erdos_renyi, hypercube, one_peer_hypercube
 
 
 @pytest.mark.parametrize(("n", "lo", "hi"), [(3, 2, 4), (6, 4, 8), (12, 8, 16), (100, 64, 128)])
@@ -26,3 +26,12 @@ def test_one_peer_hypercube_of_one_node_is_the_identity(t: int) -> None:
     for n in (0, 3, -2):
         with pytest.raises(TopologyError):
             one_peer_hypercube(n, t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_erdos_renyi_default_p_connects_two_nodes(seed: int) -> None:
+    """With no p, two nodes get p = 1: their one edge, at once (a lower default could never
+    sample a connected graph of two nodes)."""
+    g = erdos_renyi(2, seed=seed)
+    assert g.n == 2
+    assert g.edges.tolist() == [[0, 1]]
