@@ -35,3 +35,17 @@ def test_erdos_renyi_default_p_connects_two_nodes(seed: int) -> None:
     g = erdos_renyi(2, seed=seed)
     assert g.n == 2
     assert g.edges.tolist() == [[0, 1]]
+
+
+def test_a_graph_from_an_adjacency_ignores_the_diagonal_and_stored_zeros() -> None:
+    """``Graph.from_adjacency``: an edge per non-zero off-diagonal entry; a non-zero diagonal
+    (self-weights) and explicitly stored zeros make no edge."""
+    import scipy.sparse as sp
+
+    from decomp.topologies.adjacency import Graph
+
+    dense = np.array([[1, 1, 0], [1, 2, 1], [0, 1, 1]])
+    assert Graph.from_adjacency(dense).edges.tolist() == [[0, 1], [1, 2]]
+    stored_zero = sp.coo_array((np.array([1.0, 1.0, 0.0, 0.0]),
+                                (np.array([0, 1, 0, 2]), np.array([1, 0, 2, 0]))), shape=(3, 3))
+    assert Graph.from_adjacency(stored_zero).edges.tolist() == [[0, 1]]
