@@ -308,7 +308,7 @@ def after(pkg: str, work: Path, commit: str) -> None:
     os.chdir(work)
     try:
         for s in r["survivors"]:
-            if s["job"] in done:
+            if done.get(s["job"]) == "killed":  # a survivor is retried (newer kill tests)
                 continue
             res = mutate_and_test(items[s["job"]].mutations, cmd, 900)
             done[s["job"]] = res.test_outcome.value if res.test_outcome else "error"
