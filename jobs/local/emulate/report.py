@@ -97,6 +97,26 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def grid(rows: list[dict[str, Any]], topology: str = "config") -> str:
+    """One table: a row per method, a column per (rate, delay): time to target in s and, in
+    brackets, the speed-up over all-reduce SGD in the same setting."""
+    rs = [r for r in rows if r["topology"] == topology]
+    settings = list(dict.fromkeys((r["rate"], r["delay_ms"]) for r in rs))
+    head = "| method | " + " | ".join(f"{a}, {d:g} ms" for a, d in settings) + " |"
+    out = [head, "|---" * (len(settings) + 1) + "|"]
+    for m in dict.fromkeys(r["method"] for r in rs):
+        cells = []
+        for a, d in settings:
+            r = next((r for r in rs if r["method"] == m and r["rate"] == a
+                      and r["delay_ms"] == d), None)
+            if r is None or r["time_s"] is None:
+                cells.append("–")
+            else:
+                cells.append(f"{r['time_s']:.1f} ({_fmt(r['vs_allreduce'], '.2f')}×)")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def figure(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -130,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", required=True, type=Path)
     p.add_argument("--target", required=True, type=float, help="training loss to reach")
     p.add_argument("--ranks", type=int, default=4)
-    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="a table per setting")
+    p.add_argument("--grid", action="store_true", help="one table: methods x settings")
     p.add_argument("--figure", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -139,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"steps to training loss <= {args.target:g}: {json.dumps(steps)}")
     if args.markdown:
         print(markdown(rows))
+    if args.grid:
+        print(grid(rows, rows[0]["topology"] if rows else "config"))
     if args.figure:
         figure(rows, args.figure)
     if args.json:
