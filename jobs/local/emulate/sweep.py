@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--ranks-per-host", str(args.ranks_per_host), "--rate", rate, "--",
                    str(BIN / "decomp"), "run", args.config, "--steps", str(args.steps),
                    "--out", args.out, "--overwrite", "--set", f"name={name!r}".replace("'", '"'),
-                   "--set", f"network.delay_ms={delay}", "--set", f"run.log_every={args.steps // 2}",
+                   "--set", f"network.delay_ms={delay}",
+                   "--set", f"run.log_every={args.steps // 2}",
                    "--set", "run.progress=false"]
             if args.topology:
                 cmd += ["--set", f'topology.kind="{args.topology}"']
