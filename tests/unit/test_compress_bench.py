@@ -25,7 +25,11 @@ def test_add_parser_registers_bench() -> None:
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench"])
     assert args.target == "kernels" and args.repeat == 5 and callable(args.func)
-    assert args.sizes == [100_000, 1_000_000, 25_000_000]
+    assert args.sizes is None  # each target's own default (kernels: 1e5, 1e6, 2.5e7)
+    link = parser.parse_args(["bench", "link", "--delay-ms", "2", "--expect-rate", "1gbit",
+                              "--sizes", "8,1e6"])
+    assert (link.target, link.delay_ms, link.expect_rate, link.sizes) == ("link", 2.0, "1gbit",
+                                                                           [8, 1_000_000])
 
 
 def test_run_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
