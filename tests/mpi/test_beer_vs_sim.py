@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _iterates import run_iterates
 
 from decomp.algorithms import DECENTRALIZED, NodeEnv
 from decomp.comm import Neighborhood
@@ -54,16 +55,10 @@ def _run(comm, problems, case: str, topology: str,
     tp = Neighborhood(W, comm)
     alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
     env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
-    state = alg.init(env, x0)
-    xs = [state.x.copy()]
-    for _ in range(STEPS):
-        state = alg.step(env, state)
-        xs.append(state.x.copy())
-        if every_step is not None:
-            every_step(alg, env, state)
+    state, xs = run_iterates(alg, env, x0, STEPS, every_step)
     ref = simulate_decentralized(name, probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
                                  batch_size=batch, compressor=make_c(), **opts)
-    return tp, state, np.stack(xs), ref
+    return tp, state, xs, ref
 
 
 @pytest.mark.mpi(min_size=2)
@@ -150,7 +145,7 @@ def test_on_the_one_peer_hypercube_iterates_and_edges_equal_the_reference(comm, 
     ref = simulate_decentralized(name, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED,
                                  batch_size=batch, compressor=make_c(), **opts)
     i = comm.rank
-    same = (bool(np.array_equal(np.stack(xs), ref.xs[:, i])),
+    same = (bool(np.array_equal(xs, ref.xs[:, i])),
             bool(np.array_equal(state.v, ref.state["V"][i])),
             bool(np.array_equal(state.AH, ref.state["AH"][i])),
             bool(np.array_equal(state.BG, ref.state["BG"][i])))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _iterates import run_iterates
 
 from decomp.algorithms import DECENTRALIZED, NodeEnv
 from decomp.comm import Neighborhood
@@ -67,17 +68,11 @@ def _run(comm, problems, case: str, topology: str, method: str = "auto", lr: flo
         kw["compressor"] = make_c()
     alg = DECENTRALIZED[name](batch_size=BATCH, **kw)
     env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, lr)
-    state = alg.init(env, x0 if x_start is None else x_start)
-    xs = [state.x.copy()]
-    for _ in range(STEPS):
-        state = alg.step(env, state)
-        xs.append(state.x.copy())
-        if every_step is not None:
-            every_step(alg, env, state)
+    state, xs = run_iterates(alg, env, x0 if x_start is None else x_start, STEPS, every_step)
     ref_kw = dict(opts)
     if make_c is not None:
         ref_kw["compressor"] = make_c()
-    return tp, W, alg, state, np.stack(xs), probs, x0, ref_kw
+    return tp, W, alg, state, xs, probs, x0, ref_kw
 
 
 @pytest.mark.mpi(min_size=2)

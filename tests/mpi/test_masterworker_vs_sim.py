@@ -6,13 +6,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _iterates import masterworker_setting, run_iterates
 
 from decomp.algorithms import DCGD, EF, EF21, EF21SGDM, GD, SGDM, EF21Plus, Env
 from decomp.comm import MasterWorker
 from decomp.compress import QSGD, Identity, Natural, RandK, Scaled, ScaledSign, TopK
 from decomp.data import load_dataset
 from decomp.errors import DivergenceError
-from decomp.problems import initial_point, split_problem
+from decomp.problems import split_problem
 from decomp.sim import simulate
 
 STEPS = 50
@@ -72,19 +73,11 @@ CASES.update(COMPRESSOR_CASES)
 
 def _run(comm, master: str, dtype: str, case: str, lr: float = 0.2):
     name, make, kw = CASES[case]
-    tp = MasterWorker(comm, master)
-    ds = load_dataset("breast_cancer", scale="standard", dtype=dtype)
-    probs = split_problem(ds, "logistic", tp.n_workers)
-    x0 = initial_point("normal", ds.n_features, seed=SEED, dtype=dtype)
+    tp, env, probs, x0 = masterworker_setting(comm, master, dtype, SEED, lr)
     alg = make()
-    env = Env(tp, probs[tp.worker] if tp.is_worker else None, tp.n_workers, SEED, lr)
-    state = alg.init(env, x0)
-    xs = [state.x.copy()]
-    for _ in range(STEPS):
-        state = alg.step(env, state)
-        xs.append(state.x.copy())
+    state, xs = run_iterates(alg, env, x0, STEPS)
     ref = simulate(name, probs, x0, lr=lr, steps=STEPS, seed=SEED, **kw)
-    return tp, alg, state, np.stack(xs), ref
+    return tp, alg, state, xs, ref
 
 
 @pytest.mark.mpi(min_size=2)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _iterates import run_iterates
 
 from decomp.algorithms import DECENTRALIZED, NodeEnv
 from decomp.compress import make_compressor
@@ -90,18 +91,12 @@ def _run(comm, problems, case: str,
     alg.check_mixing(sched)
     tp = open_transport("decentralized", comm, mixing=sched)
     env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
-    state = alg.init(env, x0)
-    xs = [state.x.copy()]
-    for _ in range(STEPS):
-        state = alg.step(env, state)
-        xs.append(state.x.copy())
-        if every_step is not None:
-            every_step(alg, env, state)
+    state, xs = run_iterates(alg, env, x0, STEPS, every_step)
     counts = (tp.bytes.up, tp.bytes.down)
     tp.close()
     ref = simulate_decentralized(name, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED,
                                  batch_size=BATCH, **ref_kw)
-    return np.stack(xs), counts, ref, state
+    return xs, counts, ref, state
 
 
 @pytest.mark.mpi(min_size=2)
