@@ -127,8 +127,9 @@ class NetworkConfig:
 @dataclass
 class MethodConfig:
     """One algorithm to run. algorithm: a name of :data:`decomp.algorithms.REGISTRY` (master–
-    worker gd | sgd | sgdm | dcgd | ef | ef21 | ef21_sgd | ef21_plus | ef21_sgdm, decentralized
-    dpsgd | dcd_psgd | ecd_psgd | choco_sgd | allreduce_sgd | allreduce_qsgd); compressor: a
+    worker gd | sgd | sgdm | dcgd | ef | ef21 | ef21_sgd | ef21_plus | ef21_sgdm | ef21_pp |
+    ef21_bc, decentralized dpsgd | dcd_psgd | ecd_psgd | choco_sgd | beer | allreduce_sgd |
+    allreduce_qsgd); compressor: a
     table such as {kind = "topk", k = 1}; lr: a float, "theory" (the EF21 formula;
     master–worker only) or "1/L"; lr_multiplier: factor on lr (the papers' 2^m sweeps);
     batch_size: τ for stochastic gradients; name: label in tables.
