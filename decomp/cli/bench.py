@@ -146,17 +146,19 @@ def run_link(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from decomp.bench import link as bench_link
+    from decomp.errors import ConfigError
+    from decomp.netmodel.calibrate import parse_rate
 
     comm = MPI.COMM_WORLD
     root = comm.Get_rank() == 0
     try:
-        expect = rate_bytes(args.expect_rate) if args.expect_rate else None
+        expect = parse_rate(args.expect_rate) if args.expect_rate else None
         if args.repeat < 1 or not args.delay_ms >= 0:
             raise ValueError("--repeat must be >= 1 and --delay-ms >= 0")
         fit = bench_link.run_link_bench(
             comm, sizes=tuple(args.sizes or bench_link.SIZES), repeat=args.repeat,
             delay_ms=args.delay_ms, peer=args.peer, expect_rate_Bps=expect)
-    except ValueError as e:
+    except (ValueError, ConfigError) as e:
         if root:
             print(f"decomp bench link: {e}", file=sys.stderr)
         return 2
@@ -170,16 +172,6 @@ def run_link(args: argparse.Namespace) -> int:
     for line in bad:
         print(f"decomp bench link: {line}", file=sys.stderr)
     return 1 if bad else 0
-
-
-def rate_bytes(rate: str) -> float:
-    """Bytes/s of a tc-style rate (``100mbit`` -> 1.25e7); ValueError otherwise."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)bit\s*", rate.lower())
-    if not m:
-        raise ValueError(f"rate {rate!r}: expected e.g. 100mbit, 1gbit, 10gbit")
-    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m.group(2)] / 8
 
 
 def _log_progress(line: str) -> None:

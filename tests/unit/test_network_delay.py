@@ -156,9 +156,9 @@ def test_the_link_check_names_a_wrong_rate_or_delay() -> None:
 
 @pytest.mark.parametrize(("text", "bps"), [("100mbit", 12.5e6), ("1gbit", 1.25e8),
                                            ("10Gbit", 1.25e9), ("64kbit", 8e3)])
-def test_rates_use_tc_units(text: str, bps: float) -> None:
-    from decomp.cli.bench import rate_bytes
+def test_bench_link_reads_rates_in_tc_units(text: str, bps: float) -> None:
+    from decomp.netmodel.calibrate import parse_rate
 
-    assert rate_bytes(text) == pytest.approx(bps)
-    with pytest.raises(ValueError, match="rate"):
-        rate_bytes("100 MB/s")
+    assert parse_rate(text) == pytest.approx(bps)
+    with pytest.raises(ConfigError, match="rate"):
+        parse_rate("fast")

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from decomp.netmodel.calibrate import parse_rate
+
 DDP = "PyTorch DDP (gloo)"
 BASELINE = "all-reduce SGD"
 
@@ -38,14 +40,6 @@ def steps_to_target(run_dir: Path, target: float, key: str = "loss") -> dict[str
         if first[m] is None and v is not None and r["step"] > 0 and v <= target:
             first[m] = r["step"]
     return first
-
-
-def _rate_bits(rate: str) -> float:
-    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
-    for u, f in units.items():
-        if rate.endswith(u):
-            return float(rate[: -len(u)]) * f
-    raise ValueError(rate)
 
 
 def table(steps: dict[str, int | None], times: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -130,7 +124,7 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
         rs = [r for r in rows if r["delay_ms"] == d and r["topology"] == "config"
               and r["time_s"] is not None]
         for m in dict.fromkeys(r["method"] for r in rs):
-            pts = sorted((_rate_bits(r["rate"]), r["time_s"]) for r in rs if r["method"] == m)
+            pts = sorted((parse_rate(r["rate"]) * 8, r["time_s"]) for r in rs if r["method"] == m)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                     ls="--" if m == DDP else "-", label=m)
         ax.set_xscale("log")
