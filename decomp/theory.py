@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,3 +73,28 @@ def ef21_pp_stepsize(L: float, Ls: Sequence[float], alpha: float, p: float) -> f
                 lo = m1
         best = ratio(0.5 * (lo + hi))
     return 1.0 / (L + L_tilde * math.sqrt(best))
+
+
+@dataclass(frozen=True)
+class StepsScaling:
+    """How a method's steps to a target depend on the mixing matrix W (a class declaration,
+    ``steps_scaling``, read by :mod:`decomp.netmodel.steps`).
+
+    measure: ``none`` (topology-free) | ``p`` = 1 − ρ² | ``delta2`` = δ² | ``delta`` = δ (the
+    transient terms of the count scale with 1/measure); base: the topology-free part of the
+    count is the config's baseline method's count (see ``baseline``); source: where the
+    scaling comes from; heuristic: not a theorem for this method; baseline: this method's count
+    *is* that topology-free part (the dense all-reduce of the decentralized family).
+    """
+
+    measure: str
+    base: bool
+    source: str
+    heuristic: bool
+    baseline: bool = False
+
+
+#: the scaling of every method whose ranks all apply the same update (the master–worker
+#: family, the all-reduce baselines)
+TOPOLOGY_FREE = StepsScaling("none", False, "independent of the topology (same update on every "
+                             "rank)", False)

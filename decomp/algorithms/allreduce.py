@@ -11,11 +11,14 @@ same runner and transport as the gossip methods; every rank holds the same model
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, encode_or_zeros
+from decomp.comm.pattern import Call, CodecOp
+from decomp.theory import TOPOLOGY_FREE
 
 #: compressor of ``allreduce_qsgd`` when the config gives none
 DEFAULT_QSGD = {"kind": "qsgd", "levels": 16}
@@ -45,6 +48,14 @@ class AllreduceSGD(DecentralizedAlgorithm):
         bad = state.bad or (0 if np.isfinite(x).all() else step)
         return AllreduceState(step, x, bad)
 
+    # ---- declarations (decomp.netmodel) ----
+    #: the same update on every rank; its count is the gossip methods' topology-free part
+    steps_scaling = replace(TOPOLOGY_FREE, baseline=True)
+
+    def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
+                     dtype: Any = np.float64) -> list[Call]:
+        return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, n, what="dense gradient sum")]
+
 
 class AllreduceCompressed(DecentralizedAlgorithm):
     """SGD on the average of compressed gradients (QSGD), payloads all-gathered."""
@@ -70,3 +81,15 @@ class AllreduceCompressed(DecentralizedAlgorithm):
         if bad == 0 and not np.isfinite(x).all():
             bad = step
         return AllreduceState(step, x, bad)
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = TOPOLOGY_FREE  # the same update on every rank
+
+    def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
+                     dtype: Any = np.float64) -> list[Call]:
+        return [Call("allgather", self.compressor.payload_bytes(d, dtype), 1, n,
+                     what="compressed gradients")]
+
+    def codec_ops(self, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
+        return [CodecOp("encode", self.compressor, 1),
+                CodecOp("decode", self.compressor, n, "every payload")]

@@ -24,12 +24,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from decomp.comm import MasterWorker
+from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls, master_world
 from decomp.compress import Compressor, Identity
-from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison
+from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison, sum_payload_bytes
 from decomp.errors import ConfigError, DivergenceError
 from decomp.kernels.fused import all_finite, apply_dense, descend
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
+from decomp.theory import TOPOLOGY_FREE, StepsScaling
 
 #: how the master–worker family moves the master's update to the workers: the re-encoded sum
 #: of the compressed payloads (every rank applies it) or the dense model
@@ -311,3 +313,72 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
     def model(self, state: Any) -> np.ndarray:
         """The point at which metrics are evaluated (x^t, identical on every rank)."""
         return state.x
+
+    # ---- declarations: traffic, codec work, steps to target, torch driving ---------------
+    #: every rank applies the same update: the steps to a target do not depend on a topology
+    steps_scaling: ClassVar[StepsScaling | None] = TOPOLOGY_FREE
+    #: how :class:`decomp.torch.DistributedOptimizer` drives the method ("estimator" |
+    #: "update"; "" = it cannot, :meth:`torch_refusal` says why)
+    torch_driver: ClassVar[str] = ""
+    #: option values the cost model uses when a method is priced without them (required
+    #: options that do not change the traffic)
+    pricing_options: ClassVar[dict[str, Any]] = {}
+    #: downlink of a method without the option (EF, DCGD and EF21 take ``downlink``)
+    downlink: str = "compressed"
+    #: compressed payloads a worker encodes per step (and decodes into its own state)
+    encodes_per_step: ClassVar[int] = 1
+    #: a worker decodes its own payload into its state (g_i, e_i); DCGD keeps none
+    decodes_own: ClassVar[bool] = True
+
+    def comm_pattern(self, d: int, n: int, degree: int = 0, *, master: str = "shared",
+                     dtype: Any = np.float64) -> list[Call]:
+        """The calls of one step for n workers and a d-vector of ``dtype`` (degree: unused
+        here). Dense methods all-reduce the gradient; the others gather the workers' payloads
+        at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`)."""
+        world, fanin = master_world(n, master)
+        if not self.uses_compressor:
+            return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, world,
+                         what="dense gradient sum")]
+        up = self.uplink(self.compressor.payload_bytes(d, dtype), n, fanin, world)
+        return [up, *self.downlink_calls(d, self.expected_senders(n), world, dtype)]
+
+    def expected_senders(self, n: int) -> float:
+        """Workers that send a payload in one step (on average): all n."""
+        return n
+
+    def uplink(self, nbytes: int, n: int, fanin: int, world: int) -> Call:
+        """The gather of one step's payloads of ``nbytes`` at the master."""
+        return Call("gather", nbytes, fanin, world, what="payloads")
+
+    def downlink_calls(self, d: int, senders: float, world: int, dtype: Any) -> list[Call]:
+        """The broadcast of the master's update: the dense model, or the re-encoded sum of
+        ``senders`` payloads (:func:`decomp.compress.aggregate.sum_payload_bytes`)."""
+        if self.downlink == "model":
+            return [Call("broadcast", d * np.dtype(dtype).itemsize, 1, world,
+                         what="dense model")]
+        return bcast_bytes_calls(sum_payload_bytes(self.compressor, d, senders, dtype), world,
+                                 "sum of payloads")
+
+    def codec_ops(self, n: int, degree: int = 0, *, master: str = "shared") -> list[CodecOp]:
+        """The codec work of one step on the master's path: a worker's encode (before the
+        gather), the shared master's decode into its own g_i / e_i (a dedicated master has
+        none), the decode of every payload into the sum and the downlink's work."""
+        if not self.uses_compressor:
+            return []
+        C = self.compressor
+        own = 0 if master == "dedicated" else 1
+        k = self.encodes_per_step
+        return [CodecOp("encode", C, k, "a worker's payload"),
+                CodecOp("decode", C, k * own if self.decodes_own else 0, "own g_i / e_i"),
+                CodecOp("decode", C, self.expected_senders(n), "aggregate"),
+                *self.downlink_ops()]
+
+    def downlink_ops(self) -> list[CodecOp]:
+        """Codec work of the downlink on every rank: applying the decoded sum (one axpy)."""
+        return [CodecOp("axpy", None, 1, "apply the sum")] if self.downlink == "compressed" \
+            else []
+
+    def torch_refusal(self) -> str:
+        """Why :class:`decomp.torch.DistributedOptimizer` cannot drive this object ("" = it
+        can, as :attr:`torch_driver`)."""
+        return ""

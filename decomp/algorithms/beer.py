@@ -61,6 +61,7 @@ from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, axpy, descend
 from decomp.rng import Key
+from decomp.theory import StepsScaling
 
 
 class BEERState(NamedTuple):
@@ -202,3 +203,9 @@ class BEER(DecentralizedAlgorithm):
         if isinstance(state, BEEREdgeState):
             return {k: state.BH[p] for p, k in enumerate(env.peers)}
         return {j: state.RH[k] for k, j in enumerate((env.rank, *env.transport.sources))}
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = StepsScaling("delta", False, "heuristic: step size ~ delta "
+                                 "(docs/algorithms.md)", True)
+    pricing_options = {"gamma": 1.0}  # the consensus step does not change the traffic
+    exchanges = ("C(x - h)", "C(v - g)")  # two compressed replica rounds per step

@@ -48,6 +48,7 @@ from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, axpy, descend
+from decomp.theory import StepsScaling
 
 
 class CHOCOState(NamedTuple):
@@ -127,3 +128,8 @@ class CHOCOSGD(DecentralizedAlgorithm):
         if isinstance(state, EdgeState):
             return edge_replicas(env, state)
         return super().replicas(env, state)
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = StepsScaling("delta2", True, "Koloskova et al. ICLR 2020, Thm 4.1: "
+                                 "transient ~ 1/delta^2", False)
+    pricing_options = {"gamma_c": 1.0}  # the consensus step does not change the traffic

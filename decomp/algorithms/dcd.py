@@ -37,6 +37,7 @@ from decomp.algorithms.edge_replica import (
 )
 from decomp.algorithms.replica import replica_round
 from decomp.kernels.fused import all_finite
+from decomp.theory import StepsScaling
 
 
 class DCDState(NamedTuple):
@@ -95,3 +96,8 @@ class DCDPSGD(DecentralizedAlgorithm):
         if isinstance(state, EdgeState):
             return edge_replicas(env, state)
         return super().replicas(env, state)
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = StepsScaling("p", True, "as D-PSGD (Koloskova et al. 2020), heuristic for "
+                                 "DCD", True)
+    dense_mixing = True

@@ -51,6 +51,7 @@ import numpy as np
 
 from decomp.algorithms.base import AlgorithmOptions, Workspace, scratch
 from decomp.comm import Neighborhood
+from decomp.comm.pattern import Call, CodecOp
 from decomp.comm.timing import (
     COMM,
     COMPRESS,
@@ -65,6 +66,7 @@ from decomp.errors import ConfigError
 from decomp.kernels.fused import gossip_mix
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
+from decomp.theory import StepsScaling
 
 __all__ = ["COMM", "COMPRESS", "COMPUTE", "SECTIONS", "DecentralizedAlgorithm", "NodeEnv",
            "Stopwatch", "encode_or_zeros", "mix", "mix_rows"]
@@ -329,3 +331,45 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
         if R is None:
             return {}
         return {j: R[k] for k, j in enumerate((env.rank, *env.transport.sources))}
+
+    # ---- declarations: traffic, codec work, steps to target, torch driving ---------------
+    #: how a method's steps to a target scale with W (decomp.netmodel.steps); None: not
+    #: declared, and the cost model refuses to carry its count to another topology
+    steps_scaling: ClassVar[StepsScaling | None] = None
+    #: how :class:`decomp.torch.DistributedOptimizer` drives the method (module doc of
+    #: decomp.torch.oracle): the local step is replaced by the wrapped optimizer's
+    torch_driver: ClassVar[str] = "gossip"
+    #: option values the cost model uses when a method is priced without them (required
+    #: options that do not change the traffic, e.g. a consensus step)
+    pricing_options: ClassVar[dict[str, Any]] = {}
+    #: the exchanges of one step with every neighbour, by what they carry (one payload each)
+    exchanges: ClassVar[tuple[str, ...]] = ("replica update",)
+    #: the exchange is posted before the gradient and waited for after it (D-PSGD)
+    overlaps_exchange: ClassVar[bool] = False
+    #: the step mixes dense x_j with 1 + degree axpy passes (D-PSGD, DCD, ECD)
+    dense_mixing: ClassVar[bool] = False
+
+    def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
+                     dtype: Any = np.float64) -> list[Call]:
+        """The calls of one step on n nodes of degree ``degree`` for a d-vector of ``dtype``
+        (master: unused here): each of :attr:`exchanges` sends one message of
+        :meth:`payload_bytes` to every neighbour."""
+        B = self.payload_bytes(d, dtype)
+        return [Call("exchange", B, degree, n, overlap=self.overlaps_exchange, what=w)
+                for w in self.exchanges]
+
+    def codec_ops(self, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
+        """The codec work of one step on a node: per exchange one encode and 1 + k decodes
+        (own and neighbours' replicas), and 1 + k dense axpy for a dense mixing."""
+        mixing = [CodecOp("axpy", None, 1 + degree, "mixing")] if self.dense_mixing else []
+        if not self.uses_compressor:
+            return mixing
+        rounds = len(self.exchanges)
+        return [CodecOp("encode", self.compressor, rounds),
+                CodecOp("decode", self.compressor, rounds * (1 + degree),
+                        "own + neighbours' replicas"), *mixing]
+
+    def torch_refusal(self) -> str:
+        """Why :class:`decomp.torch.DistributedOptimizer` cannot drive this object ("" = it
+        can, as :attr:`torch_driver`)."""
+        return ""

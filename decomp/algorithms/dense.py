@@ -39,3 +39,6 @@ class GD(MasterWorkerAlgorithm):
         if not descend_mean(x, t(env.lr), g, t(env.n)):  # x − γ (g / n), one pass
             raise diverged(state.t + 1, self.name)
         return GDState(state.t + 1, x)
+
+    # ---- declarations (decomp.torch.oracle) ----
+    torch_driver = "update"  # a step is the gradient at x^t, then x^{t+1}

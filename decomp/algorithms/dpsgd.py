@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
+from decomp.theory import StepsScaling
 
 
 class DPSGDState(NamedTuple):
@@ -50,3 +51,10 @@ class DPSGD(DecentralizedAlgorithm):
         ok = mix(env, x, x, tp.received_rows(x.dtype, x.size), g)
         bad = state.bad or (0 if ok else step)
         return DPSGDState(step, x, bad)
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = StepsScaling("p", True, "Koloskova et al. ICML 2020, Thm 2: transient ~ "
+                                 "1/p, p = 1 - rho^2", False)
+    exchanges = ("dense x_i",)
+    overlaps_exchange = True  # x_i^t travels during the gradient
+    dense_mixing = True

@@ -26,6 +26,7 @@ from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite
+from decomp.theory import StepsScaling
 
 
 class ECDState(NamedTuple):
@@ -85,3 +86,8 @@ class ECDPSGD(DecentralizedAlgorithm):
         if bad == 0 and not all_finite(x):
             bad = step
         return ECDState(step, x, R, bad)
+
+    # ---- declarations (decomp.netmodel) ----
+    steps_scaling = StepsScaling("p", True, "as D-PSGD (Koloskova et al. 2020), heuristic for "
+                                 "ECD", True)
+    dense_mixing = True

@@ -82,6 +82,9 @@ class EF(MasterWorkerAlgorithm):
         _update_x(self, env, payloads, x, -1.0, step)  # x − (1/n) Σ_i v_i
         return EFState(step, x, e)
 
+    # ---- declarations (decomp.torch.oracle) ----
+    torch_driver = "update"  # a step is the gradient at x^t, then x^{t+1}
+
 
 class DCGDState(NamedTuple):
     t: int
@@ -115,3 +118,7 @@ class DCGD(MasterWorkerAlgorithm):
         payloads = tp.gather(payload, nbytes)
         _update_x(self, env, payloads, x, -env.lr, step)  # x − γ (1/n) Σ_i C(∇f_i)
         return DCGDState(step, x)
+
+    # ---- declarations (decomp.torch.oracle, decomp.netmodel) ----
+    torch_driver = "update"  # a step is the gradient at x^t, then x^{t+1}
+    decodes_own = False  # no per-worker state to update from its own payload

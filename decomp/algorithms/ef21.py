@@ -43,6 +43,7 @@ from decomp.algorithms.base import (
     encode_or_poison,
     update_from_sum,
 )
+from decomp.comm.pattern import Call
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
 
@@ -135,6 +136,16 @@ class EF21(MasterWorkerAlgorithm):
         self._exchange(env, payload, g_local, g, x)
         return EF21State(step, x, g_local, g)
 
+    # ---- declarations (decomp.torch.oracle) ----
+    torch_driver = "estimator"  # a step is descend, then a gradient at the new point
+
+    def torch_refusal(self) -> str:
+        if self.downlink != "compressed":
+            return (f"DistributedOptimizer: {type(self).__name__}(downlink={self.downlink!r}) "
+                    "keeps g on the master only; use downlink='compressed' (the default), "
+                    "which keeps the estimator g on every rank")
+        return ""
+
 
 class EF21PlusState(NamedTuple):
     t: int
@@ -197,3 +208,14 @@ class EF21Plus(EF21):
                 decode_add_or_poison(C, p[1:], G[i])
             g = G.sum(axis=0) / env.n
         return EF21PlusState(step, x, g_local, G, g)
+
+    # ---- declarations (decomp.torch.oracle, decomp.netmodel) ----
+    encodes_per_step = 2  # the EF21 candidate and the fresh compressed gradient
+
+    def uplink(self, nbytes: int, n: int, fanin: int, world: int) -> Call:
+        return Call("gather", 1 + nbytes, fanin, world, what="flag + payload")
+
+    def torch_refusal(self) -> str:
+        return ("DistributedOptimizer: EF21Plus keeps g on the master only and broadcasts "
+                "the model, so there is no estimator on every rank to hand to your optimizer; "
+                "use EF21 or EF21SGDM")

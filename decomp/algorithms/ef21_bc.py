@@ -40,6 +40,7 @@ from decomp.algorithms.base import (
     update_from_sum,
 )
 from decomp.algorithms.ef21 import INITS
+from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls
 from decomp.compress import Compressor, Identity, make_compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite
@@ -143,3 +144,13 @@ class EF21BC(MasterWorkerAlgorithm):
         update_from_sum(env, C, "model", payloads, g_tilde, 1.0, x)  # master: g̃ += Σ c_i / n
         self._broadcast_b(env, self.downlink_compressor, g_tilde, g, step)
         return EF21BCState(step, x, g_local, g_tilde, g)
+
+    # ---- declarations (decomp.netmodel) ----
+    def downlink_calls(self, d: int, senders: float, world: int, dtype: Any) -> list[Call]:
+        """b = C_M(g̃ − g), broadcast as bytes."""
+        return bcast_bytes_calls(self.downlink_compressor.payload_bytes(d, dtype), world,
+                                 "C_M(g~ - g)")
+
+    def downlink_ops(self) -> list[CodecOp]:
+        CM = self.downlink_compressor
+        return [CodecOp("encode", CM, 1, "C_M"), CodecOp("decode", CM, 1, "apply b")]

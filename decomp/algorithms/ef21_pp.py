@@ -33,6 +33,7 @@ import numpy as np
 
 from decomp.algorithms.base import Env, decode_add_or_poison, encode_or_poison, update_from_sum
 from decomp.algorithms.ef21 import EF21
+from decomp.comm.pattern import Call
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.participation import SAMPLINGS, participants, participation_probability
@@ -104,3 +105,11 @@ class EF21PP(EF21):
             decode_add_or_poison(C, payload, g_local)  # g_i += c_i
         update_from_sum(env, C, self.downlink, payloads, g, 1.0, x)
         return EF21PPState(step, x, g_local, g)
+
+    # ---- declarations (decomp.netmodel) ----
+    def expected_senders(self, n: int) -> float:
+        return self.probability(n) * n
+
+    def uplink(self, nbytes: int, n: int, fanin: int, world: int) -> Call:
+        p = self.probability(n)
+        return Call("gather", nbytes, p * fanin, world, what=f"participants' payloads (p = {p:g})")

@@ -66,3 +66,6 @@ class SGDM(MasterWorkerAlgorithm):
         if not momentum(x, m, g, t(env.n), t(self.momentum), t(env.lr), self.nesterov):
             raise diverged(state.t + 1, self.name)
         return SGDMState(state.t + 1, x, m)
+
+    # ---- declarations (decomp.torch.oracle) ----
+    torch_driver = "update"  # a step is the gradient at x^t, then x^{t+1}

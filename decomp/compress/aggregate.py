@@ -187,3 +187,19 @@ class SumDecoder:
         vals = payload[HEADER_BYTES:v1].view(out.dtype)
         return bool(apply_sparse(out, self.idx, vals, h.count, t(c), t(self.n)))
 
+
+
+def sum_payload_bytes(C: Compressor, d: int, senders: float, dtype: Any = np.float64) -> int:
+    """Bytes of the master's compressed-downlink sum of ``senders`` payloads
+    (:class:`SumEncoder`): for Top-k / Rand-k the union of the index sets — taken disjoint, an
+    upper bound, ``min(senders·k, d)`` entries — sparse or dense, whichever is smaller; for
+    other compressors the dense sum."""
+    import math
+
+    isz = np.dtype(dtype).itemsize
+    dense = HEADER_BYTES + d * isz
+    inner = getattr(C, "inner", C)  # as sparse_parts
+    if type(inner) not in (TopK, RandK):
+        return dense
+    count = min(int(math.ceil(senders)) * inner.k_for(d), d)
+    return min(dense, HEADER_BYTES + count * isz + packed_bytes(count, index_bits(d)))

@@ -1,10 +1,12 @@
-"""What one step of each registered method sends: its exchange pattern and its codec work.
+"""Pricing one step of a registered method: its calls (declared by its class) on an α–β network.
 
-:func:`step_pattern` lists the communication calls of one step as :class:`Call` values —
-(call, bytes per message, messages on the busiest link) — read off the implementation in
-:mod:`decomp.algorithms` (not the papers): the bytes are ``C.payload_bytes(d, dtype)``, the
-bytes that really cross MPI, and a dense vector is ``d · itemsize``. :func:`call_time` prices
-a call with the α–β model (α seconds per message hop, β bytes/s per link)::
+Every algorithm class declares what one step sends (``comm_pattern``: a list of
+:class:`decomp.comm.pattern.Call` values — call, bytes per message, messages on the busiest
+link — read off its implementation: the bytes are ``C.payload_bytes(d, dtype)``, the bytes that
+really cross MPI, a dense vector ``d · itemsize``) and its codec work (``codec_ops``).
+:func:`step_pattern` and :func:`codec_ops` ask the algorithm object, built from the registry
+(:func:`method_spec`); this module only prices. :func:`call_time` prices a call with the α–β
+model (α seconds per message hop, β bytes/s per link)::
 
     exchange to k neighbours (one host link serialises its k sends)   α + k·B/β
     gather at the master, fan-in f (linear Gatherv)                   α + f·B/β
@@ -39,15 +41,10 @@ import numpy as np
 
 from decomp.algorithms import registry
 from decomp.comm.delay import rounds
-from decomp.comm.masterworker import FIRST_MAX
+from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls
 from decomp.compress import Compressor, make_compressor
-from decomp.compress.aggregate import index_bits
-from decomp.compress.base import HEADER_BYTES
-from decomp.compress.randk import RandK
-from decomp.compress.topk import TopK
+from decomp.compress.aggregate import sum_payload_bytes
 from decomp.errors import ConfigError
-from decomp.kernels.bits import packed_bytes
-from decomp.participation import participation_probability
 
 __all__ = ["ALLREDUCE_ALGORITHMS", "BCAST_LONG", "BCAST_SHORT", "HOPS", "Call", "CodecOp",
            "MethodSpec", "bcast_bytes_calls", "call_time", "codec_ops", "hops", "link_bytes",
@@ -58,30 +55,6 @@ HOPS = ("algorithm", "emulated")
 #: MPICH's broadcast switch points (bytes)
 BCAST_SHORT = 12288
 BCAST_LONG = 524288
-CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce")
-
-
-@dataclass(frozen=True)
-class Call:
-    """One communication call of a step.
-
-    call: exchange | gather | broadcast | allgather | allreduce; nbytes: bytes per message
-    (one rank's payload B); fan: messages of B serialised on the busiest link (exchange: the
-    degree k; gather: the master's fan-in; 1 for the other collectives, whose algorithm sets
-    it); n: ranks in the call; overlap: posted before the gradient and waited for after it
-    (D-PSGD), so it hides behind the computation; what: a few words for tables.
-    """
-
-    call: str
-    nbytes: float
-    fan: float
-    n: int
-    overlap: bool = False
-    what: str = ""
-
-    def __post_init__(self) -> None:
-        if self.call not in CALLS:
-            raise ValueError(f"unknown call {self.call!r} (one of {', '.join(CALLS)})")
 
 
 def _L(n: int) -> int:
@@ -148,24 +121,42 @@ def _check_allreduce(name: str) -> str:
 @dataclass(frozen=True)
 class MethodSpec:
     """A method as the cost model needs it: registry name, compressor (None: dense), resolved
-    options (the class defaults overridden by the config), batch size, label."""
+    options (the class defaults overridden by the config), batch size, label, and the
+    algorithm object (``alg``) that declares its traffic (``comm_pattern``, ``codec_ops``)."""
 
     algorithm: str
     compressor: Compressor | None
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     batch_size: int | None = None
     label: str = ""
+    alg: Any = field(default=None, hash=False, compare=False, repr=False)
 
     @property
     def family(self) -> str:
         return registry.family(self.algorithm)
+
+    @property
+    def algorithm_object(self) -> Any:
+        """The algorithm object (``alg``, or one built from the registry)."""
+        return self.alg if self.alg is not None else _build(self)
+
+
+def _build(s: MethodSpec) -> Any:
+    """The algorithm object of a spec, for pricing: the class's ``pricing_options`` stand in
+    for required options that were not given (they do not change the traffic)."""
+    spec = registry.get(s.algorithm)
+    kwargs = {**getattr(spec.cls, "pricing_options", {}),
+              **{k: v for k, v in s.options.items() if v is not None}}
+    if spec.uses_compressor:
+        kwargs["compressor"] = s.compressor
+    return spec.cls(batch_size=s.batch_size, **kwargs)
 
 
 def method_spec(method: Any) -> MethodSpec:
     """A :class:`MethodSpec` from a registry name, a ``[[methods]]`` table (dict), a
     :class:`decomp.config.MethodConfig` or a MethodSpec. Options not given take the class
     defaults; a required option without a default (CHOCO's gamma_c, BEER's gamma) does not
-    change the traffic and is left out."""
+    change the traffic and is left out (the class's ``pricing_options`` stand in for it)."""
     if isinstance(method, MethodSpec):
         return method
     if isinstance(method, str):
@@ -198,133 +189,28 @@ def method_spec(method: Any) -> MethodSpec:
         raise ConfigError(f"{name} sends dense vectors and takes no compressor")
     else:
         c = None
-    return MethodSpec(name, c, resolved, batch, label or name)
-
-
-def sum_payload_bytes(C: Compressor, d: int, senders: float, dtype: Any = np.float64) -> int:
-    """Bytes of the master's compressed-downlink sum of ``senders`` payloads
-    (:class:`decomp.compress.aggregate.SumEncoder`): for Top-k / Rand-k the union of the index
-    sets — taken disjoint, an upper bound, ``min(senders·k, d)`` entries — sparse or dense,
-    whichever is smaller; for other compressors the dense sum."""
-    isz = np.dtype(dtype).itemsize
-    dense = HEADER_BYTES + d * isz
-    inner = getattr(C, "inner", C)  # as aggregate.sparse_parts
-    if type(inner) not in (TopK, RandK):
-        return dense
-    count = min(int(math.ceil(senders)) * inner.k_for(d), d)
-    return min(dense, HEADER_BYTES + count * isz + packed_bytes(count, index_bits(d)))
-
-
-def bcast_bytes_calls(size: int, n: int, what: str) -> list[Call]:
-    """The Bcasts of :meth:`decomp.comm.MasterWorker.broadcast_bytes` for a payload of steady
-    ``size`` bytes: one chunk of ``size + size/16 + 8`` rounded up to 64 B (it carries the size
-    and the payload), capped at FIRST_MAX (2 MiB); the rest, if any, in a second Bcast."""
-    chunk = min(FIRST_MAX, max(64, (size + size // 16 + 8 + 63) & ~63))
-    calls = [Call("broadcast", chunk, 1, n, what=what)]
-    if size + 8 > chunk:
-        calls.append(Call("broadcast", size + 8 - chunk, 1, n, what=what + " (rest)"))
-    return calls
+    s = MethodSpec(name, c, resolved, batch, label or name)
+    return MethodSpec(name, c, resolved, batch, label or name, _build(s))
 
 
 def step_pattern(method: Any, d: int, n: int, degree: int = 2, *, master: str = "shared",
                  dtype: Any = np.float64) -> list[Call]:
     """The communication calls of one step of ``method`` (anything :func:`method_spec`
     takes) for n workers (nodes), a d-vector of ``dtype`` and topology degree k
-    (decentralized family). master: shared (rank 0 is worker 0: fan-in n − 1, n ranks) or
-    dedicated (fan-in n, n + 1 ranks)."""
+    (decentralized family), as its class declares them (``comm_pattern``). master: shared
+    (rank 0 is worker 0: fan-in n − 1, n ranks) or dedicated (fan-in n, n + 1 ranks)."""
     s = method_spec(method)
     if n < 1 or d < 1:
         raise ConfigError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
-    dense = d * np.dtype(dtype).itemsize
-    C = s.compressor
-    B = C.payload_bytes(d, dtype) if C is not None else dense
-    name, o = s.algorithm, s.options
-    if s.family == registry.DECENTRALIZED_FAMILY:
-        if name == "allreduce_sgd":
-            return [Call("allreduce", dense, 1, n, what="dense gradient sum")]
-        if name == "allreduce_qsgd":
-            return [Call("allgather", B, 1, n, what="compressed gradients")]
-        if name == "dpsgd":
-            return [Call("exchange", dense, degree, n, overlap=True, what="dense x_i")]
-        if name == "beer":
-            return [Call("exchange", B, degree, n, what="C(x - h)"),
-                    Call("exchange", B, degree, n, what="C(v - g)")]
-        return [Call("exchange", B, degree, n, what="replica update")]
-    if master not in ("shared", "dedicated"):
-        raise ConfigError(f"master must be shared or dedicated, got {master!r}")
-    world = n if master == "shared" else n + 1
-    fanin = n - 1 if master == "shared" else n
-    if name in ("gd", "sgd", "sgdm"):
-        return [Call("allreduce", dense, 1, world, what="dense gradient sum")]
-    assert C is not None
-    senders: float = n
-    if name == "ef21_pp":
-        p = participation_probability(n, float(o["p"]), o["sampling"])
-        fan: float = p * fanin
-        senders = p * n
-        up = Call("gather", B, fan, world, what=f"participants' payloads (p = {p:g})")
-    elif name == "ef21_plus":
-        up = Call("gather", 1 + B, fanin, world, what="flag + payload")
-    else:
-        up = Call("gather", B, fanin, world, what="payloads")
-    if name == "ef21_bc":
-        CM = o.get("downlink_compressor")
-        CM = make_compressor(CM) if CM is not None else C
-        return [up, *bcast_bytes_calls(CM.payload_bytes(d, dtype), world, "C_M(g~ - g)")]
-    downlink = "model" if name == "ef21_plus" else o.get("downlink", "compressed")
-    if downlink == "model":
-        return [up, Call("broadcast", dense, 1, world, what="dense model")]
-    return [up, *bcast_bytes_calls(sum_payload_bytes(C, d, senders, dtype), world,
-                                   "sum of payloads")]
-
-
-@dataclass(frozen=True)
-class CodecOp:
-    """Codec work on a step's critical path: ``count`` × ``op`` (encode | decode | axpy) of
-    ``compressor`` (None for axpy: one dense y += a·x pass over d)."""
-
-    op: str
-    compressor: Compressor | None
-    count: float
-    what: str = ""
+    return s.algorithm_object.comm_pattern(d, n, degree, master=master, dtype=dtype)
 
 
 def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
-    """The compression (and mixing) work of one step on its slowest rank. Master–worker: a
-    worker's encode (before the gather), the shared master's decode into its own g_i (e_i for
-    EF; DCGD keeps no state; a dedicated master has none), the decode of every payload into
-    the sum (n, or the expected participants) and one axpy-like pass applying it on every
-    rank; decentralized: one encode and 1 + k decodes per replica round, 1 + k dense axpy for
-    the mixing of D-PSGD / DCD / ECD, n decodes for the all-gather baseline."""
-    s = method_spec(method)
-    C, name = s.compressor, s.algorithm
-    if C is None:
-        if name == "dpsgd":
-            return [CodecOp("axpy", None, 1 + degree, "mixing")]
-        return []
-    if s.family == registry.DECENTRALIZED_FAMILY:
-        if name == "allreduce_qsgd":
-            return [CodecOp("encode", C, 1), CodecOp("decode", C, n, "every payload")]
-        rounds_ = 2 if name == "beer" else 1
-        ops = [CodecOp("encode", C, rounds_), CodecOp("decode", C, rounds_ * (1 + degree),
-                                                        "own + neighbours' replicas")]
-        if name in ("dcd_psgd", "ecd_psgd"):
-            ops.append(CodecOp("axpy", None, 1 + degree, "mixing"))
-        return ops
-    senders: float = n
-    if name == "ef21_pp":
-        senders = participation_probability(n, float(s.options["p"]), s.options["sampling"]) * n
-    # a worker's encode precedes the gather on any rank; the decode into its own g_i runs on
-    # the master's path only when the master is also a worker (shared)
-    own = 0 if master == "dedicated" else 1
-    ops = [CodecOp("encode", C, 2 if name == "ef21_plus" else 1, "a worker's payload"),
-           CodecOp("decode", C, 0 if name == "dcgd" else (2 if name == "ef21_plus" else 1) * own,
-                   "own g_i / e_i"),
-           CodecOp("decode", C, senders, "aggregate")]
-    if name == "ef21_bc":
-        CM = s.options.get("downlink_compressor")
-        CM = make_compressor(CM) if CM is not None else C
-        ops += [CodecOp("encode", CM, 1, "C_M"), CodecOp("decode", CM, 1, "apply b")]
-    elif name != "ef21_plus" and s.options.get("downlink", "compressed") == "compressed":
-        ops.append(CodecOp("axpy", None, 1, "apply the sum"))
-    return ops
+    """The compression (and mixing) work of one step on its slowest rank, as the method's
+    class declares it (``codec_ops``). Master–worker: a worker's encode (before the gather),
+    the shared master's decode into its own g_i (e_i for EF; DCGD keeps no state; a dedicated
+    master has none), the decode of every payload into the sum (n, or the expected
+    participants) and one axpy-like pass applying it on every rank; decentralized: one encode
+    and 1 + k decodes per replica round, 1 + k dense axpy for the mixing of D-PSGD / DCD /
+    ECD, n decodes for the all-gather baseline."""
+    return method_spec(method).algorithm_object.codec_ops(n, degree, master=master)

@@ -172,8 +172,8 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     from ``reference`` by :func:`decomp.netmodel.steps.scale_steps`; without one, the
     config's ``run.steps``) and time to target.
 
-    transient: ``measured`` — the gossip methods' topology-free part is the config's
-    ``allreduce_sgd`` count and only the excess over it scales (no excess measured: no
+    transient: ``measured`` — the gossip methods' topology-free part is the count of the
+    config's baseline method (the dense all-reduce: its class's ``steps_scaling.baseline``) and only the excess over it scales (no excess measured: no
     scaling); ``bound`` — the upper bound S_ref · max(1, q_ref/q) over every split of S_ref
     (:func:`decomp.netmodel.steps.scale_steps`)."""
     if transient not in ("measured", "bound"):
@@ -186,7 +186,7 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     base = None
     if reference is not None and transient == "measured":
         for s in specs:
-            if s.algorithm == "allreduce_sgd" and reference.steps.get(s.label) is not None:
+            if rule_for(s.algorithm).baseline and reference.steps.get(s.label) is not None:
                 base = reference.steps[s.label]
                 break
     out = []

@@ -2,7 +2,8 @@
 
 The reference count S_ref comes from a ``decomp sim`` curve of the config at n_ref workers on
 the config's topology (the first logged step with ‖∇f(x̄)‖² ≤ target), or is given
-(``--steps-to-target``). Carrying it elsewhere (:func:`scale_steps`):
+(``--steps-to-target``). Carrying it elsewhere (:func:`scale_steps`) follows the rule each algorithm class declares
+(``steps_scaling``, a :class:`decomp.theory.StepsScaling`; a class without one is refused):
 
 * **master–worker and all-reduce methods** (gd, sgd, sgdm, dcgd, ef, the EF21 family,
   allreduce_sgd, allreduce_qsgd): every rank applies the same update of the mean gradient
@@ -42,40 +43,27 @@ from typing import Any
 
 from decomp.algorithms import registry
 from decomp.errors import ConfigError
+from decomp.theory import StepsScaling
 
-__all__ = ["RULES", "Rule", "StepsReference", "read_curve", "rule_for", "scale_steps",
+__all__ = ["Rule", "StepsReference", "read_curve", "rule_for", "scale_steps",
            "steps_from_rows"]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """How a method's step count depends on W: the quantity (``none`` | ``p`` = 1 − ρ² |
-    ``delta2`` = δ² | ``delta`` = δ), whether the all-reduce count is its topology-free part,
-    the source and whether it is a heuristic."""
-
-    measure: str
-    base: bool
-    source: str
-    heuristic: bool
-
-
-_DPSGD = Rule("p", True, "Koloskova et al. ICML 2020, Thm 2: transient ~ 1/p, p = 1 - rho^2",
-              False)
-RULES: dict[str, Rule] = {
-    "dpsgd": _DPSGD,
-    "dcd_psgd": Rule("p", True, "as D-PSGD (Koloskova et al. 2020), heuristic for DCD", True),
-    "ecd_psgd": Rule("p", True, "as D-PSGD (Koloskova et al. 2020), heuristic for ECD", True),
-    "choco_sgd": Rule("delta2", True, "Koloskova et al. ICLR 2020, Thm 4.1: transient ~ "
-                      "1/delta^2", False),
-    "beer": Rule("delta", False, "heuristic: step size ~ delta (docs/algorithms.md)", True),
-}
-_NONE = Rule("none", False, "independent of the topology (same update on every rank)", False)
+#: how a method's step count depends on W — declared by its class (``steps_scaling``)
+Rule = StepsScaling
 
 
 def rule_for(algorithm: str) -> Rule:
-    """The scaling rule of a registered method."""
-    registry.get(algorithm)  # unknown names refused
-    return RULES.get(algorithm, _NONE)
+    """The scaling rule of a registered method, as its class declares it (``steps_scaling``);
+    a ConfigError for an unknown name or a class that declares none."""
+    cls = registry.get(algorithm).cls
+    rule = getattr(cls, "steps_scaling", None)
+    if rule is None:
+        raise ConfigError(f"{algorithm} ({cls.__name__}) does not declare how its steps to a "
+                          "target scale with the topology: give the class a steps_scaling "
+                          "(decomp.theory.StepsScaling; TOPOLOGY_FREE when every rank applies "
+                          "the same update), or model it at the reference size only")
+    return rule
 
 
 def _measure(rule: Rule, rho: float) -> float:

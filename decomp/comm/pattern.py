@@ -1,0 +1,82 @@
+"""What one step of a method sends and decodes, as data (no pricing).
+
+Every algorithm class declares its step's communication as a list of :class:`Call` values
+(``comm_pattern(d, n, degree, master=, dtype=)``) and its codec work as :class:`CodecOp`
+values (``codec_ops(n, degree, master=)``); :mod:`decomp.netmodel` prices them with the α–β
+model, and tests hold them against the bytes the reference and the MPI run count.
+
+:func:`bcast_bytes_calls` lists the Bcasts of :meth:`decomp.comm.MasterWorker.broadcast_bytes`
+for a payload of a given size (the transport's chunking, so it lives with the transport).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from decomp.comm.masterworker import FIRST_MAX
+from decomp.errors import ConfigError
+
+__all__ = ["CALLS", "CODEC_OPS", "MASTERS", "Call", "CodecOp", "bcast_bytes_calls",
+           "master_world"]
+
+#: the communication calls a step is made of
+CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce")
+#: the codec work a step does (axpy: one dense y += a·x pass over d)
+CODEC_OPS = ("encode", "decode", "axpy")
+#: where the master–worker family's master runs: on rank 0 with worker 0, or on its own rank
+MASTERS = ("shared", "dedicated")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One communication call of a step.
+
+    call: exchange | gather | broadcast | allgather | allreduce; nbytes: bytes per message
+    (one rank's payload B); fan: messages of B serialised on the busiest link (exchange: the
+    degree k; gather: the master's fan-in; 1 for the other collectives, whose algorithm sets
+    it); n: ranks in the call; overlap: posted before the gradient and waited for after it
+    (D-PSGD), so it hides behind the computation; what: a few words for tables.
+    """
+
+    call: str
+    nbytes: float
+    fan: float
+    n: int
+    overlap: bool = False
+    what: str = ""
+
+    def __post_init__(self) -> None:
+        if self.call not in CALLS:
+            raise ValueError(f"unknown call {self.call!r} (one of {', '.join(CALLS)})")
+
+
+@dataclass(frozen=True)
+class CodecOp:
+    """Codec work on a step's critical path: ``count`` × ``op`` (encode | decode | axpy) of
+    ``compressor`` (a :class:`decomp.compress.Compressor`; None for axpy: one dense
+    y += a·x pass over d)."""
+
+    op: str
+    compressor: Any
+    count: float
+    what: str = ""
+
+
+def master_world(n: int, master: str) -> tuple[int, int]:
+    """(ranks, the master's fan-in) of a master–worker run of n workers: shared (rank 0 is
+    worker 0: n ranks, fan-in n − 1) or dedicated (n + 1 ranks, fan-in n)."""
+    if master not in MASTERS:
+        raise ConfigError(f"master must be shared or dedicated, got {master!r}")
+    return (n, n - 1) if master == "shared" else (n + 1, n)
+
+
+def bcast_bytes_calls(size: int, n: int, what: str) -> list[Call]:
+    """The Bcasts of :meth:`decomp.comm.MasterWorker.broadcast_bytes` for a payload of steady
+    ``size`` bytes: one chunk of ``size + size/16 + 8`` rounded up to 64 B (it carries the size
+    and the payload), capped at FIRST_MAX (2 MiB); the rest, if any, in a second Bcast."""
+    chunk = min(FIRST_MAX, max(64, (size + size // 16 + 8 + 63) & ~63))
+    calls = [Call("broadcast", chunk, 1, n, what=what)]
+    if size + 8 > chunk:
+        calls.append(Call("broadcast", size + 8 - chunk, 1, n, what=what + " (rest)"))
+    return calls
