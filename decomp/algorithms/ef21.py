@@ -211,6 +211,7 @@ class EF21Plus(EF21):
 
     # ---- declarations (decomp.torch.oracle, decomp.netmodel) ----
     encodes_per_step = 2  # the EF21 candidate and the fresh compressed gradient
+    torch_driver = ""  # g lives on the master only: torch_refusal says why
 
     def uplink(self, nbytes: int, n: int, fanin: int, world: int) -> Call:
         return Call("gather", 1 + nbytes, fanin, world, what="flag + payload")

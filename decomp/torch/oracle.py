@@ -5,7 +5,8 @@ minibatch is the user's) into the flat gradient buffer of a
 :class:`~decomp.torch.flat.FlatModel`. :class:`GradientOracle` is the
 :class:`~decomp.problems.Problem` the algorithm sees: its ``grad(x)`` returns that vector, so
 the algorithm's own ``init``/``step`` code does the compression and the communication
-unchanged. :func:`driver_kind` says how a given algorithm is driven (see docs/torch.md,
+unchanged. :func:`driver_kind` says how a given algorithm is driven — its class declares it
+(``torch_driver``, and ``torch_refusal()`` for an object it cannot drive; see docs/torch.md,
 "What the wrapped optimizer sees"):
 
 ``"estimator"`` — EF21, EF21-SGD, EF21-SGDM (master–worker, step = descend, then a gradient at
@@ -30,17 +31,12 @@ import numpy as np
 
 from decomp.algorithms.base import MasterWorkerAlgorithm
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm
-from decomp.algorithms.dense import GD
-from decomp.algorithms.ef import DCGD, EF
-from decomp.algorithms.ef21 import EF21, EF21Plus
-from decomp.algorithms.sgdm import SGDM
+from decomp.algorithms.registry import REGISTRY, family_of_class
 from decomp.errors import ConfigError
 from decomp.problems import Problem
 
-#: the ways an algorithm is driven (module doc)
+#: the ways an algorithm is driven (module doc); each class declares its ``torch_driver``
 KINDS = ("estimator", "update", "gossip")
-#: master–worker classes driven as "update" (a step is gradient, then the update of x)
-UPDATE_CLASSES: tuple[type, ...] = (GD, SGDM, DCGD, EF)
 
 
 class GradientOracle(Problem):
@@ -102,25 +98,27 @@ def driver_kind(algorithm: Any) -> str:
     if getattr(algorithm, "init_batch", None) is not None:
         raise ConfigError(f"DistributedOptimizer: {name} has init_batch; its first estimate "
                           "comes from your first minibatch: leave init_batch unset")
-    if isinstance(algorithm, DecentralizedAlgorithm):
-        return "gossip"
-    if not isinstance(algorithm, MasterWorkerAlgorithm):
+    if not isinstance(algorithm, (MasterWorkerAlgorithm, DecentralizedAlgorithm)):
         raise ConfigError(f"DistributedOptimizer: {algorithm!r} is not a decomp algorithm "
                           "(decomp.algorithms: EF21, EF, GD, CHOCOSGD, ...)")
-    if isinstance(algorithm, EF21Plus):
-        raise ConfigError("DistributedOptimizer: EF21Plus keeps g on the master only and "
-                          "broadcasts the model, so there is no estimator on every rank to "
-                          "hand to your optimizer; use EF21 or EF21SGDM")
-    if isinstance(algorithm, EF21):
-        if algorithm.downlink != "compressed":
-            raise ConfigError(f"DistributedOptimizer: {name}(downlink={algorithm.downlink!r}) "
-                              "keeps g on the master only; use downlink='compressed' (the "
-                              "default), which keeps the estimator g on every rank")
-        return "estimator"
-    if isinstance(algorithm, UPDATE_CLASSES):
-        return "update"
-    raise ConfigError(f"DistributedOptimizer cannot drive {name} yet (master–worker: EF21, "
-                      "EF21SGDM, EF, DCGD, GD, SGDM; decentralized: all)")
+    refusal = algorithm.torch_refusal()
+    if refusal:
+        raise ConfigError(refusal)
+    kind = type(algorithm).torch_driver
+    if kind in KINDS:
+        return kind
+    raise ConfigError(f"DistributedOptimizer cannot drive {name} yet ({drivable()})")
 
 
-__all__ = ["KINDS", "UPDATE_CLASSES", "GradientOracle", "driver_kind"]
+def drivable() -> str:
+    """The registered classes the optimizer drives, per family (for messages)."""
+    by: dict[str, list[str]] = {}
+    for spec in REGISTRY.values():
+        if spec.cls.torch_driver in KINDS:
+            names = by.setdefault(family_of_class(spec.cls), [])
+            if spec.cls.__name__ not in names:
+                names.append(spec.cls.__name__)
+    return "; ".join(f"{fam.replace('_', '–')}: {', '.join(cls)}" for fam, cls in by.items())
+
+
+__all__ = ["KINDS", "GradientOracle", "drivable", "driver_kind"]
