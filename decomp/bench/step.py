@@ -26,6 +26,7 @@ plus the uncompressed 1-D tensors.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD
+from decomp.compress import make_compressor
 
 #: --model name -> (make_model name, input shape, options)
 MODELS: dict[str, tuple[str, tuple[int, ...], dict[str, Any]]] = {
@@ -46,13 +50,14 @@ MODELS: dict[str, tuple[str, tuple[int, ...], dict[str, Any]]] = {
 N_CLASSES = 10
 TOPK = {"kind": "topk", "ratio": 0.01}
 
-#: label -> (kind, registry name or DDP hook, compressor spec, options)
-METHODS: dict[str, tuple[str, str, Any, dict[str, Any]]] = {
-    "sgd (dense all-reduce)": ("decomp", "sgd", None, {}),
-    "ef21 top1%": ("decomp", "ef21_sgd", TOPK, {}),
-    "ef21 top1% model-bcast": ("decomp", "ef21_sgd", TOPK, {"downlink": "model"}),
-    "choco top1% ring": ("decomp", "choco_sgd", TOPK, {"gamma_c": 0.5}),
-    "dpsgd ring": ("decomp", "dpsgd", None, {}),
+#: label -> (kind, algorithm class (decomp) or DDP hook, compressor spec, options); the decomp
+#: methods run with minibatches of ``--batch``
+METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
+    "sgd (dense all-reduce)": ("decomp", GD, None, {}),
+    "ef21 top1%": ("decomp", EF21, TOPK, {}),
+    "ef21 top1% model-bcast": ("decomp", EF21, TOPK, {"downlink": "model"}),
+    "choco top1% ring": ("decomp", CHOCOSGD, TOPK, {"gamma_c": 0.5}),
+    "dpsgd ring": ("decomp", DPSGD, None, {}),
     "ddp": ("ddp", "allreduce", None, {}),
     "ddp fp16": ("ddp", "fp16", None, {}),
     "ddp powersgd r4": ("ddp", "powersgd", None, {}),
@@ -103,27 +108,27 @@ def _data(rank: int, input_shape: tuple[int, ...], rows: int, seed: int) -> tupl
 
 
 class _DecompRunner(_Runner):
-    def __init__(self, comm: Any, label: str, name: str, comp: Any, opts: dict[str, Any],
+    def __init__(self, comm: Any, label: str, cls: type, comp: Any, opts: dict[str, Any],
                  model: Any, data: tuple[Any, Any], batch: int, lr: float, seed: int) -> None:
         import copy
 
         from torch import nn
 
-        from decomp.algorithms.registry import DECENTRALIZED_FAMILY, get
+        from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of_class
         from decomp.comm.timing import Stopwatch, TimedCodec, TimedTransport
         from decomp.runner.session import Session, open_transport
         from decomp.topologies import mixing_matrix
         from decomp.torch.flat import FlatModel
         from decomp.torch.problem import TorchProblem
 
-        spec = get(name)
-        if "downlink" in opts and "downlink" not in spec.options:
+        if "downlink" in opts and "downlink" not in inspect.signature(cls).parameters:
             raise KeyError(f"{label}: this decomp has no downlink option")
-        alg = spec.build(compressor=comp, batch_size=batch, options=opts, label=label)
+        alg = cls(make_compressor(comp), batch_size=batch, **opts) if comp is not None \
+            else cls(batch_size=batch, **opts)
         flat = FlatModel(copy.deepcopy(model))
         self.problem = TorchProblem(flat, nn.CrossEntropyLoss(), *data, seed=seed,
                                     worker=comm.Get_rank())
-        family = spec.family
+        family = family_of_class(cls)
         mixing = mixing_matrix("ring", comm.Get_size()) if family == DECENTRALIZED_FAMILY else None
         tp = open_transport(family, comm, mixing=mixing)
         self.session = Session(alg, tp, self.problem, lr=lr, seed=seed)

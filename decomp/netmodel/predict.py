@@ -173,8 +173,9 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     config's ``run.steps``) and time to target.
 
     transient: ``measured`` — the gossip methods' topology-free part is the count of the
-    config's baseline method (the dense all-reduce: its class's ``steps_scaling.baseline``) and only the excess over it scales (no excess measured: no
-    scaling); ``bound`` — the upper bound S_ref · max(1, q_ref/q) over every split of S_ref
+    config's baseline method (the dense all-reduce: its class's ``steps_scaling.baseline``)
+    and only the excess over it scales (no excess measured: no scaling); ``bound`` — the
+    upper bound S_ref · max(1, q_ref/q) over every split of S_ref
     (:func:`decomp.netmodel.steps.scale_steps`)."""
     if transient not in ("measured", "bound"):
         raise ConfigError(f"transient must be 'measured' or 'bound', got {transient!r}")

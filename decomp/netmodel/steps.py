@@ -2,8 +2,9 @@
 
 The reference count S_ref comes from a ``decomp sim`` curve of the config at n_ref workers on
 the config's topology (the first logged step with ‖∇f(x̄)‖² ≤ target), or is given
-(``--steps-to-target``). Carrying it elsewhere (:func:`scale_steps`) follows the rule each algorithm class declares
-(``steps_scaling``, a :class:`decomp.theory.StepsScaling`; a class without one is refused):
+(``--steps-to-target``). Carrying it elsewhere (:func:`scale_steps`) follows the rule each
+algorithm class declares (``steps_scaling``, a :class:`decomp.theory.StepsScaling`; a class
+without one is refused):
 
 * **master–worker and all-reduce methods** (gd, sgd, sgdm, dcgd, ef, the EF21 family,
   allreduce_sgd, allreduce_qsgd): every rank applies the same update of the mean gradient

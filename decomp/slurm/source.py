@@ -122,21 +122,21 @@ def load_source(path: str | Path, sweeps: Sequence[str] = ()) -> Source:
 
 
 def choose_template(src: Source) -> str:
-    """sweep for a grid; decentralized for gossip algorithms; torch for torch models; else
-    ef21 (master–worker)."""
+    """sweep for a grid; decentralized (the family's name) for gossip algorithms; torch for
+    torch models; else master_worker (the family's name)."""
+    from decomp.algorithms.registry import DECENTRALIZED_FAMILY, MASTER_WORKER_FAMILY, names
+
     if src.is_sweep:
         return "sweep"
     methods = src.raw.get("methods", [])
     algos = {str(m.get("algorithm", "")).lower() for m in methods if isinstance(m, dict)}
-    from decomp.algorithms.registry import names
-
-    if algos & set(names("decentralized")) or "topology" in src.raw:
-        return "decentralized"
+    if algos & set(names(DECENTRALIZED_FAMILY)) or "topology" in src.raw:
+        return DECENTRALIZED_FAMILY
     problem = src.raw.get("problem", {})
     if isinstance(problem, dict) and ("model" in problem or "torch" in str(problem.get("kind"))
                                       or "mnist1d" in str(problem.get("dataset", "")).lower()):
         return "torch"
-    return "ef21"
+    return MASTER_WORKER_FAMILY
 
 
 def template_dirs() -> list[Path]:
@@ -146,7 +146,7 @@ def template_dirs() -> list[Path]:
 
 
 def find_template(name: str) -> Path:
-    """A template by name (``ef21``, ``sweep``, ...) or path."""
+    """A template by name (``master_worker``, ``sweep``, ...) or path."""
     p = Path(name).expanduser()
     if p.suffix == TEMPLATE_SUFFIX or "/" in name:
         if p.is_file():

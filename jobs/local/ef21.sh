@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# decomp without SLURM: EF21 (master–worker) with mpiexec. The same run as jobs/slurm/ef21.sbatch.
+# decomp without SLURM: EF21 (master–worker) with mpiexec. The same run as jobs/slurm/master_worker.sbatch.
 #
 #   bash jobs/local/ef21.sh [CONFIG] [decomp run args...]
 #   NP=8 bash jobs/local/ef21.sh jobs/configs/ef21_a9a.toml --steps 500

@@ -51,7 +51,7 @@ def test_every_option_lands_in_the_script(tmp_path: Path) -> None:
                   "--sbatch=--qos=debug", "--sbatch=--exclusive", "--set", "run.log_every=7",
                   "--steps", "42", "--data-dir", str(tmp_path), "--launcher", "mpiexec",
                   "--mpi", "pmix", "--venv", str(venv), "--module", "openmpi/4.1",
-                  "--module", "python/3.11", "--template", "ef21")
+                  "--module", "python/3.11", "--template", "master_worker")
     opts = sbatch_options(text)
     assert opts == {"job-name": "my.job", "nodes": "3", "ntasks-per-node": "5",
                     "cpus-per-task": "2", "time": "01:02:03", "output": "/x/%x-%j.log",
@@ -221,7 +221,7 @@ def test_template_choice() -> None:
     def src(raw: dict, grid: dict | None = None) -> Source:
         return Source(EF21, raw, grid=grid or {})
 
-    assert choose_template(src({"methods": [{"algorithm": "ef21"}]})) == "ef21"
+    assert choose_template(src({"methods": [{"algorithm": "ef21"}]})) == "master_worker"
     assert choose_template(src({"methods": [{"algorithm": "choco_sgd"}]})) == "decentralized"
     assert choose_template(src({"topology": {"kind": "ring"}})) == "decentralized"
     assert choose_template(src({"methods": [{"algorithm": "dcd_psgd"}]})) == "decentralized"
