@@ -1,0 +1,159 @@
+"""What a class declares is what the rest of the code reads (issue 21, "the class is the unit").
+
+- Its communication pattern (``comm_pattern``) is read by both the cost model and the bytes
+  its reference counts: the bytes one step adds to the reference's per-rank counters equal
+  what the pattern says a rank sends (and the MPI runs equal the reference's counters, see
+  tests/mpi/*_vs_sim.py).
+- decomp.netmodel refuses an unknown name, and a class that declares no steps scaling, with a
+  clear error (no silent default, no assert).
+- The torch front end drives a method the way its class declares (``torch_driver``), refuses
+  an object the class says it cannot drive (``torch_refusal``) and anything that is not a
+  decomp algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from decomp.algorithms.registry import DECENTRALIZED_FAMILY, REGISTRY
+from decomp.comm.pattern import Call
+from decomp.data import load_dataset
+from decomp.errors import ConfigError
+from decomp.problems import initial_point, split_problem
+from decomp.sim import simulate, simulate_decentralized
+from decomp.topologies import mixing_matrix
+
+N = 4
+TOPK = {"kind": "topk", "k": 3}
+QSGD = {"kind": "qsgd", "levels": 4}
+
+
+@pytest.fixture(scope="module")
+def work() -> tuple[Any, np.ndarray]:
+    ds = load_dataset("breast_cancer", scale="standard")
+    return split_problem(ds, "logistic", N), initial_point("normal", ds.n_features, seed=2)
+
+
+def _sent(c: Call) -> float:
+    """Bytes one rank sends in a call (an exchange: one message per neighbour; a gather: a
+    worker's payload; an all-reduce / all-gather: its own contribution)."""
+    return c.nbytes * c.fan if c.call == "exchange" else c.nbytes
+
+
+# (registry name, compressor, options, sim keywords)
+MASTER_WORKER = [("gd", None, {}, {}), ("ef", TOPK, {}, {}), ("dcgd", QSGD, {}, {}),
+                 ("ef21", TOPK, {}, {}), ("ef21_plus", TOPK, {}, {})]
+GOSSIP = [("dpsgd", None, {}, {}), ("dcd_psgd", QSGD, {}, {}),
+          ("choco_sgd", TOPK, {"gamma_c": 0.5}, {"gamma_c": 0.5}),
+          ("beer", TOPK, {"gamma": 0.5}, {"gamma": 0.5}), ("allreduce_sgd", None, {}, {}),
+          ("allreduce_qsgd", QSGD, {}, {})]
+
+
+@pytest.mark.parametrize("name, comp, opts, kw", MASTER_WORKER, ids=[m[0] for m in MASTER_WORKER])
+def test_master_worker_pattern_is_the_bytes_the_reference_counts(work, name, comp, opts,
+                                                                 kw) -> None:
+    probs, x0 = work
+    alg = REGISTRY[name].build(compressor=comp, options=opts)
+    C = alg.compressor if alg.uses_compressor else None
+    up = [c for c in alg.comm_pattern(x0.size, N, dtype=x0.dtype)
+          if c.call in ("gather", "allreduce")]
+    assert len(up) == 1
+    runs = [simulate(name, probs, x0, lr=0.1, steps=s, compressor=C, **kw) for s in (3, 5)]
+    per_step = (runs[1].bytes_up - runs[0].bytes_up) / 2
+    assert (per_step == _sent(up[0])).all(), (per_step, up[0])
+
+
+@pytest.mark.parametrize("name, comp, opts, kw", GOSSIP, ids=[g[0] for g in GOSSIP])
+def test_decentralized_pattern_is_the_bytes_the_reference_counts(work, name, comp, opts,
+                                                                 kw) -> None:
+    probs, x0 = work
+    W = mixing_matrix("ring", N)
+    alg = REGISTRY[name].build(compressor=comp, options=opts)
+    C = alg.compressor if alg.uses_compressor else None
+    calls = alg.comm_pattern(x0.size, N, W.degree_max, dtype=x0.dtype)
+    runs = [simulate_decentralized(name, probs, x0, W, lr=0.1, steps=s, compressor=C, **kw)
+            for s in (3, 5)]
+    per_step = (runs[1].bytes_sent - runs[0].bytes_sent) / 2
+    assert (per_step == sum(_sent(c) for c in calls)).all(), (per_step, calls)
+
+
+def test_every_registered_class_declares_its_traffic_and_steps_scaling() -> None:
+    for name, spec in REGISTRY.items():
+        from decomp.netmodel.patterns import method_spec
+
+        alg = method_spec(name).algorithm_object
+        assert alg.comm_pattern(100, 8, 2), name
+        assert isinstance(alg.codec_ops(8, 2), list), name
+        assert spec.cls.steps_scaling is not None, name
+        if spec.family == DECENTRALIZED_FAMILY:
+            assert spec.cls.torch_driver == "gossip", name
+
+
+# --------------------------------------------------------------------------- netmodel errors
+
+@pytest.mark.parametrize("call", ["pattern", "codec", "predict", "steps"])
+def test_netmodel_refuses_an_unknown_name(call: str) -> None:
+    from decomp.netmodel.patterns import codec_ops, step_pattern
+    from decomp.netmodel.predict import predict_step_time
+    from decomp.netmodel.steps import scale_steps
+
+    run = {"pattern": lambda: step_pattern("ef22", 100, 8),
+           "codec": lambda: codec_ops({"algorithm": "ef22"}, 8),
+           "predict": lambda: predict_step_time("ef22", 100, 8),
+           "steps": lambda: scale_steps("ef22", 100, 0.5, 0.9)}[call]
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'ef22'; did you mean 'ef21'"):
+        run()
+
+
+def test_netmodel_refuses_a_class_without_steps_scaling(monkeypatch) -> None:
+    from decomp.netmodel.steps import scale_steps
+
+    cls = REGISTRY["choco_sgd"].cls
+    monkeypatch.setattr(cls, "steps_scaling", None)
+    with pytest.raises(ConfigError, match="does not declare how its steps to a target scale"):
+        scale_steps("choco_sgd", 100, 0.5, 0.9)
+
+
+def test_a_required_option_that_does_not_change_traffic_is_not_needed_for_pricing() -> None:
+    from decomp.netmodel.patterns import step_pattern
+
+    a = step_pattern({"algorithm": "choco_sgd", "compressor": TOPK}, 100, 8, 2)
+    b = step_pattern({"algorithm": "choco_sgd", "compressor": TOPK, "gamma_c": 0.3}, 100, 8, 2)
+    assert a == b
+
+
+# --------------------------------------------------------------------------- torch driving
+
+def test_the_torch_driver_is_the_class_declaration() -> None:
+    from decomp.torch.oracle import KINDS, drivable, driver_kind
+
+    for name, spec in REGISTRY.items():
+        if spec.needs_batch:
+            continue
+        alg = REGISTRY[name].build(options={k: 0.5 for k in spec.cls.pricing_options})
+        refusal = alg.torch_refusal()
+        if refusal or spec.cls.torch_driver not in KINDS:
+            with pytest.raises(ConfigError, match="DistributedOptimizer"):
+                driver_kind(alg)
+        else:
+            assert driver_kind(alg) == spec.cls.torch_driver, name
+    assert "EF21," in drivable() and "EF21Plus" not in drivable()
+
+
+def test_the_torch_front_end_refuses_what_it_cannot_drive() -> None:
+    from decomp.algorithms import EF21, EF21Plus
+    from decomp.algorithms.ef21_bc import EF21BC
+    from decomp.compress import TopK
+    from decomp.torch.oracle import driver_kind
+
+    with pytest.raises(ConfigError, match="EF21Plus keeps g on the master only"):
+        driver_kind(EF21Plus(TopK(2)))
+    with pytest.raises(ConfigError, match=r"EF21\(downlink='model'\) keeps g on the master"):
+        driver_kind(EF21(TopK(2), downlink="model"))
+    with pytest.raises(ConfigError, match="cannot drive EF21BC yet .*master–worker: GD"):
+        driver_kind(EF21BC(TopK(2)))
+    with pytest.raises(ConfigError, match="'ef21' is not a decomp algorithm"):
+        driver_kind("ef21")
