@@ -19,7 +19,7 @@ survives those, the package's whole test list (unit tests, and the 2-rank MPI te
 (``--sample``, seed 17), so runs compare; ``--budget`` is the wall time of one invocation; run
 it again to continue. ``--copy NAME`` runs other packages in a second copy at the same time.
 ``--report`` prints the table and every surviving mutant (its diff); ``--after COMMIT`` reruns
-the survivors against the kill tests (tests/unit/test_mutation_kills_<package>.py) of COMMIT.
+the survivors against the kill tests (:data:`KILLS`, named after what they protect) of COMMIT.
 
     python tests/mutation/run_mutation.py [--packages kernels,compress] [--sample 40]
         [--budget 1200] [--commit HEAD] [--tests <commit>] [--copy b] [--report]
@@ -47,6 +47,31 @@ BIN = Path(PY).parent
 UNIT = [PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
 MPI2 = [str(BIN / "mpiexec"), "-n", "2", *UNIT[:3], "--with-mpi", *UNIT[3:]]
 
+#: package -> the tests written for its surviving mutants, named after the behaviour they
+#: protect (``--after`` reruns the survivors against these)
+KILLS: dict[str, list[str]] = {
+    "kernels": ["tests/unit/test_kernels_chunk_bounds.py",
+             "tests/unit/test_kernels_fused_finiteness.py",
+             "tests/unit/test_kernels_topk_collect.py"],
+    "compress": ["tests/unit/test_compress_k_from_ratio.py",
+             "tests/unit/test_compress_natural_rounding.py"],
+    "algorithms": ["tests/unit/test_algorithms_non_finite.py",
+             "tests/unit/test_algorithms_option_checks.py"],
+    "comm": ["tests/unit/test_comm_timing_wrappers.py",
+             "tests/mpi/test_transport_variable_sizes.py",
+             "tests/mpi/test_transport_benchmarks.py"],
+    "topologies": ["tests/unit/test_topologies_edge_cases.py"],
+}
+
+
+def _unit(files: list[str]) -> list[str]:
+    return [f for f in files if f.startswith("tests/unit/")]
+
+
+def _mpi(files: list[str]) -> list[str]:
+    return [f for f in files if f.startswith("tests/mpi/")]
+
+
 #: package -> (files to mutate, unit test files, 2-rank MPI test files) exercising them
 PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
     "kernels": ([f"kernels/{f}.py" for f in ("bits", "fused", "quant", "randk", "reduce", "rng",
@@ -54,7 +79,7 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
                 ["tests/unit/test_kernels.py", "tests/unit/test_compress_oracles.py",
                  "tests/unit/test_compress_topk.py", "tests/unit/test_compress.py",
                  "tests/unit/test_hot_path.py", "tests/unit/test_compress_stats.py",
-                 "tests/unit/test_algorithms_pure.py", "tests/unit/test_mutation_kills_kernels.py"],
+                 "tests/unit/test_algorithms_pure.py", *KILLS["kernels"]],
                 []),
     "compress": ([f"decomp/compress/{f}.py" for f in (
         "_common", "_ref", "_rng", "_wire", "aggregate", "base", "identity", "natural", "qsgd",
@@ -62,29 +87,29 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
                  ["tests/unit/test_compress_oracles.py", "tests/unit/test_compress.py",
                   "tests/unit/test_compress_stats.py", "tests/unit/test_compress_topk.py",
                   "tests/unit/test_compress_registry.py", "tests/unit/test_hot_path.py",
-                  "tests/unit/test_kernels.py", "tests/unit/test_mutation_kills_compress.py"],
+                  "tests/unit/test_kernels.py", *KILLS["compress"]],
                  []),
     "algorithms": ([f"decomp/algorithms/{f}.py" for f in (
         "allreduce", "base", "choco", "dcd", "decentralized_base", "dense", "dpsgd", "ecd", "ef",
         "ef21", "ef21_sgdm", "replica", "sgdm")],
                    ["tests/unit/test_algorithms_pure.py", "tests/unit/test_registry.py",
                     "tests/unit/test_directed_mixing.py", "tests/unit/test_decentralized.py",
-                    "tests/unit/test_sim_masterworker.py",
-                    "tests/unit/test_mutation_kills_algorithms.py"],
+                    "tests/unit/test_sim_masterworker.py", *KILLS["algorithms"]],
                    ["tests/mpi/test_masterworker_vs_sim.py",
                     "tests/mpi/test_decentralized_vs_sim.py",
                     "tests/mpi/test_decentralized_transport.py"]),
     "comm": ([f"decomp/comm/{f}.py" for f in ("counters", "masterworker", "neighborhood",
                                               "timing")],
-             ["tests/unit/test_algorithms_pure.py", "tests/unit/test_mutation_kills_comm.py"],
+             ["tests/unit/test_algorithms_pure.py", *_unit(KILLS["comm"])],
              ["tests/mpi/test_transport.py", "tests/mpi/test_decentralized_transport.py",
-              "tests/mpi/test_decentralized_vs_sim.py", "tests/mpi/test_masterworker_vs_sim.py"]),
+              "tests/mpi/test_decentralized_vs_sim.py", "tests/mpi/test_masterworker_vs_sim.py",
+              *_mpi(KILLS["comm"])]),
     "topologies": ([f"topologies/{f}.py" for f in (
         "adjacency", "comm", "factory", "graphs", "mixing", "sampled", "schedule", "validation",
         "weights")],
                    ["tests/unit/test_topologies.py", "tests/unit/test_topologies_validation.py",
                     "tests/unit/test_directed_mixing.py", "tests/unit/test_topologies_cli.py",
-                    "tests/unit/test_mutation_kills_topologies.py"],
+                    *KILLS["topologies"]],
                    ["tests/mpi/test_topology_comm.py", "tests/mpi/test_directed_mixing.py",
                     "tests/mpi/test_decentralized_vs_sim.py"]),
 }
@@ -285,12 +310,13 @@ def run(pkg: str, work: Path, db: Path, deadline: float, data: dict) -> None:
 
 def after(pkg: str, work: Path, commit: str) -> None:
     """Rerun the package's survivors against its new kill tests only
-    (``tests/*/test_mutation_kills_<pkg>.py`` from ``commit``, copied into the copy): a mutant
+    (:data:`KILLS`, from ``commit``, copied into the copy): a mutant
     those fail on is killed; one they pass on survived the whole list already. Results in
     ``cr-<pkg>.after.json`` ({job id: outcome}), reported as the score after."""
     from cosmic_ray.mutating import mutate_and_test
 
-    kills = [f"tests/{d}/test_mutation_kills_{pkg}.py" for d in ("unit", "mpi")]
+    # their names before issue 21 (tests/*/test_mutation_kills_<pkg>.py), for older commits
+    kills = KILLS[pkg] + [f"tests/{d}/test_mutation_kills_{pkg}.py" for d in ("unit", "mpi")]
     kills = [k for k in kills if subprocess.run(["git", "cat-file", "-e", f"{commit}:{k}"],
                                                 cwd=REPO, capture_output=True).returncode == 0]
     if not kills:

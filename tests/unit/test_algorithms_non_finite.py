@@ -1,6 +1,8 @@
-"""Properties of the algorithms that surviving mutants showed no test stated (docs/testing.md,
-"Mutation testing"). Each test names the property it protects. The in-process ring of
-threads is the one of test_algorithms_pure.py (loaded from its file, not copied)."""
+"""A non-finite value stops a run cleanly: a node records the first step it went non-finite
+at, and a worker with a non-finite gradient still sends a payload of the gather's size, so
+the run ends with a DivergenceError on every rank, not a transport error. Written for gaps
+mutation testing found (docs/testing.md, "Mutation testing"). The in-process ring of threads
+is the one of test_algorithms_pure.py (loaded from its file, not copied)."""
 
 from __future__ import annotations
 
@@ -48,33 +50,3 @@ def test_a_non_finite_gradient_sends_a_payload_of_the_gather_size(case: str) -> 
     with pytest.raises(DivergenceError):
         for _ in range(4):
             state = alg.step(env, state)
-
-
-@pytest.mark.parametrize("eta", [0.0, -0.5, 1.5, float("nan")])
-def test_ef21_sgdm_refuses_a_momentum_weight_outside_0_1(eta: float) -> None:
-    """EF21-SGDM's η is in (0, 1]: 0 (the estimate never moves), a negative or a > 1 weight
-    is a ConfigError at construction; 1 and a small positive η are accepted."""
-    from decomp.algorithms.ef21_sgdm import EF21SGDM
-    from decomp.compress import TopK
-    from decomp.errors import ConfigError
-
-    with pytest.raises(ConfigError):
-        EF21SGDM(TopK(k=2), eta=eta)
-    assert EF21SGDM(TopK(k=2), eta=1.0).eta == 1.0
-    assert EF21SGDM(TopK(k=2), eta=1e-6).eta == 1e-6
-
-
-def test_master_worker_methods_refuse_compressors_their_analysis_does_not_cover() -> None:
-    """``check(d)``: error feedback needs a contractive compressor (Rand-k is not), DCGD an
-    unbiased one (Top-k is not), and any compressor must fit d (Top-k with k > d)."""
-    from decomp.algorithms.ef import DCGD, EF
-    from decomp.algorithms.ef21 import EF21
-    from decomp.compress import RandK, TopK
-    from decomp.errors import ConfigError
-
-    for alg in (EF21(RandK(k=2)), EF(RandK(k=2)), DCGD(TopK(k=2)), EF21(TopK(k=20)),
-                DCGD(RandK(k=20))):
-        with pytest.raises(ConfigError):
-            alg.check(10)
-    for alg in (EF21(TopK(k=2)), DCGD(RandK(k=2)), pure.MW_CASES["gd"]()):
-        alg.check(10)  # covered: no error

@@ -1,5 +1,7 @@
-"""Properties of the topologies that surviving mutants showed no test stated (docs/testing.md,
-"Mutation testing"). Each test names the property it protects."""
+"""Graph constructors at their edges: the hypercube's refusal names the nearest powers of two,
+a one-node one-peer hypercube is the identity, Erdős–Rényi's default p connects two nodes, an
+adjacency's diagonal and stored zeros are ignored. Written for gaps mutation testing found
+(docs/testing.md, "Mutation testing")."""
 
 from __future__ import annotations
 
