@@ -117,6 +117,17 @@ def test_every_method_has_a_pattern_of_real_payload_bytes(name: str) -> None:
         assert calls[0].nbytes == d * 8
 
 
+def test_the_docs_table_names_every_registered_method() -> None:
+    """docs/netmodel.md's "calls per step" table is checked against the registry."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "netmodel.md").read_text()
+    table = text[text.index("| method | calls per step |"):]
+    table = table[:table.index("\n\n")]
+    named = set(re.findall(r"`([a-z0-9_]+)`", table))
+    assert set(REGISTRY) <= named, sorted(set(REGISTRY) - named)
+
+
 def test_patterns_follow_the_implementation() -> None:
     d, n = 1000, 8
     topk = {"kind": "topk", "k": 5}
