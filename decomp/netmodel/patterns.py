@@ -145,7 +145,7 @@ def _build(s: MethodSpec) -> Any:
     """The algorithm object of a spec, for pricing: the class's ``pricing_options`` stand in
     for required options that were not given (they do not change the traffic)."""
     spec = registry.get(s.algorithm)
-    kwargs = {**getattr(spec.cls, "pricing_options", {}),
+    kwargs = {**spec.cls.pricing_options,  # type: ignore[attr-defined]
               **{k: v for k, v in s.options.items() if v is not None}}
     if spec.uses_compressor:
         kwargs["compressor"] = s.compressor
