@@ -2,7 +2,9 @@
 
     step = compute + compression + Σ over the step's calls of (hops·α + link bytes/β)
 
-:mod:`.patterns` (what each registered method sends per step, read off the implementation),
+:mod:`.patterns` (the price of what each registered method sends per step: its class declares
+the calls, ``comm_pattern``, and the codec work, ``codec_ops``; data types in
+:mod:`decomp.comm.pattern`),
 :mod:`.calibrate` (α, β, codec and compute costs on this machine), :mod:`.spectral` (degree and
 spectral gap of ring / torus / exponential / complete W by FFT), :mod:`.steps` (steps to a
 target and their scaling with the spectral gap), :mod:`.predict` (the prediction).
