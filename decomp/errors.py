@@ -23,6 +23,13 @@ class PayloadError(DecompError, ValueError):
     """A compressed payload failed its header check (corrupted, truncated, wrong kind)."""
 
 
+class UsageError(DecompError, RuntimeError):
+    """An API called out of order or with the wrong kind of argument (a programming error,
+    not a config problem): e.g. ``exchange_finish`` without ``exchange_start``, a second
+    ``gather_start`` while one is in flight, ``state_dict()`` before ``init()``. A
+    ``RuntimeError``, so ``except RuntimeError`` sites keep catching it."""
+
+
 class LaunchError(DecompError, RuntimeError):
     """The MPI world cannot run this config (rank count, launch context)."""
 

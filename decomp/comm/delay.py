@@ -33,7 +33,8 @@ import math
 import time
 from typing import Any
 
-import numpy as np
+from decomp.comm.protocols import COUNTED_CALLS
+from decomp.comm.proxy import CallProxy
 
 __all__ = ["DelayedTransport", "rounds"]
 
@@ -42,6 +43,14 @@ _clock = time.perf_counter
 #: hops of a call as a function of L = ceil(log2 n)
 _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: L,
          "allgather": lambda L: L, "allreduce": lambda L: 2 * L}
+
+
+#: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)
+_KIND = {"exchange": "exchange", "exchange_start": "exchange", "exchange_finish": "exchange",
+         "gather": "gather", "gather_start": "gather", "gather_finish": "gather",
+         "gather_subset": "gather", "gather_subset_group": "gather",
+         "broadcast": "broadcast", "broadcast_bytes": "broadcast",
+         "allgather": "allgather", "allreduce_sum": "allreduce"}
 
 
 def rounds(call: str, n: int) -> int:
@@ -61,8 +70,8 @@ def _wait_until(deadline: float) -> None:
         pass
 
 
-class DelayedTransport:
-    """``inner`` (a Neighborhood, TimeVaryingNeighborhood or MasterWorker) whose calls take
+class DelayedTransport(CallProxy):
+    """``inner`` (any transport of :mod:`decomp.comm.protocols`) whose counted calls take
     ``rounds(call, n) × delay_s`` longer (module docstring). Every other attribute reads
     through unchanged. Allocates nothing per call.
 
@@ -70,82 +79,28 @@ class DelayedTransport:
     n: ranks taking part (the communicator's size).
     """
 
-    __slots__ = ("_hops", "_started", "delay_s", "inner")
+    __slots__ = ("_hops", "_started", "delay_s")
+    calls = COUNTED_CALLS
 
     def __init__(self, inner: Any, delay_s: float, n: int) -> None:
         if not (delay_s > 0 and math.isfinite(delay_s)):
             raise ValueError(f"delay_s must be a positive number of seconds, got {delay_s!r}")
-        self.inner = inner
+        super().__init__(inner)
         self.delay_s = float(delay_s)
-        self._hops = {call: rounds(call, n) * self.delay_s for call in _HOPS}
+        self._hops = {call: rounds(kind, n) * self.delay_s for call, kind in _KIND.items()}
         self._started = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        if name in DelayedTransport.__slots__:  # not yet set (copy/unpickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"DelayedTransport({self.inner!r}, delay_s={self.delay_s})"
 
-    def _after(self, call: str) -> None:
+    def _enter(self, call: str) -> None:
+        if call.endswith("_start"):  # the clock starts when the split call is posted
+            self._started = _clock()
+        elif call.endswith("_finish"):  # wait only for what is left of the delay
+            _wait_until(self._started + self._hops[call])
+
+    def _exit(self, call: str, token: None) -> None:
         """Blocking call: the hops' delay comes on top of the call's own time (a message
         that took ``t`` to cross the link arrives ``hops × delay`` later)."""
-        _wait_until(_clock() + self._hops[call])
-
-    # --- decentralized ------------------------------------------------------------------------
-    def exchange(self, payload: np.ndarray, nbytes: int | None = None) -> dict[int, np.ndarray]:
-        out = self.inner.exchange(payload, nbytes)
-        self._after("exchange")
-        return out
-
-    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
-        self._started = _clock()
-        self.inner.exchange_start(payload, nbytes)
-
-    def exchange_finish(self) -> dict[int, np.ndarray]:
-        _wait_until(self._started + self._hops["exchange"])
-        return self.inner.exchange_finish()
-
-    def allgather(self, payload: np.ndarray, nbytes: int | None = None) -> list[np.ndarray]:
-        out = self.inner.allgather(payload, nbytes)
-        self._after("allgather")
-        return out
-
-    def allreduce_sum(self, vec: np.ndarray) -> None:
-        self.inner.allreduce_sum(vec)
-        self._after("allreduce")
-
-    # --- master-worker ------------------------------------------------------------------------
-    def gather(self, payload: np.ndarray | None,
-               nbytes: int | None = None) -> list[np.ndarray] | None:
-        out = self.inner.gather(payload, nbytes)
-        self._after("gather")
-        return out
-
-    def gather_subset(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner.gather_subset(*args, **kwargs)
-        self._after("gather")
-        return out
-
-    def gather_subset_group(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner.gather_subset_group(*args, **kwargs)
-        self._after("gather")
-        return out
-
-    def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
-        self._started = _clock()
-        self.inner.gather_start(payload, nbytes)
-
-    def gather_finish(self) -> list[np.ndarray] | None:
-        _wait_until(self._started + self._hops["gather"])
-        return self.inner.gather_finish()
-
-    def broadcast(self, x: np.ndarray) -> None:
-        self.inner.broadcast(x)
-        self._after("broadcast")
-
-    def broadcast_bytes(self, payload: np.ndarray | None) -> np.ndarray:
-        out = self.inner.broadcast_bytes(payload)
-        self._after("broadcast")
-        return out
+        if not call.endswith(("_start", "_finish")):
+            _wait_until(_clock() + self._hops[call])

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
-from decomp.errors import ConfigError, LaunchError, PayloadError
+from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 MASTER_MODES = ("shared", "dedicated")
 #: largest first chunk of :meth:`MasterWorker.broadcast_bytes` (the rest follows in a 2nd Bcast)
@@ -33,12 +33,23 @@ FIRST_MAX = 2 << 20
 GROUP_CACHE = 64
 
 
+def _check_payload(payload: np.ndarray) -> None:
+    """A :class:`PayloadError` unless ``payload`` is a 1-D uint8 array."""
+    if not isinstance(payload, np.ndarray) or payload.dtype != np.uint8 or payload.ndim != 1:
+        got = (f"{payload.dtype} array of shape {payload.shape}"
+               if isinstance(payload, np.ndarray) else type(payload).__name__)
+        raise PayloadError(f"payloads are 1-D uint8 arrays (a compressor's encode output), "
+                           f"got a {got}")
+
+
 class MasterWorker:
     """Gatherv of variable-size uint8 payloads to the master, Bcast of the model, Allreduce.
 
     Args:
         comm: an ``mpi4py.MPI.Comm`` (intra-communicator).
         master: ``"shared"`` or ``"dedicated"``.
+
+    Implements :class:`~decomp.comm.protocols.MasterWorkerTransport`.
     """
 
     def __init__(self, comm: Any, master: str = "shared") -> None:
@@ -103,8 +114,7 @@ class MasterWorker:
         elsewhere.
         """
         send = self._empty if payload is None else payload
-        if send.dtype != np.uint8 or send.ndim != 1:
-            raise TypeError("payloads are 1-D uint8 arrays")
+        _check_payload(send)
         mine = bool(self.is_worker and participants[self.worker])
         if send.size != (nbytes if mine else 0):
             raise PayloadError(f"payload has {send.size} bytes; this worker "
@@ -181,7 +191,8 @@ class MasterWorker:
         cores: the algorithms call :meth:`gather` and do their own bookkeeping after it,
         while the master aggregates.)"""
         if self._req is not None:
-            raise RuntimeError("gather_start: the previous gather is not finished")
+            raise UsageError("gather_start: the previous gather is not finished (call "
+                             "gather_finish first)")
         send = self._prepare_gather(payload, nbytes)
         if not self.is_master:
             self._req = self.comm.Igatherv(send, None, root=0)
@@ -193,8 +204,7 @@ class MasterWorker:
         """Check the payload, settle the sizes (a Gather of them unless ``nbytes``), count
         the bytes and (master) lay out the receive views; returns the send buffer."""
         send = self._empty if payload is None else payload
-        if send.dtype != np.uint8 or send.ndim != 1:
-            raise TypeError("payloads are 1-D uint8 arrays")
+        _check_payload(send)
         if nbytes is None:
             self._mine[0] = send.size
             self.comm.Gather(self._mine, self._sizes if self.is_master else None, root=0)
@@ -231,7 +241,7 @@ class MasterWorker:
         """Complete the gather posted by :meth:`gather_start`: the master's views, else None."""
         req, self._req = self._req, None
         if req is None:
-            raise RuntimeError("gather_finish without gather_start")
+            raise UsageError("gather_finish without gather_start (post the gather first)")
         req.Wait()
         return self._views if self.is_master else None
 
@@ -248,7 +258,9 @@ class MasterWorker:
         """
         first = self._first
         if self.is_master:
-            assert payload is not None and payload.dtype == np.uint8 and payload.ndim == 1
+            if payload is None:
+                raise UsageError("broadcast_bytes: the master must pass the payload")
+            _check_payload(payload)
             if self._bfirst.size < first:
                 self._bfirst = np.empty(FIRST_MAX, dtype=np.uint8)
             chunk = self._bfirst[:first]
@@ -300,122 +312,3 @@ class MasterWorker:
         """In-place sum for metrics (evaluation off the clock): not counted as traffic."""
         self.comm.Allreduce(self._MPI.IN_PLACE, vec, op=self._MPI.SUM)
 
-
-def benchmark(sizes: tuple[int, ...] = (1024, 16384, 262144, 4 << 20, 16 << 20),
-              rounds: int = 7) -> list[tuple[int, float, float]]:
-    """One uplink + downlink round of :class:`MasterWorker` (``gather`` of fixed-size
-    payloads, ``broadcast_bytes`` of a payload of the same size) against raw mpi4py
-    (``Gatherv`` with known counts + ``Bcast`` of a buffer whose size every rank knows), on
-    COMM_WORLD (collective). Interleaved rounds; a round's time is the slowest rank's mean;
-    returns ``(bytes, decomp µs, raw µs)`` medians. Run::
-
-        mpiexec -n 4 python -c "from decomp.comm.masterworker import main; main()"
-    """
-    import time
-
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    tp = MasterWorker(comm)
-    out = []
-    for nbytes in sizes:
-        reps = max(5, min(300, (64 << 20) // (nbytes * comm.Get_size())))
-        p = np.full(nbytes, 7, dtype=np.uint8)
-        recv = np.empty(nbytes * comm.Get_size(), dtype=np.uint8) if tp.is_master else None
-        counts = np.full(comm.Get_size(), nbytes, dtype=np.int64)
-        displs = np.arange(comm.Get_size(), dtype=np.int64) * nbytes
-        down = np.empty(nbytes, dtype=np.uint8)
-
-        def ours(p: np.ndarray = p, nbytes: int = nbytes) -> None:
-            tp.gather(p, nbytes)
-            tp.broadcast_bytes(p if tp.is_master else None)
-
-        def raw(p: np.ndarray = p, spec: Any = (recv, counts, displs, MPI.BYTE),
-                down: np.ndarray = down) -> None:
-            comm.Gatherv(p, list(spec) if tp.is_master else None, root=0)
-            comm.Bcast(p if tp.is_master else down, root=0)
-
-        times: dict[str, list[float]] = {"ours": [], "raw": []}
-        for _ in range(rounds):
-            for name, fn in (("ours", ours), ("raw", raw)):
-                fn()
-                comm.Barrier()
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                dt = (time.perf_counter() - t0) / reps
-                times[name].append(comm.allreduce(dt, op=MPI.MAX))
-        out.append((nbytes, 1e6 * float(np.median(times["ours"])),
-                    1e6 * float(np.median(times["raw"]))))
-    return out
-
-
-def main() -> None:  # pragma: no cover
-    """Print :func:`benchmark`'s table on rank 0."""
-    from mpi4py import MPI
-
-    res = benchmark()
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        print(f"{MPI.COMM_WORLD.Get_size()} ranks: gather + broadcast, microseconds (median "
-              "over rounds of the slowest rank's mean)")
-        for nbytes, ours, raw in res:
-            print(f"{nbytes:>10,} B  decomp {ours:10.1f}  raw mpi4py {raw:10.1f}  "
-                  f"ratio {ours / raw:5.2f}")
-
-
-def benchmark_subset(sizes: tuple[int, ...] = (256, 16384, 1 << 20), p: float = 0.5,
-                     rounds: int = 7, reps: int = 200) -> list[tuple[int, float, float, float]]:
-    """The partial-participation uplink two ways, on COMM_WORLD with a shared master
-    (collective): :meth:`MasterWorker.gather_subset` (zero-count ``Gatherv`` on the whole
-    communicator) against :meth:`MasterWorker.gather_subset_group` (``Gatherv`` on a cached
-    sub-communicator of the participants), with the same Bernoulli(p) masks for both, drawn
-    per round from a fixed seed. Returns ``(bytes, gatherv µs, group µs, group first-use µs)``:
-    medians over interleaved rounds of the slowest rank's mean per gather; the last column
-    is the mean cost of a gather whose subset has no communicator yet (create + gather).
-    Run::
-
-        mpiexec -n 4 python -c "from decomp.comm.masterworker import main_subset; main_subset()"
-    """
-    import time
-
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    out = []
-    for nbytes in sizes:
-        tp = MasterWorker(comm)
-        n = tp.n_workers
-        p_load = np.full(nbytes, 7, dtype=np.uint8)
-        masks = np.random.default_rng(nbytes).random((reps, n)) < p
-
-        def run(fn: Any, masks: np.ndarray = masks, p_load: np.ndarray = p_load,
-                nbytes: int = nbytes, w: int | None = tp.worker) -> float:
-            comm.Barrier()
-            t0 = time.perf_counter()
-            for m in masks:
-                fn(p_load if (w is not None and m[w]) else None, nbytes, m)
-            return comm.allreduce((time.perf_counter() - t0) / len(masks), op=MPI.MAX)
-
-        # every subset once (up to the cache size): each gather creates its communicator
-        fresh = (np.arange(min(1 << n, GROUP_CACHE))[:, None] >> np.arange(n)) & 1 == 1
-        first = run(tp.gather_subset_group, fresh)
-        times: dict[str, list[float]] = {"gatherv": [], "group": []}
-        for _ in range(rounds):
-            times["gatherv"].append(run(tp.gather_subset))
-            times["group"].append(run(tp.gather_subset_group))
-        out.append((nbytes, 1e6 * float(np.median(times["gatherv"])),
-                    1e6 * float(np.median(times["group"])), 1e6 * first))
-    return out
-
-
-def main_subset() -> None:  # pragma: no cover
-    """Print :func:`benchmark_subset`'s table on rank 0."""
-    from mpi4py import MPI
-
-    res = benchmark_subset()
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        print(f"{MPI.COMM_WORLD.Get_size()} ranks, p = 0.5: one partial-participation gather, "
-              "microseconds (median over rounds of the slowest rank's mean)")
-        for nbytes, gv, grp, first in res:
-            print(f"{nbytes:>10,} B/participant  zero-count Gatherv {gv:9.1f}  "
-                  f"sub-communicator {grp:9.1f} (first use of a subset {first:9.1f})")

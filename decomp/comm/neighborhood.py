@@ -18,7 +18,7 @@ Wire methods (``method=``), all on the dist-graph communicator that
 - ``"auto"`` (default): ``"persistent"`` for fixed-size payloads of at most
   :data:`AUTO_PERSISTENT_MAX` bytes, ``"neighbor"`` otherwise — the faster of the two in each
   range (measurements in docs/design.md, "Neighbour exchange"; rerun them with
-  :func:`benchmark`).
+  :func:`decomp.bench.transport.neighborhood`).
 
 Payload sizes: ``exchange(payload, nbytes)`` with ``nbytes`` known to every rank (a
 compressor's ``payload_bytes(d, dtype)``, which the compressor contract defines as exact) needs
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
-from decomp.errors import ConfigError, PayloadError
+from decomp.errors import ConfigError, PayloadError, UsageError
 
 #: wire methods for :meth:`Neighborhood.exchange`
 EXCHANGE_METHODS = ("auto", "persistent", "isend", "neighbor")
@@ -53,10 +53,14 @@ _TAG_SIZE = 0x5D02
 
 
 def _as_payload(payload: np.ndarray) -> np.ndarray:
+    """``payload`` if it is a 1-D contiguous uint8 array, else a :class:`PayloadError`."""
     if not isinstance(payload, np.ndarray) or payload.dtype != np.uint8 or payload.ndim != 1:
-        raise TypeError("payloads are 1-D uint8 numpy arrays")
+        got = (f"{payload.dtype} array of shape {payload.shape}"
+               if isinstance(payload, np.ndarray) else type(payload).__name__)
+        raise PayloadError(f"payloads are 1-D uint8 numpy arrays (a compressor's encode "
+                           f"output), got a {got}")
     if not payload.flags.c_contiguous:
-        raise TypeError("payloads must be contiguous")
+        raise PayloadError("payloads must be contiguous: pass np.ascontiguousarray(payload)")
     return payload
 
 
@@ -80,6 +84,9 @@ class Neighborhood:
         weights: ``{j: W_ij}`` for j in sources (Python floats, so float32 stays float32).
         self_weight: W_ii.
         bytes: the :class:`ByteCounter` of this rank.
+
+    Implements :class:`~decomp.comm.protocols.NeighborTransport` for a static W: ``select``
+    is a no-op, ``peers`` = ``sources``, ``slot(j)`` = j's index in ``sources``.
     """
 
     def __init__(self, mixing: Any, comm: Any, *, method: str = "auto",
@@ -121,6 +128,24 @@ class Neighborhood:
 
     # ------------------------------------------------------------------ properties
     @property
+    def worker(self) -> int:
+        """This node's index (= rank): names its shard and random streams."""
+        return self.rank
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        """The nodes this rank keeps per-edge state for: ``sources`` (W is static)."""
+        return self.sources
+
+    def slot(self, j: int) -> int:
+        """Index of peer j in :attr:`peers`."""
+        return self.sources.index(j)
+
+    def select(self, t: int) -> Neighborhood:
+        """W is the same at every step: nothing to do (returns self)."""
+        return self
+
+    @property
     def indegree(self) -> int:
         return len(self.sources)
 
@@ -149,7 +174,8 @@ class Neighborhood:
         finish depends on the MPI library's progress (docs/design.md, "Overlap")."""
         payload = _as_payload(payload)
         if self._pending is not None:
-            raise RuntimeError("exchange_start: the previous exchange is not finished")
+            raise UsageError("exchange_start: the previous exchange is not finished (call "
+                             "exchange_finish first)")
         if nbytes is not None:
             if payload.size != nbytes:
                 raise PayloadError(f"payload has {payload.size} bytes but this exchange is fixed "
@@ -178,7 +204,7 @@ class Neighborhood:
         """Wait for the exchange posted by :meth:`exchange_start`; ``{source: payload}``."""
         reqs, self._pending = self._pending, None
         if reqs is None:
-            raise RuntimeError("exchange_finish without exchange_start")
+            raise UsageError("exchange_finish without exchange_start (post the exchange first)")
         if reqs:
             self._MPI.Request.Waitall(reqs)
         return self._views
@@ -319,60 +345,3 @@ class Neighborhood:
             r.Free()
         self._preqs, self._size_reqs, self._preq_size = [], [], -1
         self.nc.free()
-
-
-
-def benchmark(sizes: tuple[int, ...] = (64, 1024, 16384, 262144), reps: int = 500,
-              rounds: int = 7, topology: str = "ring") -> list[tuple[str, int, float]]:
-    """Time ``exchange`` for every method and payload size on COMM_WORLD (collective).
-
-    Methods are interleaved in ``rounds`` rounds of ``reps`` exchanges (fewer for large
-    payloads); a round's time is the maximum over ranks of the mean; the result is the median
-    over rounds: ``(method, bytes, microseconds per exchange)`` on every rank. Run::
-
-        mpiexec -n 8 python -c "from decomp.comm.neighborhood import main; main()"
-    """
-    import time
-
-    from mpi4py import MPI
-
-    from decomp.topologies import mixing_matrix
-
-    comm = MPI.COMM_WORLD
-    W = mixing_matrix(topology, comm.Get_size())
-    nbs = {m: Neighborhood(W, comm, method=m) for m in EXCHANGE_METHODS}
-    out = []
-    for nbytes in sizes:
-        n_reps = max(20, reps * 1024 // max(nbytes, 1024))
-        payload = np.full(nbytes, comm.Get_rank() % 251, dtype=np.uint8)
-        times: dict[str, list[float]] = {m: [] for m in nbs}
-        for _ in range(rounds):
-            for method, nb in nbs.items():
-                for _ in range(5):
-                    nb.exchange(payload, nbytes)
-                comm.Barrier()
-                t0 = time.perf_counter()
-                for _ in range(n_reps):
-                    got = nb.exchange(payload, nbytes)
-                dt = (time.perf_counter() - t0) / n_reps
-                assert all(int(v[0]) == j % 251 for j, v in got.items())
-                times[method].append(comm.allreduce(dt, op=MPI.MAX))
-        out += [(m, nbytes, 1e6 * float(np.median(times[m]))) for m in nbs]
-    for nb in nbs.values():
-        nb.close()
-    return out
-
-
-def main() -> None:  # pragma: no cover
-    """Print :func:`benchmark`'s table on rank 0 (topology from argv[1], default ring)."""
-    import sys
-
-    from mpi4py import MPI
-
-    topo = sys.argv[1] if len(sys.argv) > 1 else "ring"
-    res = benchmark(topology=topo)
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        print(f"{MPI.COMM_WORLD.Get_size()} ranks, {topo}: microseconds per exchange "
-              "(median over rounds of the max over ranks)")
-        for method, nbytes, us in res:
-            print(f"{method:<11} {nbytes:>8} B  {us:10.1f} us")

@@ -11,8 +11,8 @@ Everything a step reads goes to the current member: ``sources``, ``destinations`
 ``weights``, ``self_weight``, ``indegree``, ``outdegree``, ``exchange``,
 ``exchange_start`` / ``exchange_finish``, ``received_rows``. So an algorithm written for a
 static W runs unchanged on a schedule once its env has called ``select(t)`` before step
-t → t + 1 (:meth:`decomp.algorithms.NodeEnv.begin_step` does, from
-:meth:`DecentralizedAlgorithm.step`). Whole-communicator operations (``allreduce_sum``,
+t → t + 1 (:meth:`DecentralizedAlgorithm.step` does, on every transport of the
+:class:`~decomp.comm.protocols.NeighborTransport` protocol, a no-op on a static W). Whole-communicator operations (``allreduce_sum``,
 ``allgather``, ``allreduce_uncounted``, ``min_uncounted``) use the first member. All members
 count into one :class:`~decomp.comm.ByteCounter` (:attr:`bytes`).
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from decomp.comm.counters import ByteCounter
 from decomp.comm.neighborhood import Neighborhood
+from decomp.errors import UsageError
 
 
 class TimeVaryingNeighborhood:
@@ -85,10 +86,16 @@ class TimeVaryingNeighborhood:
     def select(self, t: int) -> Neighborhood:
         """Make W_t (``t mod period``) current for the step t → t + 1; returns its member."""
         if self.current._pending is not None:
-            raise RuntimeError("select: an exchange of the previous W_t is not finished")
+            raise UsageError("select: an exchange of the previous W_t is not finished "
+                             "(call exchange_finish first)")
         self.step = int(t)
         self.current = self.members[self._index[int(t) % self.period]]
         return self.current
+
+    @property
+    def worker(self) -> int:
+        """This node's index (= rank): names its shard and random streams."""
+        return self.rank
 
     def slot(self, j: int) -> int:
         """Index of peer j in :attr:`peers` (the row of its per-edge replica)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from decomp.comm import MasterWorker
-from decomp.errors import LaunchError
+from decomp.errors import LaunchError, PayloadError
 
 
 @pytest.mark.mpi(min_size=2)
@@ -45,7 +45,7 @@ def test_broadcast_and_allreduce_counts(any_comm) -> None:
 @pytest.mark.mpi(min_size=2)
 def test_gather_refuses_non_byte_payloads(comm) -> None:
     tp = MasterWorker(comm)
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(PayloadError, match="uint8"):
         tp.gather(np.zeros(3))  # checked before any communication, so no rank is left waiting
 
 
