@@ -12,16 +12,17 @@ family and options; :func:`family` tells a config name's family, :func:`family_o
 from __future__ import annotations
 
 from decomp.algorithms.allreduce import AllreduceCompressed, AllreduceSGD, AllreduceState
-from decomp.algorithms.base import Env, MasterWorkerAlgorithm, check_finite, check_lr
+from decomp.algorithms.base import MasterWorkerAlgorithm, check_finite, check_lr
 from decomp.algorithms.choco import CHOCOSGD, CHOCOState
 from decomp.algorithms.dcd import DCDPSGD, DCDState
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, Stopwatch
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Stopwatch
 from decomp.algorithms.dense import GD, GDState
 from decomp.algorithms.dpsgd import DPSGD, DPSGDState
 from decomp.algorithms.ecd import ECDPSGD, ECDState
 from decomp.algorithms.ef import DCGD, EF, DCGDState, EFState
 from decomp.algorithms.ef21 import EF21, EF21Plus, EF21PlusState, EF21State
 from decomp.algorithms.ef21_sgdm import EF21SGDM, EF21SGDMState
+from decomp.algorithms.env import Env, Stream
 from decomp.algorithms.registry import (
     FAMILIES,
     REGISTRY,
@@ -46,5 +47,5 @@ __all__ = ["AlgorithmSpec", "AllreduceCompressed", "AllreduceSGD", "AllreduceSta
            "DPSGDState", "DecentralizedAlgorithm", "ECDPSGD", "ECDState", "EF", "EF21",
            "EF21Plus", "EF21PlusState", "EF21SGDM", "EF21SGDMState", "EF21State", "EFState",
            "Env", "FAMILIES", "GD", "GDState", "MASTER_WORKER", "MasterWorkerAlgorithm",
-           "NEEDS_BATCH", "NodeEnv", "REGISTRY", "SGDM", "SGDMState", "Stopwatch", "check_finite",
+           "NEEDS_BATCH", "REGISTRY", "SGDM", "SGDMState", "Stopwatch", "Stream", "check_finite",
            "check_lr", "family", "family_of", "names"]

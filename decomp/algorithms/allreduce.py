@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, encode_or_zeros
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, encode_or_zeros
 from decomp.comm.pattern import Call, CodecOp
 from decomp.theory import TOPOLOGY_FREE
 
@@ -37,10 +37,10 @@ class AllreduceSGD(DecentralizedAlgorithm):
     uses_compressor = False
     gossip = False
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> AllreduceState:
+    def init(self, env: Env, x0: np.ndarray) -> AllreduceState:
         return AllreduceState(0, x0.copy(), 0)
 
-    def _step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
+    def _step(self, env: Env, state: AllreduceState) -> AllreduceState:
         x, step = state.x, state.t + 1
         g = self.grad(env, x, step)
         env.transport.allreduce_sum(g)  # Σ_i ∇F_i(x^t; ξ_i^t), in place
@@ -64,11 +64,11 @@ class AllreduceCompressed(DecentralizedAlgorithm):
     needs_unbiased = True
     gossip = False
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> AllreduceState:
+    def init(self, env: Env, x0: np.ndarray) -> AllreduceState:
         self.check(x0.size)
         return AllreduceState(0, x0.copy(), 0)
 
-    def _step(self, env: NodeEnv, state: AllreduceState) -> AllreduceState:
+    def _step(self, env: Env, state: AllreduceState) -> AllreduceState:
         C, x, step = env.codec(self.compressor), state.x, state.t + 1
         g = self.grad(env, x, step)
         payload, bad = encode_or_zeros(C, g, env.key(step), step, state.bad)

@@ -3,8 +3,13 @@
 An algorithm is a small object holding its hyper-parameters (compressor C, step size γ, ...)
 with two methods in the spirit of optax: ``init(env) -> state`` and ``step(env, state) ->
 state``. The state is a NamedTuple of a few named arrays (x, g_i, e_i, ...) — everything needed
-to continue the run, so it can be checkpointed. ``env`` holds the resources of this rank
-(transport, local problem, seed, a scratch :class:`Workspace`), which are not state.
+to continue the run, so it can be checkpointed. ``env`` (:class:`decomp.algorithms.env.Env`,
+shared with the decentralized family) holds the resources of this rank (transport, local
+problem, seed, a timer, a scratch :class:`Workspace`), which are not state.
+
+Timing: as in the decentralized family, a method implements ``_step``; the public
+:meth:`MasterWorkerAlgorithm.step` runs it inside ``with env.watch:`` (the env's transport is
+timed), so ``env.watch.as_dict()`` splits the step time into compute / compress / comm.
 
 Algorithm objects are pure: ``init`` and ``step`` never write to ``self``. Temporaries live in
 the env's workspace (``env.scratch(name, like=x)``, one array per name and run), so one
@@ -17,104 +22,27 @@ randomness with step index t + 1, the initialisation with step index 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from decomp.comm import MasterWorker
+from decomp.algorithms.env import Env, Workspace, scratch
 from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls, master_world
 from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison, sum_payload_bytes
 from decomp.errors import ConfigError, DivergenceError
 from decomp.kernels.fused import all_finite, apply_dense, descend
-from decomp.problems import Problem, oracle_grad
-from decomp.rng import Key
+from decomp.problems import oracle_grad
 from decomp.theory import TOPOLOGY_FREE, StepsScaling
+
+__all__ = ["DOWNLINKS", "POISON", "AlgorithmOptions", "Env", "MasterWorkerAlgorithm",
+           "Workspace", "aggregate", "apply_sum", "check_downlink", "check_finite", "check_lr",
+           "decode_add_or_poison", "descend_and_broadcast", "descend_checked", "diverged",
+           "encode_or_poison", "scratch", "share_sum", "update_from_sum"]
 
 #: how the master–worker family moves the master's update to the workers: the re-encoded sum
 #: of the compressed payloads (every rank applies it) or the dense model
 DOWNLINKS = ("compressed", "model")
-
-
-class Workspace:
-    """Scratch arrays of one run, by name: made on first use, then reused (no per-step
-    allocation). A name asked for with another shape or dtype gets a fresh array.
-
-    Contents are undefined on every request: a step writes a scratch array before reading it,
-    and nothing in it outlives the step — what must survive belongs in the state.
-    """
-
-    __slots__ = ("_arrays", "_objects")
-
-    def __init__(self) -> None:
-        self._arrays: dict[str, np.ndarray] = {}
-        self._objects: dict[str, Any] = {}
-
-    def keep(self, name: str, make: Callable[[], Any]) -> Any:
-        """A helper object of this run (buffers that must persist between steps, e.g. the
-        master's sum encoder), made by ``make()`` on first use."""
-        obj = self._objects.get(name)
-        if obj is None:
-            obj = self._objects[name] = make()
-        return obj
-
-    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """The scratch array ``name``, of ``shape`` and ``dtype`` (uninitialised)."""
-        a = self._arrays.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = self._arrays[name] = np.empty(shape, dtype=dtype)
-        return a
-
-    def clear(self) -> None:
-        """Drop every array and helper (the next requests allocate afresh)."""
-        self._arrays.clear()
-        self._objects.clear()
-
-
-def scratch(ws: Workspace, name: str, like: np.ndarray | None, shape: tuple[int, ...] | None,
-            dtype: Any) -> np.ndarray:
-    """``ws.array(name, ...)`` with shape and dtype taken from ``like`` unless given."""
-    if like is not None:
-        shape = like.shape if shape is None else shape
-        dtype = like.dtype if dtype is None else dtype
-    if shape is None or dtype is None:
-        raise TypeError("scratch needs like= or both shape= and dtype=")
-    return ws.array(name, shape, dtype)
-
-
-@dataclass
-class Env:
-    """This rank's resources for one run.
-
-    transport: the master–worker transport; problem: this worker's f_i (None on a dedicated
-    master); n: number of workers; seed: run seed; lr: step size γ (resolved, a float);
-    workspace: this run's scratch arrays (:meth:`scratch`).
-    """
-
-    transport: MasterWorker
-    problem: Problem | None
-    n: int
-    seed: int
-    lr: float
-    workspace: Workspace = field(default_factory=Workspace, repr=False)
-
-    def scratch(self, name: str, like: np.ndarray | None = None, *,
-                shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:
-        """This run's scratch array ``name`` (shape/dtype of ``like`` unless given;
-        uninitialised), see :class:`Workspace`."""
-        return scratch(self.workspace, name, like, shape, dtype)
-
-    @property
-    def worker(self) -> int | None:
-        return self.transport.worker
-
-    def key(self, step: int, stream: int = 0) -> Key:
-        """Compressor key for this worker at ``step``; ``stream`` > 0 selects an extra stream
-        (stream s of worker i uses rank slot i + s·n, so streams never collide)."""
-        assert self.worker is not None
-        return Key(self.seed, self.worker + stream * self.n, step)
 
 
 def check_lr(name: str, lr: Any) -> float | None:
@@ -252,7 +180,7 @@ class AlgorithmOptions:
 
     compressor: C (Identity if omitted); batch_size: τ for stochastic gradients (None = the
     full local gradient); lr: optional default step size γ > 0 (used by :class:`decomp.Trainer`
-    when it is given none; a step uses the resolved ``Env.lr``/``NodeEnv.lr``).
+    when it is given none; a step uses the resolved ``Env.lr``).
     """
 
     name: ClassVar[str]
@@ -306,9 +234,19 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
     def init(self, env: Env, x0: np.ndarray) -> Any:
         """State at t = 0 from the starting point x^0 (same on every rank)."""
 
-    @abstractmethod
     def step(self, env: Env, state: Any) -> Any:
-        """One iteration: returns the state at t + 1 (arrays are updated in place)."""
+        """One iteration: returns the state at t + 1 (arrays are updated in place).
+
+        Runs :meth:`_step` inside ``with env.watch:`` so the step's wall time not spent in
+        the timed transport or codecs is booked as compute. Subclasses implement
+        :meth:`_step`, not this.
+        """
+        with env.watch:
+            return self._step(env, state)
+
+    @abstractmethod
+    def _step(self, env: Env, state: Any) -> Any:
+        """The method's iteration (untimed body; the transport is timed by the env)."""
 
     def model(self, state: Any) -> np.ndarray:
         """The point at which metrics are evaluated (x^t, identical on every rank)."""

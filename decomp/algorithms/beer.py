@@ -23,7 +23,7 @@ S ← S + W_ij q_j for j ascending), so a Top-k payload touches k entries. The r
 (:mod:`decomp.sim.beer`) applies the same updates in the same order: equal bit for bit.
 
 Randomness: the h-payload of step t uses node i's key ``Key(seed, i, t)``, the g-payload
-``Key(seed, i + n, t)`` (a second stream, as EF21+'s second payload), the minibatch
+``Key(seed, i + n, t)`` (``env.key(t, Stream.SECOND)``, as EF21+'s second payload), the minibatch
 (seed, i, t, MINIBATCH).
 
 Wire: two compressed payloads per neighbour per step, 2 × ``C.payload_bytes(d, dtype)``.
@@ -54,13 +54,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env
 from decomp.algorithms.edge_replica import edge_mix, edge_round
+from decomp.algorithms.env import Stream
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, axpy, descend
-from decomp.rng import Key
 from decomp.theory import StepsScaling
 
 
@@ -89,8 +89,9 @@ class BEERState(NamedTuple):
 
 
 class BEEREdgeState(NamedTuple):
-    """Node i's BEER state on a time-varying schedule (module doc): P = ``len(env.peers)``,
-    the peers of a period ascending; every array has x^0's dtype."""
+    """Node i's BEER state on a time-varying schedule (module doc): P =
+    ``len(env.transport.peers)``, the peers of a period ascending; every array has x^0's
+    dtype."""
 
     t: int
     x: np.ndarray  # x_i^t (d,)
@@ -127,12 +128,12 @@ class BEER(DecentralizedAlgorithm):
         super().check(d)
         self.compressor.alpha(d)  # raises the ConfigError with the hint
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> BEERState | BEEREdgeState:
+    def init(self, env: Env, x0: np.ndarray) -> BEERState | BEEREdgeState:
         self.check(x0.size)
         # v_i^0 = ∇f_i(x^0): the full local gradient (authors' code), whatever batch_size
         v = np.array(env.problem.grad(x0), dtype=x0.dtype)
-        if env.time_varying:
-            P = len(env.peers)
+        if env.transport.time_varying:
+            P = len(env.transport.peers)
             return BEEREdgeState(0, x0.copy(), v, v.copy(),
                                  *(np.zeros((P, x0.size), x0.dtype) for _ in range(4)), 0)
         rows = env.transport.indegree + 1
@@ -140,7 +141,7 @@ class BEER(DecentralizedAlgorithm):
                          np.zeros((rows, x0.size), x0.dtype), np.zeros_like(x0),
                          np.zeros_like(x0), 0)
 
-    def _step(self, env: NodeEnv, state: BEERState | BEEREdgeState
+    def _step(self, env: Env, state: BEERState | BEEREdgeState
               ) -> BEERState | BEEREdgeState:
         if isinstance(state, BEEREdgeState):
             return self._edge_step(env, state)
@@ -172,12 +173,12 @@ class BEER(DecentralizedAlgorithm):
         # g_i += C(v_i^{t+1} − g_i) everywhere, with the second stream's key
         bad = replica_round(env, self.compressor, np.subtract(v, state.RG[0], out=tmp),
                             state.RG, step, bad, on_own=own(SG), on_received=received(SG),
-                            key=Key(env.seed, env.rank + env.n, step))
+                            key=env.key(step, Stream.SECOND))
         if bad == 0 and not (ok and all_finite(v)):
             bad = step
         return state._replace(t=step, bad=bad)
 
-    def _edge_step(self, env: NodeEnv, state: BEEREdgeState) -> BEEREdgeState:
+    def _edge_step(self, env: Env, state: BEEREdgeState) -> BEEREdgeState:
         """The step on W_t with per-edge replicas (module doc)."""
         x, v, bad = state.x, state.v, state.bad
         step = state.t + 1
@@ -185,7 +186,7 @@ class BEER(DecentralizedAlgorithm):
         if state.t > 0:  # H^0 = G^0 = 0 are given: the first step has nothing to exchange
             bad, _ = edge_round(env, self.compressor, x, state.AH, state.BH, step, bad)
             bad, _ = edge_round(env, self.compressor, v, state.AG, state.BG, step, bad,
-                                key=Key(env.seed, env.rank + env.n, step))
+                                key=env.key(step, Stream.SECOND))
         mixed = env.scratch("mixed", x)
         ok = axpy(x, t(self.gamma), edge_mix(env, state.AH, state.BH, mixed))
         ok &= descend(x, t(env.lr), v)
@@ -197,11 +198,11 @@ class BEER(DecentralizedAlgorithm):
             bad = step
         return state._replace(t=step, bad=bad)
 
-    def replicas(self, env: NodeEnv, state: Any) -> dict[int, np.ndarray]:
+    def replicas(self, env: Env, state: Any) -> dict[int, np.ndarray]:
         """{j: this node's copy of h_j} (the model replicas; self included on a static W; on
         a schedule {k: ĥ_{k→i}} for every peer k of a period)."""
         if isinstance(state, BEEREdgeState):
-            return {k: state.BH[p] for p, k in enumerate(env.peers)}
+            return {k: state.BH[p] for p, k in enumerate(env.transport.peers)}
         return {j: state.RH[k] for k, j in enumerate((env.rank, *env.transport.sources))}
 
     # ---- declarations (decomp.netmodel) ----

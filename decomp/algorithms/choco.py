@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env
 from decomp.algorithms.edge_replica import (
     EdgeState,
     edge_mix,
@@ -78,14 +78,14 @@ class CHOCOSGD(DecentralizedAlgorithm):
             raise ConfigError(f"choco_sgd: gamma_c must be in (0, 1], got {gamma_c!r}")
         self.gamma_c = float(gamma_c)
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> CHOCOState | EdgeState:
+    def init(self, env: Env, x0: np.ndarray) -> CHOCOState | EdgeState:
         self.check(x0.size)
-        if env.time_varying:
+        if env.transport.time_varying:
             return init_edges(env, x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return CHOCOState(0, x0.copy(), R, 0, np.zeros_like(x0))
 
-    def _step(self, env: NodeEnv, state: CHOCOState | EdgeState) -> CHOCOState | EdgeState:
+    def _step(self, env: Env, state: CHOCOState | EdgeState) -> CHOCOState | EdgeState:
         if isinstance(state, EdgeState):
             return self._edge_step(env, state)
         tp, x, R = env.transport, state.x, state.R
@@ -110,7 +110,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
             bad = step
         return CHOCOState(step, x, R, bad, S)
 
-    def _edge_step(self, env: NodeEnv, state: EdgeState) -> EdgeState:
+    def _edge_step(self, env: Env, state: EdgeState) -> EdgeState:
         """The step on W_t with per-edge replicas (module doc, edge_replica)."""
         x, A, B = state.x, state.A, state.B
         tmp = env.scratch("tmp", x)
@@ -124,7 +124,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
             bad = step
         return EdgeState(step, x, A, B, bad)
 
-    def replicas(self, env: NodeEnv, state: CHOCOState | EdgeState) -> dict[int, np.ndarray]:
+    def replicas(self, env: Env, state: CHOCOState | EdgeState) -> dict[int, np.ndarray]:
         if isinstance(state, EdgeState):
             return edge_replicas(env, state)
         return super().replicas(env, state)

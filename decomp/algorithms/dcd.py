@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, mix
 from decomp.algorithms.edge_replica import (
     EdgeState,
     edge_replicas,
@@ -56,14 +56,14 @@ class DCDPSGD(DecentralizedAlgorithm):
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the compression error by W's real eigenvalues")
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> DCDState | EdgeState:
+    def init(self, env: Env, x0: np.ndarray) -> DCDState | EdgeState:
         self.check(x0.size)
-        if env.time_varying:
+        if env.transport.time_varying:
             return init_edges(env, x0)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return DCDState(0, R[0], R, 0)
 
-    def _step(self, env: NodeEnv, state: DCDState | EdgeState) -> DCDState | EdgeState:
+    def _step(self, env: Env, state: DCDState | EdgeState) -> DCDState | EdgeState:
         if isinstance(state, EdgeState):
             return self._edge_step(env, state)
         x, R = state.x, state.R
@@ -78,7 +78,7 @@ class DCDPSGD(DecentralizedAlgorithm):
             bad = step
         return DCDState(step, x, R, bad)
 
-    def _edge_step(self, env: NodeEnv, state: EdgeState) -> EdgeState:
+    def _edge_step(self, env: Env, state: EdgeState) -> EdgeState:
         """The step on W_t with per-edge replicas (module doc, edge_replica)."""
         x, A, B = state.x, state.A, state.B
         half = env.scratch("acc", x)
@@ -92,7 +92,7 @@ class DCDPSGD(DecentralizedAlgorithm):
             bad = step
         return EdgeState(step, x, A, B, bad)
 
-    def replicas(self, env: NodeEnv, state: DCDState | EdgeState) -> dict[int, np.ndarray]:
+    def replicas(self, env: Env, state: DCDState | EdgeState) -> dict[int, np.ndarray]:
         if isinstance(state, EdgeState):
             return edge_replicas(env, state)
         return super().replicas(env, state)

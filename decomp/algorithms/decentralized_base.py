@@ -11,12 +11,13 @@ ascending rank order (``env.transport.sources``).
 
 Time-varying W_t (``[topology] schedule``, docs/topologies.md): the env's transport is then a
 :class:`~decomp.comm.timevarying.TimeVaryingNeighborhood`. :meth:`DecentralizedAlgorithm.step`
-calls :meth:`NodeEnv.begin_step` with ``state.t`` before the method's ``_step``, so inside a
-step ``env.transport`` (``sources``, ``destinations``, ``weights``, ``self_weight``,
-``exchange*``) *is* W_t's neighbourhood and a method written for a static W needs no change
-(D-PSGD). Methods with per-neighbour state use ``env.time_varying``, ``env.peers`` (every
-neighbour over a period, ascending) and ``env.slot(j)`` (its row); DCD and CHOCO keep per-edge
-replicas there (:mod:`decomp.algorithms.edge_replica`).
+calls ``env.transport.select(state.t)`` before the method's ``_step`` (a no-op on a static W:
+:class:`~decomp.comm.protocols.NeighborTransport`), so inside a step ``env.transport``
+(``sources``, ``destinations``, ``weights``, ``self_weight``, ``exchange*``) *is* W_t's
+neighbourhood and a method written for a static W needs no change (D-PSGD). Methods with
+per-neighbour state use ``env.transport.time_varying``, ``env.transport.peers`` (every
+neighbour over a period, ascending) and ``env.transport.slot(j)`` (its row); DCD and CHOCO
+keep per-edge replicas there (:mod:`decomp.algorithms.edge_replica`).
 
 Step numbering: ``state.t`` counts the steps done; the step producing x^{t+1} draws its
 minibatch and compressor randomness with step index t + 1 (``Key(seed, rank, t + 1)``).
@@ -32,9 +33,9 @@ Purity: ``init`` and ``step`` never write to the algorithm object. Temporaries c
 env (``env.scratch(name, like=x)``, one array per name and run); everything else is state. One
 algorithm object can therefore drive several runs (envs) at once.
 
-Timing (:mod:`decomp.comm.timing`): step bodies contain no timing calls. :class:`NodeEnv`
+Timing (:mod:`decomp.comm.timing`): step bodies contain no timing calls. :class:`Env`
 wraps its transport at construction (:class:`~decomp.comm.timing.TimedTransport`: counted
-calls book comm time) and hands out timed codecs (:meth:`NodeEnv.codec`: encode / decode book
+calls book comm time) and hands out timed codecs (:meth:`Env.codec`: encode / decode book
 compress time). :meth:`DecentralizedAlgorithm.step` is the public entry point: it runs the
 method's own ``_step`` inside ``with env.watch:``, which books the step's wall time minus the
 comm and compress time as compute. So ``env.watch.as_dict()`` is right for any caller that
@@ -44,112 +45,23 @@ just calls ``alg.step(env, state)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from decomp.algorithms.base import AlgorithmOptions, Workspace, scratch
-from decomp.comm import Neighborhood
+from decomp.algorithms.base import AlgorithmOptions
+from decomp.algorithms.env import Env
 from decomp.comm.pattern import Call, CodecOp
-from decomp.comm.timing import (
-    COMM,
-    COMPRESS,
-    COMPUTE,
-    SECTIONS,
-    Stopwatch,
-    TimedCodec,
-    TimedTransport,
-)
+from decomp.comm.timing import COMM, COMPRESS, COMPUTE, SECTIONS, Stopwatch, TimedCodec
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import gossip_mix
-from decomp.problems import Problem, oracle_grad
+from decomp.problems import oracle_grad
 from decomp.rng import Key
 from decomp.theory import StepsScaling
 
-__all__ = ["COMM", "COMPRESS", "COMPUTE", "SECTIONS", "DecentralizedAlgorithm", "NodeEnv",
-           "Stopwatch", "encode_or_zeros", "mix", "mix_rows"]
-
-
-@dataclass
-class NodeEnv:
-    """This rank's resources for one decentralized run.
-
-    transport: the :class:`Neighborhood` (W's neighbours, collectives, byte counts), wrapped at
-    construction in a :class:`~decomp.comm.timing.TimedTransport` (every other attribute reads
-    through to it: ``sources``, ``weights``, ``bytes``, ``min_uncounted``, ``close``, ...;
-    the unwrapped one is ``transport.inner``); problem: this node's f_i; n: number of nodes
-    (= ranks); seed: run seed; lr: step size γ; watch: the per-section timer (reset it, do
-    not replace it: the timed transport and codecs hold it); workspace: this run's scratch
-    arrays (:meth:`scratch`).
-    """
-
-    transport: Neighborhood
-    problem: Problem
-    n: int
-    seed: int
-    lr: float
-    watch: Stopwatch = field(default_factory=Stopwatch)
-    workspace: Workspace = field(default_factory=Workspace, repr=False)
-    _codec: TimedCodec | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        inner = self.transport
-        if isinstance(inner, TimedTransport):  # dataclasses.replace of a NodeEnv
-            inner = inner.inner
-        self.transport = TimedTransport(inner, self.watch)  # type: ignore[assignment]
-
-    @property
-    def rank(self) -> int:
-        return self.transport.rank
-
-    @property
-    def time_varying(self) -> bool:
-        """True when W changes with the step (the transport has ``select``)."""
-        return hasattr(self.transport.inner, "select")
-
-    def begin_step(self, t: int) -> None:
-        """Make W_t the transport's current W for the step t → t + 1 (no-op for a static W).
-        Called by :meth:`DecentralizedAlgorithm.step`; the env's ``transport`` then reads
-        W_t's ``sources``, ``weights``, ``self_weight`` and exchanges along its edges."""
-        select = getattr(self.transport.inner, "select", None)
-        if select is not None:
-            select(t)
-
-    @property
-    def peers(self) -> tuple[int, ...]:
-        """Every neighbour over a period, ascending (static W: ``sources``): the rows of
-        per-edge state."""
-        inner = self.transport.inner
-        return tuple(getattr(inner, "peers", inner.sources))
-
-    def slot(self, j: int) -> int:
-        """Row of peer j in :attr:`peers`."""
-        inner = self.transport.inner
-        if hasattr(inner, "slot"):
-            return int(inner.slot(j))
-        return self.peers.index(j)
-
-    def key(self, step: int) -> Key:
-        """Compressor key of this node at ``step``: ``Key(seed, rank, step)``."""
-        return Key(self.seed, self.rank, step)
-
-    def codec(self, compressor: Compressor | TimedCodec) -> TimedCodec:
-        """``compressor`` with its encode / decode timed into ``watch`` (the proxy for the
-        last compressor asked for is kept, so a run's steps allocate none)."""
-        if isinstance(compressor, TimedCodec):
-            return compressor
-        c = self._codec
-        if c is None or c.inner is not compressor:
-            c = self._codec = TimedCodec(compressor, self.watch)
-        return c
-
-    def scratch(self, name: str, like: np.ndarray | None = None, *,
-                shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:
-        """This run's scratch array ``name`` (shape/dtype of ``like`` unless given;
-        uninitialised), see :class:`~decomp.algorithms.base.Workspace`."""
-        return scratch(self.workspace, name, like, shape, dtype)
+__all__ = ["COMM", "COMPRESS", "COMPUTE", "SECTIONS", "DecentralizedAlgorithm", "Env",
+           "Stopwatch", "encode_or_zeros", "mix"]
 
 
 def encode_or_zeros(C: Compressor | TimedCodec, v: np.ndarray, key: Key, step: int,
@@ -168,7 +80,7 @@ def encode_or_zeros(C: Compressor | TimedCodec, v: np.ndarray, key: Key, step: i
     return C.encode(np.zeros_like(v), Key(key.seed, key.rank, 0)), bad or step
 
 
-def mix(env: NodeEnv, out: np.ndarray, x0: np.ndarray, rest: np.ndarray,
+def mix(env: Env, out: np.ndarray, x0: np.ndarray, rest: np.ndarray,
         g: np.ndarray) -> bool:
     """out ← W_ii x0 + Σ_k W_{i,sources[k]} rest[k] − γ g in one fused pass (summed self
     first, then the neighbours ascending, as :mod:`decomp.sim.decentralized` does, so the
@@ -182,26 +94,12 @@ def mix(env: NodeEnv, out: np.ndarray, x0: np.ndarray, rest: np.ndarray,
     return bool(gossip_mix(out, x0, rest, t(tp.self_weight), w, t(env.lr), g))
 
 
-def mix_rows(self_weight: float, weights: list[float], R: np.ndarray, out: np.ndarray,
-             tmp: np.ndarray) -> np.ndarray:
-    """out = W_ii R[0] + Σ_k w_k R[1 + k], summed in that fixed order (self, then neighbours
-    ascending) — the order :mod:`decomp.sim.decentralized` uses, so results agree bit for bit.
-
-    R: (1 + deg, d) replicas; weights: the deg neighbour weights W_ij (Python floats).
-    """
-    np.multiply(R[0], self_weight, out=out)
-    for k, w in enumerate(weights):
-        np.multiply(R[1 + k], w, out=tmp)
-        out += tmp
-    return out
-
-
 class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     """Base of the decentralized family.
 
     compressor: C (Identity if omitted); batch_size: τ for minibatch gradients ∇F_i(x; ξ)
     (None = the full local gradient ∇f_i); lr: optional default step size γ > 0, used by
-    :class:`decomp.Trainer` when it is given no ``lr`` (a step uses ``NodeEnv.lr``).
+    :class:`decomp.Trainer` when it is given no ``lr`` (a step uses ``Env.lr``).
 
     Class attributes: ``uses_compressor``; ``needs_unbiased`` (DCD/ECD: E C(x) = x is required
     by their analysis); ``gossip`` (False for the all-reduce baselines, whose models are
@@ -285,7 +183,7 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
                 "(e.g. one-peer-hypercube, exponential, ring) or dpsgd, which allows a directed "
                 "doubly stochastic W.")
 
-    def grad(self, env: NodeEnv, x: np.ndarray, step: int) -> np.ndarray:
+    def grad(self, env: Env, x: np.ndarray, step: int) -> np.ndarray:
         """∇F_i(x_i; ξ_i^step): this node's minibatch gradient (or full ∇f_i), shape (d,)."""
         return oracle_grad(env.problem, x, seed=env.seed, worker=env.rank, step=step,
                            batch_size=self.batch_size)
@@ -296,36 +194,35 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
             return d * np.dtype(dtype).itemsize
         return self.compressor.payload_bytes(d, dtype)
 
-    def encode(self, env: NodeEnv, v: np.ndarray, step: int, bad: int) -> tuple[np.ndarray, int]:
+    def encode(self, env: Env, v: np.ndarray, step: int, bad: int) -> tuple[np.ndarray, int]:
         """(C.encode(v, key(step)), bad) through the env's timed codec; see
         :func:`encode_or_zeros` for a non-finite v."""
         return encode_or_zeros(env.codec(self.compressor), v, env.key(step), step, bad)
 
     @abstractmethod
-    def init(self, env: NodeEnv, x0: np.ndarray) -> Any:
+    def init(self, env: Env, x0: np.ndarray) -> Any:
         """State at t = 0 from x^0 (the same on every node; replicas start equal to it)."""
 
-    def step(self, env: NodeEnv, state: Any) -> Any:
+    def step(self, env: Env, state: Any) -> Any:
         """One iteration; returns the state at t + 1 (arrays are updated in place).
 
         Runs :meth:`_step` inside ``with env.watch:`` so the step's wall time not spent in
         the timed transport or codecs is booked as compute. Subclasses implement
         :meth:`_step`, not this.
         """
-        if env.time_varying:  # W_t of the schedule for the step t → t + 1
-            env.begin_step(state.t)
+        env.transport.select(state.t)  # W_t for the step t → t + 1 (no-op on a static W)
         with env.watch:
             return self._step(env, state)
 
     @abstractmethod
-    def _step(self, env: NodeEnv, state: Any) -> Any:
+    def _step(self, env: Env, state: Any) -> Any:
         """The method's iteration (untimed body; transport and codecs are timed by the env)."""
 
     def model(self, state: Any) -> np.ndarray:
         """x_i: this node's own model, the one it evaluates (metrics also report x̄)."""
         return state.x
 
-    def replicas(self, env: NodeEnv, state: Any) -> dict[int, np.ndarray]:
+    def replicas(self, env: Env, state: Any) -> dict[int, np.ndarray]:
         """{j: this node's copy of node j's public value} (x̂_j or ỹ_j), self included."""
         R = getattr(state, "R", None)
         if R is None:

@@ -27,7 +27,7 @@ class GD(MasterWorkerAlgorithm):
     def init(self, env: Env, x0: np.ndarray) -> GDState:
         return GDState(0, x0.copy())
 
-    def step(self, env: Env, state: GDState) -> GDState:
+    def _step(self, env: Env, state: GDState) -> GDState:
         x = state.x
         if env.transport.is_worker:
             g = self.grad(env, x, state.t + 1)  # may be a problem's buffer: summed in place

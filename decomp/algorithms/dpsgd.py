@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, mix
 from decomp.theory import StepsScaling
 
 
@@ -38,10 +38,10 @@ class DPSGD(DecentralizedAlgorithm):
     # the directed one-peer exponential graph
     needs_symmetric_w = ""
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> DPSGDState:
+    def init(self, env: Env, x0: np.ndarray) -> DPSGDState:
         return DPSGDState(0, x0.copy(), 0)
 
-    def _step(self, env: NodeEnv, state: DPSGDState) -> DPSGDState:
+    def _step(self, env: Env, state: DPSGDState) -> DPSGDState:
         tp, x = env.transport, state.x
         step = state.t + 1
         tp.exchange_start(x.view(np.uint8), x.nbytes)  # x_i^t travels during the gradient

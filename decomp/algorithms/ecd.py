@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv, mix
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, mix
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
@@ -64,12 +64,12 @@ class ECDPSGD(DecentralizedAlgorithm):
         super().__init__(compressor, batch_size=batch_size, lr=lr)
         self.t_start = check_t_start(t_start)
 
-    def init(self, env: NodeEnv, x0: np.ndarray) -> ECDState:
+    def init(self, env: Env, x0: np.ndarray) -> ECDState:
         self.check(x0.size)
         R = np.tile(x0, (env.transport.indegree + 1, 1))
         return ECDState(0, x0.copy(), R, 0)
 
-    def _step(self, env: NodeEnv, state: ECDState) -> ECDState:
+    def _step(self, env: Env, state: ECDState) -> ECDState:
         x, R = state.x, state.R
         acc, tmp, z = env.scratch("acc", x), env.scratch("tmp", x), env.scratch("z", x)
         step = state.t + 1

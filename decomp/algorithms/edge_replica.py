@@ -6,7 +6,7 @@ step (one-peer hypercube: node i pairs with i XOR 2^(t mod τ)), a neighbour tha
 current misses updates and its copy goes stale. The rule here keeps every replica exact:
 
 **one replica per directed edge.** For every peer k it has in some step of a period
-(``env.peers``, ascending; row p = ``env.slot(k)``) node i keeps
+(``env.transport.peers``, ascending; row p = ``env.transport.slot(k)``) node i keeps
 
     A[p] = x̂_{i→k}: node i's public value as peer k knows it    (own side)
     B[p] = x̂_{k→i}: peer k's public value as node i knows it    (neighbour side)
@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import NodeEnv, encode_or_zeros
+from decomp.algorithms.decentralized_base import Env, encode_or_zeros
 from decomp.comm.timing import TimedCodec
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
@@ -71,30 +71,30 @@ class EdgeState(NamedTuple):
     bad: int  # first step at which this node met a non-finite value (0: none)
 
 
-def init_edges(env: NodeEnv, x0: np.ndarray) -> EdgeState:
+def init_edges(env: Env, x0: np.ndarray) -> EdgeState:
     """Every replica starts at x^0 (every node starts there)."""
-    P = len(env.peers)
+    P = len(env.transport.peers)
     return EdgeState(0, x0.copy(), np.tile(x0, (P, 1)), np.tile(x0, (P, 1)), 0)
 
 
-def edge_mix(env: NodeEnv, A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray:
+def edge_mix(env: Env, A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out ← Σ_{k in W_t's sources, ascending} W_t[i, k] (B[k] − A[k]), summed from zero (the
     order :mod:`decomp.sim.decentralized` uses). out: (d,)."""
     tp = env.transport
     tmp = env.scratch("edge_tmp", out)
     out[...] = 0
     for j in tp.sources:
-        p = env.slot(j)
+        p = env.transport.slot(j)
         np.subtract(B[p], A[p], out=tmp)
         tmp *= tp.weights[j]
         out += tmp
     return out
 
 
-def edge_rows(env: NodeEnv, B: np.ndarray) -> np.ndarray:
+def edge_rows(env: Env, B: np.ndarray) -> np.ndarray:
     """(indeg, d): the B rows of W_t's sources in ascending order (a view for one source,
     the one-peer case; else gathered into a scratch array)."""
-    slots = [env.slot(j) for j in env.transport.sources]
+    slots = [env.transport.slot(j) for j in env.transport.sources]
     if len(slots) == 1:
         return B[slots[0]:slots[0] + 1]
     out = env.scratch("edge_rows", shape=(len(slots), B.shape[1]), dtype=B.dtype)
@@ -103,7 +103,7 @@ def edge_rows(env: NodeEnv, B: np.ndarray) -> np.ndarray:
     return out
 
 
-def edge_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
+def edge_round(env: Env, compressor: Compressor | TimedCodec, v: np.ndarray,
                A: np.ndarray, B: np.ndarray, step: int, bad: int, *,
                key: Key | None = None) -> tuple[int, int | None]:
     """One exchange on W_t's edge (module doc): A[k] += C(v − A[k]) here and on peer k,
@@ -120,7 +120,7 @@ def edge_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
     if not dests:
         return bad, None
     C = env.codec(compressor)
-    p = env.slot(dests[0])
+    p = env.transport.slot(dests[0])
     diff = np.subtract(v, A[p], out=env.scratch("edge_diff", v))
     payload, bad = encode_or_zeros(C, diff, env.key(step) if key is None else key, step, bad)
     tp.exchange_start(payload, C.payload_bytes(v.size, v.dtype))
@@ -130,9 +130,9 @@ def edge_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
     return bad, p
 
 
-def edge_replicas(env: NodeEnv, state: EdgeState) -> dict[int, np.ndarray]:
+def edge_replicas(env: Env, state: EdgeState) -> dict[int, np.ndarray]:
     """{k: x̂_{k→i}} for every peer k over a period (node i's copies of its peers' values)."""
-    return {k: state.B[p] for p, k in enumerate(env.peers)}
+    return {k: state.B[p] for p, k in enumerate(env.transport.peers)}
 
 
 __all__ = ["EdgeState", "edge_mix", "edge_replicas", "edge_round", "edge_rows", "init_edges"]

@@ -67,7 +67,7 @@ class EF(MasterWorkerAlgorithm):
         e = np.zeros_like(x0) if env.transport.is_worker else None
         return EFState(0, x0.copy(), e)
 
-    def step(self, env: Env, state: EFState) -> EFState:
+    def _step(self, env: Env, state: EFState) -> EFState:
         x, e, tp = state.x, state.e, env.transport
         C, payload, step = self.compressor, None, state.t + 1
         nbytes = C.payload_bytes(x.size, x.dtype)
@@ -109,7 +109,7 @@ class DCGD(MasterWorkerAlgorithm):
         self.check(x0.size)
         return DCGDState(0, x0.copy())
 
-    def step(self, env: Env, state: DCGDState) -> DCGDState:
+    def _step(self, env: Env, state: DCGDState) -> DCGDState:
         x, tp = state.x, env.transport
         C, payload, step = self.compressor, None, state.t + 1
         nbytes = C.payload_bytes(x.size, x.dtype)

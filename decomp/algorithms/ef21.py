@@ -43,6 +43,7 @@ from decomp.algorithms.base import (
     encode_or_poison,
     update_from_sum,
 )
+from decomp.algorithms.env import Stream
 from decomp.comm.pattern import Call
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
@@ -123,7 +124,7 @@ class EF21(MasterWorkerAlgorithm):
         else:
             descend_and_broadcast(env, x, g, step, self.name)
 
-    def step(self, env: Env, state: EF21State) -> EF21State:
+    def _step(self, env: Env, state: EF21State) -> EF21State:
         x, g_local, g, tp = state.x, state.g_local, state.g, env.transport
         step = state.t + 1
         self.descend(env, x, g, step)
@@ -177,7 +178,7 @@ class EF21Plus(EF21):
             g = G.sum(axis=0) / env.n
         return EF21PlusState(0, x0.copy(), g_local, G, g)
 
-    def step(self, env: Env, state: EF21PlusState) -> EF21PlusState:
+    def _step(self, env: Env, state: EF21PlusState) -> EF21PlusState:
         x, g_local, G, g, tp = state.x, state.g_local, state.G, state.g, env.transport
         C = self.compressor
         step = state.t + 1
@@ -187,7 +188,7 @@ class EF21Plus(EF21):
             assert g_local is not None
             grad = self.grad(env, x, step)
             pm = encode_or_poison(C, grad - g_local, env.key(step))
-            pb = encode_or_poison(C, grad, env.key(step, stream=1))
+            pb = encode_or_poison(C, grad, env.key(step, Stream.SECOND))
             if pm.size == 0 or pb.size == 0:  # non-finite gradient: poison (see base)
                 g_local[:] = np.nan
                 payload = np.zeros(1 + C.payload_bytes(x.size, x.dtype), np.uint8)

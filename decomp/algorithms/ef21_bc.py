@@ -17,7 +17,8 @@ So the model itself never travels: the downlink is one C_M payload per step (the
 "master broadcasts compressed vector b^{t+1}"). With C_M = identity, g^{t+1} = g̃^{t+1} and this
 is EF21 (up to the rounding of g^t + (g̃^{t+1} − g^t)). Every rank decodes the same b payload
 into g, so g and x are identical everywhere bit for bit. A random C_M draws with the key
-(seed, 2n, t) — rank slot 2n, clear of the workers' streams (slots < 2n).
+(seed, 2n, t) — ``env.key(t, Stream.MASTER)``, rank slot 2n, clear of the workers' streams
+(slots < 2n).
 
 Step size: the paper's experiments start every method from EF21's theory step with the
 workers' α_w and tune multipliers of it; ``lr = "theory"`` gives that (see docs/algorithms.md
@@ -40,11 +41,11 @@ from decomp.algorithms.base import (
     update_from_sum,
 )
 from decomp.algorithms.ef21 import INITS
+from decomp.algorithms.env import Stream
 from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls
 from decomp.compress import Compressor, Identity, make_compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite
-from decomp.rng import Key
 
 
 def downlink_codec(spec: Any, uplink: Compressor) -> Compressor:
@@ -57,11 +58,6 @@ def downlink_codec(spec: Any, uplink: Compressor) -> Compressor:
     if isinstance(spec, Compressor):
         return spec
     raise ConfigError(f"ef21_bc: downlink_compressor must be a compressor table, got {spec!r}")
-
-
-def master_key(seed: int, n: int, step: int) -> Key:
-    """The key of C_M at ``step``: rank slot 2n (the workers use slots i and i + n)."""
-    return Key(seed, 2 * n, step)
 
 
 class EF21BCState(NamedTuple):
@@ -101,7 +97,7 @@ class EF21BC(MasterWorkerAlgorithm):
         if env.transport.is_master:
             assert g_tilde is not None
             diff = np.subtract(g_tilde, g, out=env.scratch("bc_diff", g))
-            payload = encode_or_poison(codec, diff, master_key(env.seed, env.n, step))
+            payload = encode_or_poison(codec, diff, env.key(step, Stream.MASTER))
         down = env.transport.broadcast_bytes(payload)
         decode_add_or_poison(codec, down, g)
 
@@ -127,7 +123,7 @@ class EF21BC(MasterWorkerAlgorithm):
             raise diverged(0, self.name, "aggregate g")
         return EF21BCState(0, x0.copy(), g_local, g_tilde, g)
 
-    def step(self, env: Env, state: EF21BCState) -> EF21BCState:
+    def _step(self, env: Env, state: EF21BCState) -> EF21BCState:
         x, g_local, g_tilde, g, tp = state.x, state.g_local, state.g_tilde, state.g, env.transport
         C = self.compressor
         step = state.t + 1

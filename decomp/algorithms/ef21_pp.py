@@ -86,7 +86,7 @@ class EF21PP(EF21):
         s = super().init(env, x0)  # every worker sends g_i^0 (step 0 is a full round)
         return EF21PPState(s.t, s.x, s.g_local, s.g)
 
-    def step(self, env: Env, state: EF21PPState) -> EF21PPState:
+    def _step(self, env: Env, state: EF21PPState) -> EF21PPState:
         x, g_local, g, tp = state.x, state.g_local, state.g, env.transport
         C = self.compressor
         step = state.t + 1

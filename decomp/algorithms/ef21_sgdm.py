@@ -84,7 +84,7 @@ class EF21SGDM(EF21):
         payloads = env.transport.gather(payload, codec.payload_bytes(x0.size, x0.dtype))
         return EF21SGDMState(0, x0.copy(), v, g_local, self._g0(env, codec, payloads, x0))
 
-    def step(self, env: Env, state: EF21SGDMState) -> EF21SGDMState:  # type: ignore[override]
+    def _step(self, env: Env, state: EF21SGDMState) -> EF21SGDMState:  # type: ignore[override]
         x, v, g_local, g, tp = state.x, state.v, state.g_local, state.g, env.transport
         step = state.t + 1
         self.descend(env, x, g, step)

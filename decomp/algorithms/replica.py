@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from decomp.algorithms.decentralized_base import NodeEnv, encode_or_zeros
+from decomp.algorithms.decentralized_base import Env, encode_or_zeros
 from decomp.comm.timing import TimedCodec
 from decomp.compress import Compressor
 from decomp.rng import Key
 
 
-def replica_round(env: NodeEnv, compressor: Compressor | TimedCodec, v: np.ndarray,
+def replica_round(env: Env, compressor: Compressor | TimedCodec, v: np.ndarray,
                   R: np.ndarray, step: int, bad: int, *, keep: float | None = None,
                   scale: float = 1.0, on_own: Callable[[Any, np.ndarray], None] | None = None,
                   on_received: Callable[[Any, np.ndarray, int, int], None] | None = None,

@@ -54,7 +54,7 @@ class SGDM(MasterWorkerAlgorithm):
     def init(self, env: Env, x0: np.ndarray) -> SGDMState:
         return SGDMState(0, x0.copy(), np.zeros_like(x0))
 
-    def step(self, env: Env, state: SGDMState) -> SGDMState:
+    def _step(self, env: Env, state: SGDMState) -> SGDMState:
         x, m = state.x, state.m
         if env.transport.is_worker:
             g = self.grad(env, x, state.t + 1)  # may be a problem's buffer: used in place

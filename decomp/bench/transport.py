@@ -30,7 +30,7 @@ def masterworker(sizes: tuple[int, ...] = (1024, 16384, 262144, 4 << 20, 16 << 2
     COMM_WORLD (collective). Interleaved rounds; a round's time is the slowest rank's mean;
     returns ``(bytes, decomp µs, raw µs)`` medians. Run::
 
-        mpiexec -n 4 python -c "from decomp.bench.transport import main_masterworker; main_masterworker()"
+        mpiexec -n 4 python -c "from decomp.bench.transport import main_masterworker as m; m()"
     """
     import time
 
@@ -150,7 +150,7 @@ def neighborhood(sizes: tuple[int, ...] = (64, 1024, 16384, 262144), reps: int =
     payloads); a round's time is the maximum over ranks of the mean; the result is the median
     over rounds: ``(method, bytes, microseconds per exchange)`` on every rank. Run::
 
-        mpiexec -n 8 python -c "from decomp.bench.transport import main_neighborhood; main_neighborhood()"
+        mpiexec -n 8 python -c "from decomp.bench.transport import main_neighborhood as m; m()"
     """
     import time
 

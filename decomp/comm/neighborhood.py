@@ -89,6 +89,9 @@ class Neighborhood:
     is a no-op, ``peers`` = ``sources``, ``slot(j)`` = j's index in ``sources``.
     """
 
+    #: W is the same at every step
+    time_varying = False
+
     def __init__(self, mixing: Any, comm: Any, *, method: str = "auto",
                  connected: bool = True) -> None:
         from mpi4py import MPI

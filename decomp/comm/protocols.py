@@ -110,6 +110,9 @@ class NeighborTransport(Protocol):
     rank: int
     size: int
     bytes: ByteCounter
+    #: True when W changes with the step (a schedule W_t): methods with per-edge state
+    #: then keep one row per peer over a period
+    time_varying: bool
 
     @property
     def worker(self) -> int: ...

@@ -1,8 +1,9 @@
 """One generic call-wrapping proxy: the timing and the delay wrappers are built on it.
 
 A :class:`CallProxy` subclass names the calls it wraps (``calls``: a protocol's method list,
-e.g. :data:`decomp.comm.protocols.COUNTED_CALLS`) and implements two hooks, :meth:`~CallProxy._enter`
-(before the wrapped call, returns a token) and :meth:`~CallProxy._exit` (after it, also when it
+e.g. :data:`decomp.comm.protocols.COUNTED_CALLS`) and implements two hooks,
+:meth:`~CallProxy._enter` (before the wrapped call, returns a token) and
+:meth:`~CallProxy._exit` (after it, also when it
 raises, with the token). The class body gets one generated method per name, so the wrappers
 never re-list a transport's methods; every other attribute reads through to ``inner``
 unchanged. A call on a name the inner object lacks raises its ``AttributeError``.

@@ -10,9 +10,10 @@ its own receive buffer and persistent requests across periods.
 Everything a step reads goes to the current member: ``sources``, ``destinations``,
 ``weights``, ``self_weight``, ``indegree``, ``outdegree``, ``exchange``,
 ``exchange_start`` / ``exchange_finish``, ``received_rows``. So an algorithm written for a
-static W runs unchanged on a schedule once its env has called ``select(t)`` before step
-t → t + 1 (:meth:`DecentralizedAlgorithm.step` does, on every transport of the
-:class:`~decomp.comm.protocols.NeighborTransport` protocol, a no-op on a static W). Whole-communicator operations (``allreduce_sum``,
+static W runs unchanged on a schedule once ``select(t)`` was called before step t → t + 1
+(:meth:`DecentralizedAlgorithm.step` calls it on every
+:class:`~decomp.comm.protocols.NeighborTransport`; a no-op on a static W).
+Whole-communicator operations (``allreduce_sum``,
 ``allgather``, ``allreduce_uncounted``, ``min_uncounted``) use the first member. All members
 count into one :class:`~decomp.comm.ByteCounter` (:attr:`bytes`).
 
@@ -51,6 +52,9 @@ class TimeVaryingNeighborhood:
         bytes: the one byte counter every member adds to.
         step: the t of the W_t last selected (0 after construction).
     """
+
+    #: W_t changes with the step (:class:`~decomp.comm.protocols.NeighborTransport`)
+    time_varying = True
 
     def __init__(self, schedule: Any, comm: Any, *, method: str = "auto") -> None:
         from decomp.topologies.comm import matrix_digest

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from decomp.algorithms import Env, NodeEnv
+from decomp.algorithms import Env
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.comm import MasterWorker, Neighborhood
 from decomp.comm.delay import DelayedTransport
 from decomp.comm.timevarying import NEIGHBOURHOODS, TimeVaryingNeighborhood
-from decomp.comm.timing import TimedTransport
 from decomp.errors import ConfigError, DivergenceError
 from decomp.topologies import is_schedule
 
@@ -60,23 +59,13 @@ class Session:
         self.problem = problem
         self.lr = float(lr)
         self.seed = int(seed)
-        self.env: Env | NodeEnv
-        if isinstance(transport, NEIGHBOURHOODS):
-            self.n = transport.size
-            self.worker: int | None = transport.rank
-            self.env = NodeEnv(transport, problem, self.n, self.seed, self.lr)
-        else:
-            self.n = transport.n_workers
-            self.worker = transport.worker
-            self.env = Env(transport, problem, self.n, self.seed, self.lr)
+        self.n = transport.size if isinstance(transport, NEIGHBOURHOODS) else transport.n_workers
+        self.worker: int | None = transport.worker
         self.rank: int = transport.rank
-        if delay_s > 0:  # emulated latency ([network] delay_ms), inside the timer if any
-            size = transport.comm.Get_size()
-            held = self.env.transport
-            if isinstance(held, TimedTransport):
-                held.inner = DelayedTransport(held.inner, delay_s, size)
-            else:
-                self.env.transport = DelayedTransport(held, delay_s, size)  # type: ignore[assignment]
+        # emulated latency ([network] delay_ms) goes inside the env's timer
+        wire = DelayedTransport(transport, delay_s, transport.comm.Get_size()) if delay_s > 0 \
+            else transport
+        self.env = Env(wire, problem, self.n, self.seed, self.lr)
         self.state: Any = None
         self.wall_s = 0.0
         self.steps_done = 0
@@ -102,8 +91,7 @@ class Session:
         t0 = time.perf_counter()
         self.state = self.algorithm.init(self.env, x0)
         self.wall_s += time.perf_counter() - t0
-        if isinstance(self.env, NodeEnv):
-            self.env.watch.reset()
+        self.env.watch.reset()
 
     def step(self) -> None:
         """One step of the algorithm, on the clock."""
@@ -139,14 +127,14 @@ class Session:
                 f"{at_step})", step=bad, algorithm=self.algorithm.name, quantity="model x")
 
     def timings(self) -> dict[str, float]:
-        """Decentralized: the step time split compute_s / compress_s / comm_s; else {}."""
-        return self.env.watch.as_dict() if isinstance(self.env, NodeEnv) else {}
+        """The step time split compute_s / compress_s / comm_s (either family)."""
+        return self.env.watch.as_dict()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this rank bit for bit, as plain values (copies):
         ``state`` (the algorithm state's fields: arrays and scalars), ``steps_done``,
-        ``wall_s``, ``bytes`` ([up, down, control]) and ``split`` (decentralized step-time
-        split, or None). Randomness is a function of (seed, rank, step, purpose): no
+        ``wall_s``, ``bytes`` ([up, down, control]) and ``split`` (the step-time
+        split). Randomness is a function of (seed, rank, step, purpose): no
         generator state is needed."""
         if self.state is None:
             raise ConfigError("state_dict() before init(): nothing to save yet")
@@ -154,7 +142,7 @@ class Session:
 
         arrays, scalars = split_state(self.state)
         b = self.transport.bytes
-        split = list(self.env.watch.totals) if isinstance(self.env, NodeEnv) else None
+        split = list(self.env.watch.totals)
         return {"state": {**{k: v.copy() for k, v in arrays.items()}, **scalars},
                 "steps_done": self.steps_done, "wall_s": self.wall_s,
                 "bytes": [b.up, b.down, b.control], "split": split}
@@ -174,7 +162,7 @@ class Session:
         self.wall_s = float(d["wall_s"])
         b = self.transport.bytes
         b.up, b.down, b.control = (int(v) for v in d["bytes"])
-        if isinstance(self.env, NodeEnv) and d.get("split") is not None:
+        if d.get("split") is not None:
             self.env.watch.totals[:] = [float(v) for v in d["split"]]
 
     def close(self) -> None:

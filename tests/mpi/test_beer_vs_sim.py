@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, NodeEnv
+from decomp.algorithms import DECENTRALIZED, Env
 from decomp.comm import Neighborhood
 from decomp.compress import Identity, TopK, make_compressor
 from decomp.data import load_dataset
@@ -54,7 +54,7 @@ def _run(comm, problems, case: str, topology: str,
     W = mixing_matrix(topology, comm.size)
     tp = Neighborhood(W, comm)
     alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
-    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
+    env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
     state, xs = run_iterates(alg, env, x0, STEPS, every_step)
     ref = simulate_decentralized(name, probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
                                  batch_size=batch, compressor=make_c(), **opts)
@@ -126,14 +126,14 @@ def test_on_the_one_peer_hypercube_iterates_and_edges_equal_the_reference(comm, 
     alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
     alg.check_mixing(sched)
     tp = open_transport("decentralized", comm, mixing=sched)
-    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
+    env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
     state = alg.init(env, x0)
     xs, unequal = [state.x.copy()], []
     for _ in range(STEPS):
         state = alg.step(env, state)
         xs.append(state.x.copy())
         mine = {k: (state.AH[p].copy(), state.BH[p].copy(), state.AG[p].copy(),
-                    state.BG[p].copy()) for p, k in enumerate(env.peers)}
+                    state.BG[p].copy()) for p, k in enumerate(env.transport.peers)}
         everyone = comm.allgather(mine)
         for k, (ah, bh, ag, bg) in mine.items():
             theirs = everyone[k][env.rank]

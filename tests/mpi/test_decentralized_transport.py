@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decomp.algorithms import DCDPSGD, NodeEnv
+from decomp.algorithms import DCDPSGD, Env
 from decomp.comm import EXCHANGE_METHODS, Neighborhood
 from decomp.compress import make_compressor
 from decomp.config import load_config
@@ -128,7 +128,7 @@ def test_a_nan_on_one_rank_is_seen_by_all_at_the_same_step(comm) -> None:
     ds = load_dataset("breast_cancer", scale="standard")
     probs = split_problem(ds, "logistic", comm.size)
     nb = Neighborhood(mixing_matrix("ring", comm.size), comm)
-    env = NodeEnv(nb, probs[comm.rank], comm.size, 0, 0.1)
+    env = Env(nb, probs[comm.rank], comm.size, 0, 0.1)
     alg = DCDPSGD(make_compressor({"kind": "qsgd", "levels": 4}))
     state = alg.init(env, initial_point("normal", ds.n_features, seed=0))
     for t in range(1, 11):

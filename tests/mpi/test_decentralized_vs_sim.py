@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, NodeEnv
+from decomp.algorithms import DECENTRALIZED, Env
 from decomp.comm import Neighborhood
 from decomp.compress import Identity, TopK, make_compressor
 from decomp.data import load_dataset
@@ -67,7 +67,7 @@ def _run(comm, problems, case: str, topology: str, method: str = "auto", lr: flo
     if make_c is not None:
         kw["compressor"] = make_c()
     alg = DECENTRALIZED[name](batch_size=BATCH, **kw)
-    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, lr)
+    env = Env(tp, probs[comm.rank], comm.size, SEED, lr)
     state, xs = run_iterates(alg, env, x0 if x_start is None else x_start, STEPS, every_step)
     ref_kw = dict(opts)
     if make_c is not None:

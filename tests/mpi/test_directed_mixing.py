@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from decomp.algorithms import DECENTRALIZED, NodeEnv
+from decomp.algorithms import DECENTRALIZED, Env
 from decomp.comm import Neighborhood
 from decomp.data import load_dataset
 from decomp.problems import initial_point, oracle_grad, split_problem
@@ -101,7 +101,7 @@ def _run_dpsgd(comm, problems, transports: list[Any], lr: float = LR,
     """D-PSGD on this rank; step t uses transports[(t - 1) % len(transports)]."""
     probs, x0 = problems
     alg = DECENTRALIZED["dpsgd"](batch_size=BATCH)
-    envs = [NodeEnv(tp, probs[comm.rank], comm.size, SEED, lr) for tp in transports]
+    envs = [Env(tp, probs[comm.rank], comm.size, SEED, lr) for tp in transports]
     state = alg.init(envs[0], x0 if x_start is None else x_start)
     xs = [state.x.copy()]
     for t in range(STEPS):

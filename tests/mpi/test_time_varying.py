@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, NodeEnv
+from decomp.algorithms import DECENTRALIZED, Env
 from decomp.compress import make_compressor
 from decomp.data import load_dataset
 from decomp.problems import initial_point, split_problem
@@ -81,7 +81,7 @@ def _build(case: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _run(comm, problems, case: str,
-         every_step: Callable[[Any, NodeEnv, Any], None] | None = None):
+         every_step: Callable[[Any, Env, Any], None] | None = None):
     """``case`` on this rank through the runner's transport for a schedule; the iterates
     (STEPS + 1, d), the transport's byte counts and the reference trace."""
     probs, x0 = problems
@@ -90,7 +90,7 @@ def _run(comm, problems, case: str,
     alg, ref_kw = _build(case)
     alg.check_mixing(sched)
     tp = open_transport("decentralized", comm, mixing=sched)
-    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, LR)
+    env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
     state, xs = run_iterates(alg, env, x0, STEPS, every_step)
     counts = (tp.bytes.up, tp.bytes.down)
     tp.close()
@@ -132,7 +132,7 @@ def test_both_ends_of_every_edge_hold_the_same_replica(comm, problems, case: str
     before: dict[str, np.ndarray] = {}
 
     def check(alg, env, state) -> None:
-        peers = env.peers
+        peers = env.transport.peers
         mine = {k: (state.A[p].copy(), state.B[p].copy()) for p, k in enumerate(peers)}
         everyone = comm.allgather(mine)
         for k, (a, b) in mine.items():

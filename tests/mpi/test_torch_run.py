@@ -31,7 +31,7 @@ from _torch_case import net as _net  # noqa: E402
 from _torch_case import problems as _problems  # noqa: E402
 from torch import nn  # noqa: E402
 
-from decomp.algorithms import DECENTRALIZED, NodeEnv  # noqa: E402
+from decomp.algorithms import DECENTRALIZED, Env  # noqa: E402
 from decomp.comm import Neighborhood  # noqa: E402
 from decomp.compress import QSGD, Identity, TopK, make_compressor  # noqa: E402
 from decomp.data.classification import load  # noqa: E402
@@ -74,7 +74,7 @@ def test_decentralized_torch_iterates_equal_the_reference(comm, case: str, topol
     if make_c is not None:
         kw["compressor"] = make_c()
     alg = DECENTRALIZED[name](batch_size=BATCH, **kw)
-    env = NodeEnv(tp, mine, n, SEED, LR)
+    env = Env(tp, mine, n, SEED, LR)
     state = alg.init(env, x0)
     mine.flat.bind(state.x)  # the module is the iterate, as in the Trainer
     xs = [state.x.copy()]

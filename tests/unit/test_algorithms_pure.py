@@ -1,14 +1,14 @@
 """Algorithm objects are pure and timed from outside, without MPI.
 
-An in-process transport (one thread per node, a barrier per collective) stands in for
-:class:`~decomp.comm.Neighborhood`, so several nodes — and several runs — share one process:
+The in-memory transports of :mod:`decomp.comm.threads` (one thread per node, a barrier per
+collective) stand in for :class:`~decomp.comm.Neighborhood`, so several nodes — and several
+runs — share one process:
 one algorithm object drives two runs at once and gives what two objects give; nothing is
 written to the object by ``init``/``step``; the env's watch splits the time by wrapping.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,18 +18,19 @@ import numpy as np
 import pytest
 
 from decomp.algorithms.allreduce import AllreduceCompressed, AllreduceSGD
-from decomp.algorithms.base import Env, Workspace
 from decomp.algorithms.choco import CHOCOSGD
 from decomp.algorithms.dcd import DCDPSGD
-from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, NodeEnv
+from decomp.algorithms.decentralized_base import DecentralizedAlgorithm
 from decomp.algorithms.dense import GD
 from decomp.algorithms.dpsgd import DPSGD
 from decomp.algorithms.ecd import ECDPSGD
 from decomp.algorithms.ef import DCGD, EF
 from decomp.algorithms.ef21 import EF21, EF21Plus
 from decomp.algorithms.ef21_sgdm import EF21SGDM
+from decomp.algorithms.env import Env, Workspace
 from decomp.algorithms.sgdm import SGDM
-from decomp.comm import ByteCounter
+from decomp.comm.delay import DelayedTransport
+from decomp.comm.threads import Board, ThreadMasterWorker, ThreadNeighborhood
 from decomp.comm.timing import COMM, COMPRESS, COMPUTE, Stopwatch, TimedCodec, TimedTransport
 from decomp.compress import QSGD, Identity, TopK
 from decomp.data import load_dataset
@@ -58,97 +59,9 @@ CASES: dict[str, tuple[str, Callable[[], DecentralizedAlgorithm], dict[str, Any]
 
 
 # ------------------------------------------------------------------ in-process transports
-class Board:
-    """What the nodes of one run share: a slot per node and a barrier."""
-
-    def __init__(self, n: int) -> None:
-        self.slots: list[Any] = [None] * n
-        self.barrier = threading.Barrier(n, timeout=60)
-
-    def publish(self, rank: int, value: Any) -> list[Any]:
-        """Every node's value (after all have published); collective."""
-        self.slots[rank] = value
-        self.barrier.wait()
-        got = list(self.slots)
-        self.barrier.wait()  # nobody overwrites a slot before all have read
-        return got
-
-
-class ThreadNeighborhood:
-    """Node ``rank`` of W for one thread: the Neighborhood interface the algorithms use."""
-
-    def __init__(self, W: np.ndarray, rank: int, board: Board, delay: float = 0.0) -> None:
-        self.rank, self.size, self.board, self.delay = rank, W.shape[0], board, delay
-        self.sources = tuple(j for j in range(self.size) if j != rank and W[rank, j] > 0)
-        self.destinations = self.sources
-        self.weights = {j: float(W[rank, j]) for j in self.sources}
-        self.self_weight = float(W[rank, rank])
-        self.bytes = ByteCounter()
-
-    @property
-    def indegree(self) -> int:
-        return len(self.sources)
-
-    def exchange(self, payload: np.ndarray, nbytes: int | None = None) -> dict[int, np.ndarray]:
-        assert nbytes is None or payload.size == nbytes
-        time.sleep(self.delay)
-        got = self.board.publish(self.rank, payload.copy())
-        self.bytes.up += payload.size * len(self.sources)
-        self._got = {j: got[j] for j in self.sources}
-        return self._got
-
-    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
-        self.exchange(payload, nbytes)
-
-    def exchange_finish(self) -> dict[int, np.ndarray]:
-        return self._got
-
-    def received_rows(self, dtype: Any, d: int) -> np.ndarray:
-        return np.stack([self._got[j].view(dtype) for j in self.sources])
-
-    def allgather(self, payload: np.ndarray, nbytes: int | None = None) -> list[np.ndarray]:
-        return self.board.publish(self.rank, payload.copy())
-
-    def allreduce_sum(self, vec: np.ndarray) -> None:
-        got = self.board.publish(self.rank, vec.copy())
-        acc = got[0].copy()
-        for v in got[1:]:
-            acc += v
-        vec[:] = acc
-
-    def min_uncounted(self, value: int) -> int:
-        return min(self.board.publish(self.rank, value))
-
-
-class OneWorker:
+def OneWorker() -> ThreadMasterWorker:  # noqa: N802
     """A master–worker transport of one shared-master worker (n = 1)."""
-
-    is_master = is_worker = True
-    worker = 0
-    n_workers = 1
-
-    def __init__(self) -> None:
-        self.bytes = ByteCounter()
-
-    def gather(self, payload: np.ndarray | None, nbytes: int | None = None) -> list[np.ndarray]:
-        assert payload is not None and (nbytes is None or payload.size == nbytes)
-        return [payload.copy()]
-
-    def gather_start(self, payload: np.ndarray | None, nbytes: int | None = None) -> None:
-        self._got = self.gather(payload, nbytes)
-
-    def gather_finish(self) -> list[np.ndarray]:
-        return self._got
-
-    def broadcast_bytes(self, payload: np.ndarray | None) -> np.ndarray:
-        assert payload is not None
-        return payload.copy()
-
-    def broadcast(self, x: np.ndarray) -> None:
-        pass
-
-    def allreduce_sum(self, vec: np.ndarray) -> None:
-        pass
+    return ThreadMasterWorker(0, Board(1))
 
 
 # ------------------------------------------------------------------ runs
@@ -165,9 +78,12 @@ class Run:
         self.probs, self.x0 = _problem(n, d)
         self.lr, self.n = lr, n
         board = Board(n)
-        dense = self.W.dense()
-        self.envs = [NodeEnv(ThreadNeighborhood(dense, i, board, delay), self.probs[i], n, SEED,
-                             lr) for i in range(n)]
+
+        def wire(i: int) -> Any:
+            tp = ThreadNeighborhood(self.W, i, board)
+            return DelayedTransport(tp, delay, n) if delay > 0 else tp
+
+        self.envs = [Env(wire(i), self.probs[i], n, SEED, lr) for i in range(n)]
 
     def node(self, alg: DecentralizedAlgorithm, i: int, steps: int) -> tuple[np.ndarray, Any]:
         """Node i's iterates x_i^0..x_i^steps (steps + 1, d) and its final state."""

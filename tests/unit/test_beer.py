@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from decomp.algorithms import NodeEnv
+from decomp.algorithms import Env
 from decomp.algorithms.beer import BEER
 from decomp.comm import Neighborhood
 from decomp.compress import QSGD, Identity, TopK
@@ -174,7 +174,7 @@ def test_a_step_allocates_no_full_size_vector() -> None:
     grad_buffer, target = np.zeros(d), np.linspace(-1.0, 1.0, d)
     prob.grad = lambda x: np.subtract(x, target, out=grad_buffer)  # type: ignore[method-assign]
     nb = Neighborhood(MixingMatrix(np.ones((1, 1))), MPI.COMM_SELF)
-    env = NodeEnv(nb, prob, 1, 0, 0.1)
+    env = Env(nb, prob, 1, 0, 0.1)
     alg = BEER(TopK(ratio=0.01), gamma=0.5)
     box = [alg.init(env, np.ones(d))]
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from decomp.algorithms import CHOCOSGD, DCGD, DPSGD, EF, EF21, EF21SGDM, GD, SGDM, Env, NodeEnv
+from decomp.algorithms import CHOCOSGD, DCGD, DPSGD, EF, EF21, EF21SGDM, GD, SGDM, Env
 from decomp.comm import MasterWorker, Neighborhood
 from decomp.compress import QSGD, RandK, Scaled, TopK
 from decomp.compress.aggregate import SumDecoder, SumEncoder, index_bits
@@ -167,7 +167,7 @@ def test_a_master_worker_step_allocates_no_full_size_vector(make) -> None:
 def test_a_decentralized_step_allocates_no_full_size_vector(make) -> None:
     alg = make()
     nb = Neighborhood(MixingMatrix(np.ones((1, 1))), MPI.COMM_SELF)
-    env = NodeEnv(nb, BufferProblem(D), 1, 0, 0.1)
+    env = Env(nb, BufferProblem(D), 1, 0, 0.1)
     box = [alg.init(env, np.ones(D))]
 
     def step() -> None:

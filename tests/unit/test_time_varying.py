@@ -238,7 +238,7 @@ def test_a_step_on_a_schedule_allocates_no_full_size_vector(name: str) -> None:
 
     from mpi4py import MPI
 
-    from decomp.algorithms import DECENTRALIZED, NodeEnv
+    from decomp.algorithms import DECENTRALIZED, Env
     from decomp.comm.timevarying import TimeVaryingNeighborhood
     from decomp.problems import Problem
 
@@ -264,9 +264,9 @@ def test_a_step_on_a_schedule_allocates_no_full_size_vector(name: str) -> None:
            "choco_sgd": lambda: DECENTRALIZED["choco_sgd"](make_compressor(
                {"kind": "topk", "ratio": 0.01}), gamma_c=0.5)}[name]()
     tp = TimeVaryingNeighborhood(mixing_schedule("one-peer-hypercube", 1), MPI.COMM_SELF)
-    env = NodeEnv(tp, Quadratic(), 1, 0, 0.1)
+    env = Env(tp, Quadratic(), 1, 0, 0.1)
     state = alg.init(env, np.ones(d))
-    assert env.time_varying and (name == "dpsgd" or type(state).__name__ == "EdgeState")
+    assert env.transport.time_varying and (name == "dpsgd" or type(state).__name__ == "EdgeState")
     for _ in range(2):
         state = alg.step(env, state)
     tracemalloc.start()
