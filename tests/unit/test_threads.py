@@ -1,0 +1,165 @@
+"""The in-memory thread transports (decomp.comm.threads) are the executable specification of
+the transport protocols: EVERY registered algorithm, run on them for a few steps at n = 2..4
+ranks (threads of this process, no MPI), gives the iterates of its decomp.sim reference — on
+a static W, on the one-peer hypercube schedule (where the method accepts it) and with a
+dedicated master. Also: they satisfy the protocols, and misuse raises the library's errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from decomp.algorithms import REGISTRY, AlgorithmSpec, Env
+from decomp.comm.protocols import MasterWorkerTransport, NeighborTransport
+from decomp.comm.threads import Board, ThreadMasterWorker, ThreadNeighborhood, run_ranks
+from decomp.compress import QSGD, TopK
+from decomp.data import load_dataset
+from decomp.errors import ConfigError, PayloadError, UsageError
+from decomp.problems import Problem, initial_point, split_problem
+from decomp.sim import simulate, simulate_decentralized
+from decomp.topologies import mixing_matrix, mixing_schedule
+
+STEPS = 4
+SEED = 5
+LR = 0.1
+#: per-method options a test must give (no default in the class)
+REQUIRED = {"choco_sgd": {"gamma_c": 0.5}, "beer": {"gamma": 0.5}}
+
+
+def _build(spec: AlgorithmSpec) -> Any:
+    """The method with the first compressor its analysis accepts (its default, Top-2, else
+    QSGD-8; none for the dense methods)."""
+    last: Exception | None = None
+    candidates = ((None if spec.default_compressor else TopK(2), QSGD(levels=8))
+                  if spec.uses_compressor else (None,))
+    for C in candidates:
+        try:
+            alg = spec.build(compressor=C, batch_size=4 if spec.needs_batch else None,
+                             options=REQUIRED.get(spec.name, {}))
+            alg.check(9)
+            return alg
+        except ConfigError as e:
+            last = e
+    raise AssertionError(f"{spec.name}: no compressor accepted: {last}")
+
+
+def _problem(n: int, d: int = 9) -> tuple[list[Problem], np.ndarray]:
+    ds = load_dataset("synthetic", n_samples=30 * n, n_features=d, seed=d)
+    return split_problem(ds, "logistic", n), initial_point("normal", d, seed=d)
+
+
+def _reference(alg: Any, name: str, problems: list[Problem], x0: np.ndarray,
+               W: Any = None) -> np.ndarray:
+    """decomp.sim's iterates of ``alg`` (the one place the reference is called): (STEPS + 1,
+    d) for the master–worker family, (STEPS + 1, n, d) for the decentralized one."""
+    options = REGISTRY[name].resolve_options(REQUIRED.get(name, {}), name)
+    C = alg.compressor if alg.uses_compressor else None
+    if W is not None:
+        return simulate_decentralized(name, problems, x0, W, lr=LR, steps=STEPS, seed=SEED,
+                                      compressor=C, batch_size=alg.batch_size, **options).xs
+    return simulate(name, problems, x0, lr=LR, steps=STEPS, seed=SEED, compressor=C,
+                    batch_size=alg.batch_size, **options).xs
+
+
+def _iterates(alg: Any, env: Env, x0: np.ndarray) -> np.ndarray:
+    """This rank's model after init and each of STEPS steps: (STEPS + 1, d)."""
+    state = alg.init(env, x0)
+    xs = [alg.model(state).copy()]
+    for _ in range(STEPS):
+        state = alg.step(env, state)
+        xs.append(alg.model(state).copy())
+    return np.stack(xs)
+
+
+def _mw(name: str, n: int, master: str) -> None:
+    alg = _build(REGISTRY[name])
+    size = n + (master == "dedicated")
+    problems, x0 = _problem(n)
+    board = Board(size)
+
+    def rank(r: int) -> np.ndarray:
+        tp = ThreadMasterWorker(r, board, master)
+        prob = problems[tp.worker] if tp.worker is not None else None
+        return _iterates(alg, Env(tp, prob, n, SEED, LR), x0)
+
+    got = run_ranks(board, rank)
+    ref = np.asarray(_reference(alg, name, problems, x0))
+    for xs in got:  # the model is the same on every rank
+        np.testing.assert_array_equal(xs, ref)
+
+
+def _dec(name: str, n: int, W: Any) -> None:
+    alg = _build(REGISTRY[name])
+    alg.check_mixing(W)
+    problems, x0 = _problem(n)
+    board = Board(n)
+    got = run_ranks(board, lambda i: _iterates(
+        alg, Env(ThreadNeighborhood(W, i, board), problems[i], n, SEED, LR), x0))
+    np.testing.assert_array_equal(np.stack(got, axis=1), np.asarray(_reference(
+        alg, name, problems, x0, W)))
+
+
+MW = [s.name for s in REGISTRY.values() if s.family == "master_worker"]
+DEC = [s.name for s in REGISTRY.values() if s.family == "decentralized"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("name", MW)
+def test_every_master_worker_method_on_threads_equals_its_reference(name: str, n: int) -> None:
+    _mw(name, n, "shared")
+
+
+@pytest.mark.parametrize("name", MW)
+def test_every_master_worker_method_with_a_dedicated_master(name: str) -> None:
+    _mw(name, 3, "dedicated")
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("name", DEC)
+def test_every_decentralized_method_on_threads_equals_its_reference(name: str, n: int) -> None:
+    _dec(name, n, mixing_matrix("ring", n))
+
+
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("name", DEC)
+def test_every_decentralized_method_on_a_schedule(name: str, n: int) -> None:
+    sched = mixing_schedule("one-peer-hypercube", n)
+    try:
+        _build(REGISTRY[name]).check_mixing(sched)
+    except ConfigError:
+        pytest.skip(f"{name} refuses a schedule")
+    _dec(name, n, sched)
+
+
+def test_the_thread_transports_satisfy_the_protocols() -> None:
+    board = Board(2)
+    nb = ThreadNeighborhood(mixing_matrix("ring", 2), 0, board)
+    mw = ThreadMasterWorker(0, board)
+    assert isinstance(nb, NeighborTransport) and isinstance(mw, MasterWorkerTransport)
+    assert nb.peers == nb.sources == (1,) and nb.slot(1) == 0 and nb.select(7) is nb
+    assert not nb.time_varying and nb.worker == 0
+    tv = ThreadNeighborhood(mixing_schedule("one-peer-hypercube", 4), 0, Board(4))
+    assert tv.time_varying and tv.peers == (1, 2) and tv.slot(2) == 1
+    assert tv.select(1).sources == (2,) and tv.select(0).sources == (1,)
+
+
+def test_misuse_is_a_usage_error_and_a_bad_payload_a_payload_error() -> None:
+    board = Board(1)
+    nb = ThreadNeighborhood(np.ones((1, 1)), 0, board)
+    with pytest.raises(PayloadError, match="uint8"):
+        nb.exchange(np.zeros(3))
+    with pytest.raises(UsageError, match="without exchange_start"):
+        nb.exchange_finish()
+    nb.exchange_start(np.zeros(2, np.uint8))
+    with pytest.raises(UsageError, match="not finished"):
+        nb.exchange_start(np.zeros(2, np.uint8))
+    mw = ThreadMasterWorker(0, board)
+    with pytest.raises(PayloadError, match="uint8"):
+        mw.gather(np.zeros(3))
+    with pytest.raises(PayloadError, match="fixed at 4"):
+        mw.gather(np.zeros(3, np.uint8), 4)
+    with pytest.raises(UsageError, match="without gather_start"):
+        mw.gather_finish()
+    assert isinstance(UsageError("x"), RuntimeError)
