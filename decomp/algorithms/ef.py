@@ -69,7 +69,7 @@ class EF(MasterWorkerAlgorithm):
 
     def _step(self, env: Env, state: EFState) -> EFState:
         x, e, tp = state.x, state.e, env.transport
-        C, payload, step = self.compressor, None, state.t + 1
+        C, payload, step = env.codec(self.compressor), None, state.t + 1
         nbytes = C.payload_bytes(x.size, x.dtype)
         if tp.is_worker:
             assert e is not None
@@ -111,7 +111,7 @@ class DCGD(MasterWorkerAlgorithm):
 
     def _step(self, env: Env, state: DCGDState) -> DCGDState:
         x, tp = state.x, env.transport
-        C, payload, step = self.compressor, None, state.t + 1
+        C, payload, step = env.codec(self.compressor), None, state.t + 1
         nbytes = C.payload_bytes(x.size, x.dtype)
         if tp.is_worker:
             payload = encode_or_poison(C, self.grad(env, x, step), env.key(step), nbytes)

@@ -88,7 +88,7 @@ class EF21(MasterWorkerAlgorithm):
         """Gather the c_i (fixed size: no sizes round); a worker then takes g_i ← g_i + c_i
         while the master aggregates; then g ← g + (1/n) Σ_i c_i (every rank, or the
         master)."""
-        C = self.compressor if codec is None else codec
+        C = env.codec(self.compressor) if codec is None else codec
         payloads = env.transport.gather(payload, C.payload_bytes(x.size, x.dtype))
         if payload is not None:
             assert g_local is not None
@@ -132,8 +132,8 @@ class EF21(MasterWorkerAlgorithm):
         if tp.is_worker:
             assert g_local is not None
             diff = np.subtract(self.grad(env, x, step), g_local, out=env.scratch("diff", x))
-            payload = encode_or_poison(self.compressor, diff, env.key(step),
-                                       self.compressor.payload_bytes(x.size, x.dtype))
+            C = env.codec(self.compressor)
+            payload = encode_or_poison(C, diff, env.key(step), C.payload_bytes(x.size, x.dtype))
         self._exchange(env, payload, g_local, g, x)
         return EF21State(step, x, g_local, g)
 
@@ -180,7 +180,7 @@ class EF21Plus(EF21):
 
     def _step(self, env: Env, state: EF21PlusState) -> EF21PlusState:
         x, g_local, G, g, tp = state.x, state.g_local, state.G, state.g, env.transport
-        C = self.compressor
+        C = env.codec(self.compressor)
         step = state.t + 1
         descend_and_broadcast(env, x, g, step, self.name)
         payload = None

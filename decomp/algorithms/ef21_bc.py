@@ -125,7 +125,7 @@ class EF21BC(MasterWorkerAlgorithm):
 
     def _step(self, env: Env, state: EF21BCState) -> EF21BCState:
         x, g_local, g_tilde, g, tp = state.x, state.g_local, state.g_tilde, state.g, env.transport
-        C = self.compressor
+        C = env.codec(self.compressor)
         step = state.t + 1
         descend_checked(env, x, g, step, self.name)  # x^{t+1} = x^t − γ g^t, every rank
         payload = None
@@ -138,7 +138,7 @@ class EF21BC(MasterWorkerAlgorithm):
             assert g_local is not None
             decode_add_or_poison(C, payload, g_local)  # g̃_i += c_i
         update_from_sum(env, C, "model", payloads, g_tilde, 1.0, x)  # master: g̃ += Σ c_i / n
-        self._broadcast_b(env, self.downlink_compressor, g_tilde, g, step)
+        self._broadcast_b(env, env.codec(self.downlink_compressor), g_tilde, g, step)
         return EF21BCState(step, x, g_local, g_tilde, g)
 
     # ---- declarations (decomp.netmodel) ----

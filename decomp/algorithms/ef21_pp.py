@@ -88,7 +88,7 @@ class EF21PP(EF21):
 
     def _step(self, env: Env, state: EF21PPState) -> EF21PPState:
         x, g_local, g, tp = state.x, state.g_local, state.g, env.transport
-        C = self.compressor
+        C = env.codec(self.compressor)
         step = state.t + 1
         self.descend(env, x, g, step)
         mask = participants(env.seed, step, env.n, self.p, self.sampling,

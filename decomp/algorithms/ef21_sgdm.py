@@ -94,7 +94,7 @@ class EF21SGDM(EF21):
             t = x.dtype.type  # v_i ← (1 − η) v_i + η ∇f_i(x^{t+1}; ξ), one fused pass
             scale_add(v, t(1.0 - self.eta), t(self.eta), self.grad(env, x, step))
             diff = np.subtract(v, g_local, out=env.scratch("diff", x))
-            payload = encode_or_poison(self.compressor, diff, env.key(step),
-                                       self.compressor.payload_bytes(x.size, x.dtype))
+            C = env.codec(self.compressor)
+            payload = encode_or_poison(C, diff, env.key(step), C.payload_bytes(x.size, x.dtype))
         self._exchange(env, payload, g_local, g, x)  # g_i += c_i;  g += (1/n) Σ_i c_i
         return EF21SGDMState(step, x, v, g_local, g)

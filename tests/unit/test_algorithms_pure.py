@@ -29,7 +29,6 @@ from decomp.algorithms.ef21 import EF21, EF21Plus
 from decomp.algorithms.ef21_sgdm import EF21SGDM
 from decomp.algorithms.env import Env, Workspace
 from decomp.algorithms.sgdm import SGDM
-from decomp.comm.delay import DelayedTransport
 from decomp.comm.threads import Board, ThreadMasterWorker, ThreadNeighborhood
 from decomp.comm.timing import COMM, COMPRESS, COMPUTE, Stopwatch, TimedCodec, TimedTransport
 from decomp.compress import QSGD, Identity, TopK
@@ -64,6 +63,18 @@ def OneWorker() -> ThreadMasterWorker:  # noqa: N802
     return ThreadMasterWorker(0, Board(1))
 
 
+class SlowThreadNeighborhood(ThreadNeighborhood):
+    """Every exchange takes ``delay`` seconds longer (also a split one, when it is posted)."""
+
+    def __init__(self, W: Any, rank: int, board: Board, delay: float) -> None:
+        super().__init__(W, rank, board)
+        self.delay = delay
+
+    def exchange_start(self, payload: np.ndarray, nbytes: int | None = None) -> None:
+        time.sleep(self.delay)
+        super().exchange_start(payload, nbytes)
+
+
 # ------------------------------------------------------------------ runs
 def _problem(n: int, d: int) -> tuple[list[Problem], np.ndarray]:
     ds = load_dataset("synthetic", n_samples=40 * n, n_features=d, seed=d)
@@ -79,11 +90,8 @@ class Run:
         self.lr, self.n = lr, n
         board = Board(n)
 
-        def wire(i: int) -> Any:
-            tp = ThreadNeighborhood(self.W, i, board)
-            return DelayedTransport(tp, delay, n) if delay > 0 else tp
-
-        self.envs = [Env(wire(i), self.probs[i], n, SEED, lr) for i in range(n)]
+        self.envs = [Env(SlowThreadNeighborhood(self.W, i, board, delay), self.probs[i], n,
+                         SEED, lr) for i in range(n)]
 
     def node(self, alg: DecentralizedAlgorithm, i: int, steps: int) -> tuple[np.ndarray, Any]:
         """Node i's iterates x_i^0..x_i^steps (steps + 1, d) and its final state."""

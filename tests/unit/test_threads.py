@@ -163,3 +163,22 @@ def test_misuse_is_a_usage_error_and_a_bad_payload_a_payload_error() -> None:
     with pytest.raises(UsageError, match="without gather_start"):
         mw.gather_finish()
     assert isinstance(UsageError("x"), RuntimeError)
+
+
+def test_master_worker_steps_split_their_time_too() -> None:
+    """Both families time a step the same way: the env's timed transport and codecs book comm
+    and compress, ``step`` wraps ``_step`` in the watch, compute is the rest."""
+    alg = _build(REGISTRY["ef21"])
+    problems, x0 = _problem(2)
+    board = Board(2)
+
+    def rank(r: int) -> dict[str, float]:
+        env = Env(ThreadMasterWorker(r, board), problems[r], 2, SEED, LR)
+        state = alg.init(env, x0)
+        env.watch.reset()
+        for _ in range(STEPS):
+            state = alg.step(env, state)
+        return env.watch.as_dict()
+
+    for times in run_ranks(board, rank):
+        assert times["comm_s"] > 0 and times["compress_s"] > 0 and times["compute_s"] >= 0
