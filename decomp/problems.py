@@ -7,11 +7,15 @@
 
 A problem holds one worker's rows (its shard) or the whole dataset. Vectors are float64 or
 float32 (the dataset's dtype); gradients are fresh arrays of shape (d,).
+
+What an algorithm needs of a problem is the :class:`GradientOracle` protocol (the numpy
+problems here and the torch front end's oracle implement it).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +26,23 @@ from decomp.errors import ConfigError, DataError
 
 PROBLEMS = ("logistic", "least_squares")
 _DENSE_MAX_D = 4096  # shards with at most this many features are stored dense (faster A @ x)
+
+
+@runtime_checkable
+class GradientOracle(Protocol):
+    """A worker's f_i as the algorithms see it (:func:`oracle_grad`): ``n_samples`` rows,
+    ``grad(x)`` = ∇f_i(x) and ``minibatch_grad(x, rows)`` = ∇f_i(x; ξ) over the sorted row
+    indices ``rows`` (int64, (τ,)), both fresh (d,) arrays of x's dtype; ``loss(x)`` = f_i(x)
+    (metrics)."""
+
+    @property
+    def n_samples(self) -> int: ...
+
+    def grad(self, x: np.ndarray) -> np.ndarray: ...
+
+    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
+
+    def loss(self, x: np.ndarray) -> float: ...
 
 
 def lambda_max_gram(A: np.ndarray | sp.csr_matrix) -> float:
@@ -150,7 +171,7 @@ def minibatch_rows(seed: int, worker: int, step: int, n_rows: int, batch_size: i
     return rows
 
 
-def oracle_grad(problem: Problem, x: np.ndarray, *, seed: int, worker: int, step: int,
+def oracle_grad(problem: GradientOracle, x: np.ndarray, *, seed: int, worker: int, step: int,
                 batch_size: int | None) -> np.ndarray:
     """∇f_i(x) when ``batch_size`` is None, else the minibatch gradient ∇f_i(x; ξ_i^step)."""
     if batch_size is None:

@@ -37,7 +37,7 @@ from decomp.comm.protocols import MasterWorkerTransport, NeighborTransport
 from decomp.comm.timing import Stopwatch, TimedCodec, TimedTransport
 from decomp.compress import Compressor
 from decomp.errors import UsageError
-from decomp.problems import Problem
+from decomp.problems import GradientOracle
 from decomp.rng import Key
 
 __all__ = ["SHARED", "Env", "Stream", "Workspace", "scratch", "stream_key"]
@@ -128,7 +128,7 @@ class Env:
     """
 
     transport: MasterWorkerTransport | NeighborTransport
-    problem: Problem | None
+    problem: GradientOracle | None
     n: int
     seed: int
     lr: float
