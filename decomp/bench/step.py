@@ -115,7 +115,6 @@ class _DecompRunner(_Runner):
         from torch import nn
 
         from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of_class
-        from decomp.comm.timing import Stopwatch, TimedCodec, TimedTransport
         from decomp.runner.session import Session, open_transport
         from decomp.topologies import mixing_matrix
         from decomp.torch.flat import FlatModel
@@ -132,15 +131,7 @@ class _DecompRunner(_Runner):
         mixing = mixing_matrix("ring", comm.Get_size()) if family == DECENTRALIZED_FAMILY else None
         tp = open_transport(family, comm, mixing=mixing)
         self.session = Session(alg, tp, self.problem, lr=lr, seed=seed)
-        self.watch = getattr(self.session.env, "watch", None)
-        if self.watch is None:  # master–worker: wrap transport and codec here
-            self.watch = Stopwatch()
-            self.session.env.transport = TimedTransport(tp, self.watch)  # type: ignore[assignment]
-            if alg.uses_compressor:
-                alg.compressor = TimedCodec(alg.compressor, self.watch)
-            self._mw = True
-        else:
-            self._mw = False
+        self.watch = self.session.env.watch  # either family: the env times its steps
         x0 = flat.params.copy()
         self.session.warm_up(x0)
         self.session.init(x0)
@@ -150,11 +141,7 @@ class _DecompRunner(_Runner):
         tp.bytes.reset()
 
     def step(self) -> None:  # type: ignore[override]
-        if self._mw:
-            with self.watch:
-                self.session.step()
-        else:
-            self.session.step()
+        self.session.step()
 
     def counts(self) -> tuple[float, float, float | None, float | None, float | None]:
         b = self.tp.bytes
