@@ -51,7 +51,7 @@ def test_fit_trains_records_history_and_writes_metrics(self_comm, tmp_path: Path
     hist = tr.fit(steps=60, eval_every=20)
     assert [h["step"] for h in hist] == [0, 20, 40, 60]
     assert set(hist[0]) == {"step", "loss", "test_loss", "test_acc", "bits_up", "bits_down",
-                            "wall_s"}
+                            "wall_s", "compute_s", "compress_s", "comm_s"}  # split: both families
     assert hist[-1]["test_acc"] > 0.8 > hist[0]["test_acc"]
     assert hist[-1]["test_loss"] < hist[0]["test_loss"]
     rows = [json.loads(s) for s in path.read_text().splitlines()]
