@@ -11,10 +11,17 @@
 
 Each transport counts the bytes this rank sent (payloads) and received, so metrics report what
 actually crossed MPI.
+
+The contracts are :class:`MasterWorkerTransport` and :class:`NeighborTransport`
+(:mod:`decomp.comm.protocols`); the timing and delay wrappers are one call-wrapping proxy
+built from their method lists (:mod:`decomp.comm.proxy`); :mod:`decomp.comm.threads` runs n
+ranks as threads of one process on the same protocols (debugging, notebooks, tests).
 """
 
 from decomp.comm.counters import ByteCounter
 from decomp.comm.masterworker import MASTER_MODES, MasterWorker
 from decomp.comm.neighborhood import EXCHANGE_METHODS, Neighborhood
+from decomp.comm.protocols import MasterWorkerTransport, NeighborTransport
 
-__all__ = ["EXCHANGE_METHODS", "MASTER_MODES", "ByteCounter", "MasterWorker", "Neighborhood"]
+__all__ = ["EXCHANGE_METHODS", "MASTER_MODES", "ByteCounter", "MasterWorker",
+           "MasterWorkerTransport", "NeighborTransport", "Neighborhood"]
