@@ -25,7 +25,7 @@ import math
 import os
 from typing import Any
 
-from decomp.config import Config, dump_toml, is_torch
+from decomp.config import Config, dump_toml
 from decomp.errors import ConfigError
 from decomp.log import LOGGER
 from decomp.runner.checkpoint import CheckpointStore
@@ -34,11 +34,17 @@ from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.runner.metadata import mpi_metadata
 from decomp.runner.method import run_method
 from decomp.runner.outputs import Outputs
-from decomp.runner.plan import check_sizes, check_world, mixing_for, plan_methods
+from decomp.runner.plan import (
+    check_sizes,
+    check_world,
+    mixing_for,
+    plan_methods,
+    resolved_config,
+)
 from decomp.runner.results import MethodResult
 from decomp.runner.resume import check_resume, fingerprint
 from decomp.runner.rundir import claim_run_dir
-from decomp.runner.workload import local_workers, prepare
+from decomp.runner.workload import Workload, local_workers, prepare
 
 __all__ = ["drive", "run", "run_method"]
 
@@ -81,6 +87,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     n = check_world(cfg, comm)
     _check_run_settings(cfg, comm.Get_size())
     plans = plan_methods(cfg)  # fail fast on a bad method before any data is loaded
+    cfg = resolved_config(cfg, plans)  # what the run folder records: every option resolved
     if len({p.label for p in plans}) != len(plans):
         raise ConfigError("two [[methods]] have the same name: give each its own name (the "
                           "metrics rows and checkpoints are keyed by it)")
@@ -98,7 +105,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     out: Outputs | None = None
     with RunControl(comm, comm_timeout_s=cfg.run.comm_timeout_s) as control:
         try:
-            work = prepare(cfg, n, local_workers(cfg, rank) if is_torch(cfg) else None)
+            work = prepare(cfg, n, local_workers(cfg, rank))
             check_sizes(plans, work.d)
             meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
             out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume",
@@ -107,7 +114,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
                 out.keep_rows({p.label: int(ptr["step"]) for p, ptr
                                in zip(plans, pointers, strict=True) if ptr is not None},
                               log_every=cfg.run.log_every, steps=cfg.run.steps)
-            _log_problem(cfg, comm, work, n, out)
+            _log_problem(comm, work, n, out)
             for i, plan in enumerate(plans):
                 out.summary([*results, _running(plan)])
                 out.begin(plan.label)
@@ -129,12 +136,8 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
         except Interrupted:  # agreed by every rank: the collective clean-up is safe
             control.close()
             raise
-        except BaseException:
-            # An error on this rank alone (the caller ends the job): nothing collective here,
-            # the other ranks may be waiting inside a step.
-            raise
-        else:
-            control.close()
+        else:  # any other error is this rank's alone (the caller ends the job): nothing
+            control.close()  # collective then, the other ranks may be waiting inside a step
         finally:
             if out is not None:
                 out.summary(results)
@@ -142,17 +145,9 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     return results
 
 
-def _log_problem(cfg: Config, comm: Any, work: Any, n: int, out: Outputs) -> None:
-    rank = comm.Get_rank()
-    if work.torch is not None:
-        comm.Bcast(work.x0, root=0)  # rank 0's x^0 everywhere (setup, not counted)
-        tw = work.torch
-        if rank == 0:
-            LOGGER.info("%s", tw.label_table(f"label counts per worker ({cfg.problem.shard} "
-                                             f"partition of {tw.data.name}):"))
-        LOGGER.info("problem torch: model %s on %s (%d train / %d test rows), d = %d, "
-                    "%d workers, outputs in %s", cfg.problem.model, tw.data.name,
-                    tw.data.n_train, tw.data.n_test, work.d, n, out.dir)
-    else:
-        LOGGER.info("problem %s on %s: d = %d, L = %.6g, %d workers, outputs in %s",
-                    cfg.problem.kind, cfg.problem.dataset, work.d, work.L, n, out.dir)
+def _log_problem(comm: Any, work: Workload, n: int, out: Outputs) -> None:
+    if comm.Get_rank() == 0:
+        table = work.table()
+        if table is not None:
+            LOGGER.info("%s", table)
+    LOGGER.info("%s, %d workers, outputs in %s", work.description(), n, out.dir)

@@ -1,6 +1,7 @@
 """One method of ``decomp run`` on this rank: its session, metrics, checkpoints and summary.
 
-:func:`run_method` opens the method's transport and :class:`~decomp.runner.session.Session`,
+:func:`run_method` opens the method's :class:`~decomp.runner.session.Session` (the
+:func:`~decomp.runner.build.build_session` of every front end),
 starts it from x^0 or restores it from its checkpoint, drives it to ``run.steps`` (logging,
 checkpointing every ``run.checkpoint_every`` steps, watching for signals and silent ranks),
 checkpoints its end and returns its :class:`~decomp.runner.results.MethodResult`, whose status
@@ -17,16 +18,17 @@ import numpy as np
 from decomp.config import Config
 from decomp.errors import DivergenceError
 from decomp.log import LOGGER
+from decomp.runner.build import build_session
 from decomp.runner.checkpoint import CheckpointStore
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
-from decomp.runner.metrics import evaluate, evaluate_nodes, keeping_buffers, make_test_evaluator
+from decomp.runner.metrics import evaluate, evaluate_nodes
 from decomp.runner.outputs import Outputs
 from decomp.runner.plan import MethodPlan, resolve_lr
 from decomp.runner.progress import make_progress, show_metrics
 from decomp.runner.results import MethodResult
-from decomp.runner.resume import restore_session, session_meta, torch_buffers
-from decomp.runner.session import Session, open_transport
+from decomp.runner.resume import restore_session, session_meta
+from decomp.runner.session import Session
 from decomp.runner.workload import Workload
 
 
@@ -49,15 +51,16 @@ class MethodRun:
         s = self.session
         x = s.model()
         if s.decentralized:
-            ev: dict[str, Any] = keeping_buffers(self.work, evaluate_nodes, s.transport,
-                                                 s.problem, x, s.n)
+            with self.work.kept():  # the full gradient runs a model in train mode
+                ev: dict[str, Any] = evaluate_nodes(s.transport, s.problem, x, s.n)
             if self.evaluator is not None:
                 with np.errstate(all="ignore"):
                     test = self.evaluator.nodes(x)
                 test.pop("consensus_distance")  # evaluate_nodes has it already
                 ev.update(test)
             return ev
-        ev = keeping_buffers(self.work, evaluate, s.transport, s.problem, x, s.n)
+        with self.work.kept():
+            ev = evaluate(s.transport, s.problem, x, s.n)
         ev["consensus_distance"] = 0.0
         if self.evaluator is not None:
             ev.update(self.evaluator.master(x, is_worker=s.transport.is_worker, n_workers=s.n))
@@ -114,7 +117,7 @@ class _Checkpointer:
             return
         mr = self.mr
         meta = session_meta(mr.session, mr.first, mr.last, mr.status, mr.message)
-        self.store.save(self.index, step, mr.session.state, meta, torch_buffers(self.work),
+        self.store.save(self.index, step, mr.session.state, meta, self.work.buffers(),
                         self.fingerprint)
         self.saved = step
 
@@ -133,12 +136,11 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
     """
     m = plan.config
     lr = resolve_lr(m, plan.algorithm, work.L, work.Ls, work.d)
-    tp = open_transport(plan.family, comm, master=cfg.run.master, mixing=mixing,
-                        exchange=cfg.topology.exchange)
-    worker = tp.rank if plan.decentralized else tp.worker  # type: ignore[union-attr]
-    problem = work.problems[worker] if worker is not None else None
-    session = Session(plan.algorithm, tp, problem, lr=lr, seed=cfg.seed,
-                      delay_s=cfg.network.delay_ms / 1e3)
+    session = build_session(
+        plan.algorithm, comm, lr=lr, seed=cfg.seed, master=cfg.run.master, mixing=mixing,
+        exchange=cfg.topology.exchange, delay_s=cfg.network.delay_ms / 1e3,
+        problem=lambda worker, n: None if worker is None else work.problems[worker],
+        share=(work.x0,), abort=False)  # decomp run's CLI ends the job on an error itself
     if plan.decentralized:
         rho = (f"period {mixing.period}, rho over a period {mixing.rho:.4f}"
                if hasattr(mixing, "period") else f"rho {mixing.rho:.4f}")
@@ -149,13 +151,12 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
     else:
         LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d workers", m.label, m.algorithm,
                     session.compressor_name, lr, session.n)
-    mr = MethodRun(cfg, plan, session, work, out, make_test_evaluator(work, comm))
+    mr = MethodRun(cfg, plan, session, work, out, work.test_evaluator(comm))
     save = (_Checkpointer(store, index, mr, work, fingerprint or {}) if store is not None
             else None)
     try:
         session.warm_up(work.x0)
-        if work.torch is not None:
-            work.torch.reset_buffers()
+        work.reset()
         session.init(work.x0)
         if pointer is not None:
             meta = restore_session(session, store, pointer, work)  # type: ignore[arg-type]
@@ -200,12 +201,8 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         e.result = mr.result()  # type: ignore[attr-defined]
         session.close()
         raise
-    except BaseException:
-        # An error on this rank alone: no collective clean-up (the others may be inside a
-        # step's collective); the caller ends the whole job.
-        raise
-    else:
-        session.close()
+    else:  # any other error is this rank's alone: no collective clean-up (the others may be
+        session.close()  # inside a step's collective); the caller ends the whole job
     finally:
         if mr.bar is not None:
             mr.bar.close()

@@ -1,15 +1,13 @@
 """Metrics of a run, collective and off the clock: f, ‖∇f‖², bits (master–worker: at x;
-decentralized: at x̄ = (1/n) Σ_i x_i, plus the consensus distance), and the torch test metrics."""
+decentralized: at x̄ = (1/n) Σ_i x_i, plus the consensus distance). Test-set metrics come from
+the workload (:meth:`decomp.runner.workload.Workload.test_evaluator`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
 from decomp.comm import MasterWorker, Neighborhood
 from decomp.problems import Problem
-from decomp.runner.workload import Workload
 
 
 def evaluate(tp: MasterWorker, problem: Problem | None, x: np.ndarray, n: int) -> dict[str, float]:
@@ -55,26 +53,3 @@ def evaluate_nodes(tp: Neighborhood, problem: Problem, x: np.ndarray, n: int) ->
     return {"loss": float(buf[0]), "grad_norm_sq": gsq,
             "consensus_distance": float(buf[d + 1]), "loss_local": float(buf[d + 2]),
             "bits_up": float(8 * buf[d + 3]), "bits_down": float(8 * buf[d + 4])}
-
-
-def make_test_evaluator(work: Workload, comm: Any) -> Any:
-    """The collective test-set evaluator of a torch workload (None for numpy problems)."""
-    if work.torch is None:
-        return None
-    from decomp.torch.evaluation import TestEvaluator
-
-    tw = work.torch
-    return TestEvaluator(tw.flat, tw.loss_fn, tw.data.X_test, tw.data.y_test, comm,
-                         buffers=tw.buffers, chunk=tw.eval_chunk)
-
-
-def keeping_buffers(work: Workload, fn: Any, *args: Any) -> Any:
-    """fn(*args) with this rank's BatchNorm statistics restored afterwards: the full-gradient
-    metric runs the model in train mode, which would otherwise update them."""
-    if work.torch is None or not work.torch.flat.buffers.size:
-        return fn(*args)
-    saved = work.torch.flat.buffers.copy()
-    try:
-        return fn(*args)
-    finally:
-        work.torch.flat.buffers[:] = saved

@@ -7,13 +7,16 @@ Every check that does not need the data runs here, before any data is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from decomp.algorithms import registry
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, AlgorithmSpec
-from decomp.config import Config, MethodConfig, TopologyConfig, is_torch
+from decomp.config import Config, MethodConfig, TopologyConfig
 from decomp.errors import ConfigError, LaunchError
+from decomp.runner.build import check_family
+from decomp.runner.workload import loader_for
 from decomp.theory import ef21_stepsize
 from decomp.topologies import MixingMatrix, MixingSchedule, mixing_schedule, resolve_mixing
 
@@ -66,24 +69,26 @@ def plan_method(m: MethodConfig) -> MethodPlan:
 
 def plan_methods(cfg: Config) -> list[MethodPlan]:
     """Every method of ``cfg`` built once (fail fast on a bad one), with the family/run
-    combinations checked. Each method's ``options`` are replaced by the resolved set (the
-    class defaults included), so the ``config.toml`` a run writes says what ran."""
-    for m in cfg.methods:
-        if is_torch(cfg) and isinstance(m.lr, str):
-            raise ConfigError(
-                f"{m.label}: lr = {m.lr!r} needs the smoothness constant L of the objective, "
-                f"which a neural network does not have: give [[methods]] lr as a number for "
-                f"problem.kind = 'torch' (e.g. lr = 0.1)")
+    combinations and what the problem kind refuses (a torch model has no L) checked. ``cfg``
+    is not modified: each plan's ``options`` is the resolved set (class defaults included),
+    and :func:`resolved_config` puts them into the config a run writes."""
+    loader_for(cfg).check(cfg)
     plans = [plan_method(m) for m in cfg.methods]
     for p in plans:
-        m = p.config
-        m.options = {k: v for k, v in p.options.items() if v is not None}
-        if p.decentralized and cfg.run.master != "shared":
-            raise ConfigError(
-                f"{m.label}: {m.algorithm} is a decentralized method (every rank is a node of "
-                f"W); run.master = {cfg.run.master!r} applies to the master–worker family only "
-                "— use run.master = 'shared'")
+        try:
+            check_family(p.algorithm, master=cfg.run.master, who=p.config.algorithm,
+                         key="run.master = ")
+        except ConfigError as e:
+            raise ConfigError(f"{p.label}: {e}") from None
     return plans
+
+
+def resolved_config(cfg: Config, plans: list[MethodPlan]) -> Config:
+    """A copy of ``cfg`` whose methods carry their resolved options (the class defaults
+    included, None left out), so the ``config.toml`` a run writes says what ran."""
+    methods = [dataclasses.replace(p.config, options={k: v for k, v in p.options.items()
+                                                      if v is not None}) for p in plans]
+    return dataclasses.replace(cfg, methods=methods)
 
 
 def check_sizes(plans: list[MethodPlan], d: int) -> None:

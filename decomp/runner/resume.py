@@ -11,12 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from decomp.config import Config, load_config, to_dict
 from decomp.errors import ConfigError
 from decomp.runner.checkpoint import CheckpointStore
-from decomp.runner.plan import plan_methods
+from decomp.runner.plan import plan_methods, resolved_config
 from decomp.runner.session import Session
 from decomp.runner.workload import Workload
 
@@ -58,9 +56,10 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def check_resume(cfg: Config, run_dir: Path, store: CheckpointStore, comm: Any,
                  world_size: int) -> list[dict[str, Any] | None]:
-    """The checkpoint pointer of every method (None: start it at step 0), after refusing a
-    changed config, another world size or fewer steps than a checkpoint has. Rank 0 reads
-    the folder; every rank gets the same answer."""
+    """The checkpoint pointer of every method (None: start it at step 0) of the resolved
+    config ``cfg`` (:func:`~decomp.runner.plan.resolved_config`), after refusing a changed
+    config, another world size or fewer steps than a checkpoint has. Rank 0 reads the
+    folder; every rank gets the same answer."""
     answer: tuple[str, list[dict[str, Any] | None]] = ("", [])
     if comm.Get_rank() == 0:
         try:
@@ -77,7 +76,7 @@ def check_resume(cfg: Config, run_dir: Path, store: CheckpointStore, comm: Any,
 def _pointers(cfg: Config, run_dir: Path, store: CheckpointStore,
               world_size: int) -> list[dict[str, Any] | None]:
     old_cfg = load_config(run_dir / "config.toml")
-    plan_methods(old_cfg)  # resolved the same way as cfg
+    old_cfg = resolved_config(old_cfg, plan_methods(old_cfg))  # resolved the same way as cfg
     diff = config_differences(fingerprint(old_cfg), fingerprint(cfg))
     if diff:
         raise ConfigError(f"--resume: the config differs from the one run in {run_dir} "
@@ -102,15 +101,6 @@ def _pointers(cfg: Config, run_dir: Path, store: CheckpointStore,
     return pointers
 
 
-def torch_buffers(work: Workload) -> list[np.ndarray]:
-    """The BatchNorm statistics of this process's torch models (none for numpy problems)."""
-    if work.torch is None:
-        return []
-    tw = work.torch
-    flats = {id(f): f for f in [tw.flat, *tw.flats]}.values()
-    return [f.buffers for f in flats if f.buffers.size]
-
-
 def session_meta(session: Session, first: dict[str, Any], last: dict[str, Any],
                  status: str, message: str) -> dict[str, Any]:
     """The non-array part of a method's checkpoint."""
@@ -127,7 +117,7 @@ def restore_session(session: Session, store: CheckpointStore, pointer: dict[str,
     session.load_state_dict({"state": {**arrays, **meta["state_scalars"]},
                              "steps_done": meta["step"], "wall_s": meta["wall_s"],
                              "bytes": meta["bytes"], "split": meta.get("split")})
-    live = torch_buffers(work)
+    live = work.buffers()
     if len(live) != len(buffers):
         raise ConfigError(f"checkpoint has {len(buffers)} BatchNorm buffer sets, the model "
                           f"{len(live)}")

@@ -75,6 +75,11 @@ class Session:
         return self.family == DECENTRALIZED_FAMILY
 
     @property
+    def mixing(self) -> Any:
+        """The W (or schedule W_t) a decentralized session gossips over; None otherwise."""
+        return self.transport.mixing if self.decentralized else None  # type: ignore[union-attr]
+
+    @property
     def compressor_name(self) -> str:
         alg = self.algorithm
         return repr(alg.compressor) if alg.uses_compressor else "-"

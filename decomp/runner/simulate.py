@@ -4,15 +4,13 @@
 The reference returns every iterate, so the run folder gets the same curve as ``decomp run``: a
 ``metrics.jsonl`` row at step 0, every ``run.log_every`` steps and at the last step, with the
 columns of ``decomp run`` that follow from the iterates (loss, grad_norm_sq, bits_up,
-bits_down, consensus_distance; decentralized: loss_local; torch: the test metrics). Not
+bits_down, consensus_distance; decentralized: loss_local; the workload's test metrics). Not
 ``wall_s`` per row: the reference is not timed step by step (the summary has its total).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,14 @@ from decomp.config import Config, dump_toml
 from decomp.errors import DivergenceError
 from decomp.runner.metadata import sim_metadata
 from decomp.runner.outputs import Outputs
-from decomp.runner.plan import MethodPlan, check_sizes, mixing_for, plan_methods, resolve_lr
+from decomp.runner.plan import (
+    MethodPlan,
+    check_sizes,
+    mixing_for,
+    plan_methods,
+    resolve_lr,
+    resolved_config,
+)
 from decomp.runner.results import MethodResult
 from decomp.runner.workload import Workload, prepare
 
@@ -37,6 +42,7 @@ def simulate_config(cfg: Config, n_workers: int, *, write: bool = False) -> list
     ``config.toml``, ``metrics.jsonl`` and ``summary.json`` to ``<out_dir>/<name>/``.
     """
     plans = plan_methods(cfg)
+    cfg = resolved_config(cfg, plans)
     work = prepare(cfg, n_workers)
     check_sizes(plans, work.d)
     mixing = mixing_for(cfg, plans, n_workers)
@@ -46,8 +52,7 @@ def simulate_config(cfg: Config, n_workers: int, *, write: bool = False) -> list
     try:
         for plan in plans:
             lr = resolve_lr(plan.config, plan.algorithm, work.L, work.Ls, work.d)
-            if work.torch is not None:
-                work.torch.reset_buffers()
+            work.reset()
             r, rows = _simulate_method(cfg, plan, lr, work, mixing)
             for row in rows:
                 out.metrics({"method": r.method, **row})
@@ -244,16 +249,14 @@ def _curve(cfg: Config, plan: MethodPlan, work: Workload, tr: _Trace,
     """Metrics rows at the log steps (the final step too only when the run completed)."""
     steps = log_steps(tr.steps, cfg.run.log_every) if complete else \
         [t for t in log_steps(cfg.run.steps, cfg.run.log_every) if t <= tr.steps]
-    bn = work.torch is not None and work.torch.flat.buffers.size > 0
     rows = []
     for t in steps:
         X = tr.xs[t]
         finite = bool(np.isfinite(X).all())
         if not finite:
             break
-        # BatchNorm statistics are only known at the end: test metrics of BN models only there
-        test = _reference_test(work, X) if not bn or t == tr.steps else {}
-        with _kept_buffers(work):
+        test = work.reference_test(X, final=t == tr.steps)
+        with work.kept():  # the full gradient runs a model in train mode
             row = _row(work, X, plan.decentralized)
         rows.append({"step": t, **row, "bits_up": 8 * float(tr.up[t]),
                      "bits_down": 8 * float(tr.down[t]), **test})
@@ -299,32 +302,6 @@ def _bad_step(cfg: Config, rows: list[dict[str, Any]], tr: _Trace) -> int | None
     if not finite.all():
         return int(np.argmin(finite))
     return None
-
-
-@contextmanager
-def _kept_buffers(work: Workload) -> Iterator[None]:
-    """Restore every worker's BatchNorm statistics after a full-gradient evaluation (it runs
-    the model in train mode); nothing to do for the numpy problems and models without BN."""
-    if work.torch is None or not work.torch.flat.buffers.size:
-        yield
-        return
-    saved = [p.flat.buffers.copy() for p in work.problems]
-    try:
-        yield
-    finally:
-        for p, b in zip(work.problems, saved, strict=True):
-            p.flat.buffers[:] = b
-
-
-def _reference_test(work: Workload, X: np.ndarray) -> dict[str, Any]:
-    """Test metrics of a reference iterate (x, or X with rows x_i) for torch problems; {}
-    for the numpy problems. The per-node lists (test_loss_i, test_acc_i) stay out of the rows."""
-    if work.torch is None:
-        return {}
-    from decomp.torch.workload import reference_test_metrics
-
-    got = reference_test_metrics(work.torch, X, work.problems)
-    return {k: v for k, v in got.items() if not k.endswith("_i")}
 
 
 __all__ = ["log_steps", "simulate_config"]

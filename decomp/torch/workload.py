@@ -1,11 +1,12 @@
 """Torch problems for ``decomp run`` / ``decomp sim`` (``[problem] kind = "torch"``).
 
-:func:`build_torch_workload` turns the ``[problem]`` table into the data, the shards, x^0 and
-the workers' :class:`~decomp.torch.TorchProblem` objects — the same shards, model and x^0 as
-:class:`decomp.Trainer` builds from the same settings (``partition(y, n, shard, seed=seed,
-alpha=dirichlet_alpha, min_size=τ)``, ``make_model(model, seed=seed)``), so a config run and a
-Trainer script agree. Under MPI each rank builds only its own worker's problem (``local``); the
-reference builds all n.
+:data:`LOADER` (named by :data:`decomp.runner.workload.LOADERS`) and
+:func:`build_torch_workload` turn the ``[problem]`` table into a :class:`TorchWorkload` — the
+data, the shards, x^0 and the workers' :class:`~decomp.torch.TorchProblem` objects — the same
+shards, model and x^0 as :class:`decomp.Trainer` builds from the same settings
+(``partition(y, n, shard, seed=seed, alpha=dirichlet_alpha, min_size=τ)``, ``make_model(model,
+seed=seed)``), so a config run and a Trainer script agree. Under MPI each rank builds only
+its own worker's problem (``local``); the reference builds all n.
 
 :func:`reference_test_metrics` gives the test metrics of a :mod:`decomp.sim` result without MPI,
 with the same BatchNorm-statistics rules as :class:`decomp.torch.evaluation.TestEvaluator`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,8 @@ from decomp.data.classification import (
 )
 from decomp.errors import ConfigError, DataError
 from decomp.problems import initial_point
+from decomp.runner.workload import restoring
+from decomp.torch.evaluation import TestEvaluator
 from decomp.torch.flat import FlatModel
 from decomp.torch.problem import LossFn, TorchProblem, evaluate_model
 
@@ -46,40 +50,93 @@ def make_loss(name: str) -> LossFn:
 
 @dataclass
 class TorchWorkload:
-    """Everything torch-specific the methods of one run share.
+    """The :class:`decomp.runner.workload.Workload` of a torch problem.
 
+    problems: the workers' :class:`TorchProblem` (None for workers another rank computes);
+    x0: the start point (d,) float32; L, Ls: nan (a network has no smoothness constant);
     data: train/test data; parts: row indices of each worker's shard; loss_fn: ℓ; flat: this
     process's evaluation model (under MPI also the local worker's problem model); buffers0:
-    its initial float BatchNorm statistics (restored at the start of every method); buffers:
-    "average" | "local"; eval_chunk: rows per forward pass; problems: the flat models of the
-    problems built here (their statistics are reset too).
+    its initial float BatchNorm statistics (restored at the start of every method);
+    buffer_mode: "average" | "local"; eval_chunk: rows per forward pass; flats: the flat
+    models of the problems built here (their statistics are reset too); model, shard: the
+    config's names (for the log).
     """
 
+    problems: list[TorchProblem | None]
+    x0: np.ndarray
     data: SplitDataset
     parts: list[np.ndarray]
     loss_fn: LossFn
     flat: FlatModel
     buffers0: np.ndarray
-    buffers: str
+    buffer_mode: str
     eval_chunk: int
     flats: list[FlatModel] = field(default_factory=list)
+    model: str = ""
+    shard: str = ""
+
+    @property
+    def L(self) -> float:  # noqa: N802 (the paper's name)
+        return float("nan")
+
+    @property
+    def Ls(self) -> list[float]:  # noqa: N802
+        return [float("nan")] * len(self.problems)
+
+    @property
+    def d(self) -> int:
+        return self.x0.size
+
+    def _models(self) -> list[FlatModel]:
+        return list({id(f): f for f in [self.flat, *self.flats]}.values())
 
     def reset_buffers(self) -> None:
         """Every model's BatchNorm statistics back to the initial ones (a new method starts)."""
-        for f in {id(f): f for f in [self.flat, *self.flats]}.values():
+        for f in self._models():
             f.buffers[:] = self.buffers0
+
+    reset = reset_buffers
+
+    def buffers(self) -> list[np.ndarray]:
+        """The BatchNorm statistics of this process's models (what a checkpoint saves)."""
+        return [f.buffers for f in self._models() if f.buffers.size]
+
+    def kept(self) -> AbstractContextManager[None]:
+        """Every model's BatchNorm statistics restored on exit (a full-gradient metric runs
+        the models in train mode, which updates them)."""
+        return restoring(self.buffers())
+
+    def description(self) -> str:
+        return (f"problem torch: model {self.model} on {self.data.name} ({self.data.n_train} "
+                f"train / {self.data.n_test} test rows), d = {self.d}")
+
+    def table(self) -> str | None:
+        return self.label_table(f"label counts per worker ({self.shard} partition of "
+                                f"{self.data.name}):")
 
     def label_table(self, title: str) -> str:
         """Per-worker label counts (the table the Trainer prints)."""
         return format_label_counts(label_counts(self.data.y, self.parts, self.data.n_classes),
                                    title)
 
+    def test_evaluator(self, comm: Any) -> TestEvaluator:
+        """The collective test-set evaluator on this process's evaluation model."""
+        return TestEvaluator(self.flat, self.loss_fn, self.data.X_test, self.data.y_test, comm,
+                             buffers=self.buffer_mode, chunk=self.eval_chunk)
+
+    def reference_test(self, X: np.ndarray, final: bool) -> dict[str, Any]:
+        """:func:`reference_test_metrics` without the per-node lists; with BatchNorm (whose
+        statistics are only known at the end) only at the ``final`` step."""
+        if self.flat.buffers.size and not final:
+            return {}
+        got = reference_test_metrics(self, X, self.problems)
+        return {k: v for k, v in got.items() if not k.endswith("_i")}
+
 
 def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
                          data_dir: str | None = None, min_size: int = 1,
-                         local: Collection[int] | None = None
-                         ) -> tuple[list[TorchProblem | None], np.ndarray, TorchWorkload]:
-    """(problems, x0, workload) for a ``[problem]`` table with ``kind = "torch"``.
+                         local: Collection[int] | None = None) -> TorchWorkload:
+    """The workload of a ``[problem]`` table with ``kind = "torch"``.
 
     problem: a resolved :class:`decomp.config.ProblemConfig` (model, model_options, dataset,
     dataset_options, loss, shard, dirichlet_alpha, weight_decay, buffers, eval_chunk).
@@ -87,7 +144,7 @@ def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
     min_size: fewest rows per shard (the largest minibatch τ; Dirichlet shards are redrawn).
     local: the worker indices to build problems for (None: all n, for the reference); the
     others are None. Under MPI a rank's worker shares the evaluation model ``flat``.
-    Returns x0 as a (d,) float32 vector.
+    Its x0 is a (d,) float32 vector.
     """
     from decomp.torch.models import check_model, make_model
 
@@ -123,9 +180,9 @@ def build_torch_workload(problem: Any, n_workers: int, *, seed: int, x0: str,
                                    weight_decay=problem.weight_decay or 0.0,
                                    chunk=problem.eval_chunk or 1024, seed=seed, worker=i)
         flats.append(f)
-    work = TorchWorkload(data, parts, loss_fn, flat, flat.buffers.copy(),
-                         problem.buffers or "average", problem.eval_chunk or 1024, flats)
-    return problems, x, work
+    return TorchWorkload(problems, x, data, parts, loss_fn, flat, flat.buffers.copy(),
+                         problem.buffers or "average", problem.eval_chunk or 1024, flats,
+                         model=problem.model, shard=problem.shard)
 
 
 def reference_test_metrics(work: TorchWorkload, X: np.ndarray,
@@ -149,7 +206,7 @@ def reference_test_metrics(work: TorchWorkload, X: np.ndarray,
         return tot / cnt, correct / cnt
 
     shared = (np.mean(np.stack(stats).astype(np.float64), axis=0).astype(np.float32)
-              if work.buffers == "average" else stats[0])
+              if work.buffer_mode == "average" else stats[0])
     try:
         if X.ndim == 1:
             loss, acc = run(X, shared)
@@ -166,5 +223,30 @@ def reference_test_metrics(work: TorchWorkload, X: np.ndarray,
             "test_acc_min": float(min(accs)), "test_loss_i": losses, "test_acc_i": accs}
 
 
-__all__ = ["LOSSES", "TorchWorkload", "build_torch_workload", "make_loss",
-           "reference_test_metrics"]
+class TorchLoader:
+    """The :class:`decomp.runner.workload.WorkloadLoader` of ``kind = "torch"``."""
+
+    def check(self, cfg: Any) -> None:
+        """A network has no smoothness constant: every lr must be a number."""
+        for m in cfg.methods:
+            if isinstance(m.lr, str):
+                raise ConfigError(
+                    f"{m.label}: lr = {m.lr!r} needs the smoothness constant L of the "
+                    f"objective, which a neural network does not have: give [[methods]] lr as "
+                    f"a number for problem.kind = 'torch' (e.g. lr = 0.1)")
+
+    def load(self, cfg: Any, n_workers: int, local: set[int] | None) -> TorchWorkload:
+        """Only the ``local`` workers' problems (None: all n); the shards are at least as
+        large as the largest minibatch of any method (``batch_size``, ``init_batch``)."""
+        taus = [m.batch_size or 1 for m in cfg.methods]
+        taus += [m.options["init_batch"] for m in cfg.methods if m.options.get("init_batch")]
+        return build_torch_workload(cfg.problem, n_workers, seed=cfg.seed,
+                                    x0=cfg.run.x0 or "model", data_dir=cfg.data_dir,
+                                    min_size=max(taus), local=local)
+
+
+#: the loader :data:`decomp.runner.workload.LOADERS` names for ``kind = "torch"``
+LOADER = TorchLoader()
+
+__all__ = ["LOADER", "LOSSES", "TorchLoader", "TorchWorkload", "build_torch_workload",
+           "make_loss", "reference_test_metrics"]
