@@ -21,13 +21,17 @@ Every rank runs the same script. The Trainer
    OMP_NUM_THREADS says otherwise);
 2. cuts the training rows into one shard per worker (``partition``; any torch ``Dataset``: only
    this worker's rows are read, per batch) and prints the label counts on rank 0;
-3. makes the model flat (:class:`decomp.torch.FlatModel`), broadcasts rank 0's x^0 and buffers
-   and wraps this worker's shard in a :class:`decomp.torch.TorchProblem`;
+3. makes the model flat (:class:`decomp.torch.FlatModel`), wraps this worker's shard in a
+   :class:`decomp.torch.TorchProblem` and opens the session with
+   :func:`decomp.runner.build.build_session` (as ``decomp run`` and the
+   :class:`~decomp.torch.DistributedOptimizer` do: rank 0's x^0 and buffers broadcast, the
+   family's transport);
 4. runs ``algorithm.init`` / ``algorithm.step`` — master–worker algorithms over
-   :class:`decomp.comm.MasterWorker`, decentralized ones (:data:`decomp.algorithms.DECENTRALIZED`)
-   over :class:`decomp.comm.Neighborhood` on the mixing matrix W of ``topology`` (one node per
-   rank); after ``init`` the module's parameters are bound to the algorithm's x (x_i) zero-copy,
-   so a step copies nothing between torch and numpy;
+   :class:`decomp.comm.MasterWorker`, decentralized ones over :class:`decomp.comm.Neighborhood`
+   on the mixing matrix W of ``topology`` (one node per rank; every registered method and its
+   family: :data:`decomp.algorithms.REGISTRY`, docs/algorithms.md); after ``init`` the
+   module's parameters are bound to the algorithm's x (x_i) zero-copy, so a step copies
+   nothing between torch and numpy;
 5. every ``eval_every`` steps evaluates on the test set, split across ranks
    (:class:`decomp.torch.evaluation.TestEvaluator`) — the master model x^t, or for the
    decentralized family x̄ = (1/n) Σ_i x_i, every x_i and the consensus distance — and records a
@@ -47,6 +51,7 @@ collectively every ``check_every`` steps): docs/torch.md, "The Trainer".
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -54,14 +59,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.data.classification import SplitDataset, format_label_counts, label_counts
 from decomp.data.classification import load as load_dataset
 from decomp.errors import ConfigError, DivergenceError
 from decomp.launch import configure_threads
+from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.runner.drive import drive
-from decomp.runner.lifecycle import Interrupted, RunControl, abort_on_error
-from decomp.runner.session import Session, open_transport
+from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
@@ -86,9 +90,10 @@ class Trainer:
         metrics: test metrics besides the loss (:func:`decomp.torch.metrics.resolve_metrics`:
             names "acc", "mse", "mae" or {name: callable(output, target) -> batch sum});
             default: accuracy for class labels, none for regression.
-        algorithm: a decomp algorithm object, master–worker (default: dense SGD, ``GD()``) or
-            decentralized (``DPSGD``, ``DCDPSGD``, ``ECDPSGD``, ``CHOCOSGD``, ``AllreduceSGD``,
-            ``AllreduceCompressed``).
+        algorithm: a decomp algorithm object of either family (default: dense SGD, ``GD()``);
+            the methods and their families are :data:`decomp.algorithms.REGISTRY`
+            (docs/algorithms.md). It is not modified: with ``batch_size`` the Trainer runs a
+            copy (:attr:`algorithm`).
         lr: step size γ; if None, the algorithm's own ``lr`` (every algorithm class accepts
             ``lr=``); a network has no theory step size.
         batch_size: τ, minibatch rows per worker and step; None keeps the algorithm's
@@ -134,11 +139,7 @@ class Trainer:
                  metrics_path: str | Path | None = None, progress: bool = True,
                  verbose: bool = True, check_every: int = 50,
                  comm_timeout_s: float | None = 300.0) -> None:
-        if comm is None:
-            from mpi4py import MPI
-
-            comm = MPI.COMM_WORLD
-        abort_on_error(comm)
+        comm = world(comm)  # first: an error on any rank from here on ends the job
         self.comm = comm
         self.comm_timeout_s = comm_timeout_s
         self.rank: int = comm.Get_rank()
@@ -149,19 +150,9 @@ class Trainer:
             raise ConfigError(f"check_every must be >= 1, got {check_every}")
         self.buffers_mode = buffers
         self.check_every = int(check_every)
-        if algorithm is None:
-            from decomp.algorithms import GD
-
-            algorithm = GD()
-        self.family = family_of(algorithm)
-        decentralized = self.family == DECENTRALIZED_FAMILY
-        if decentralized and master != "shared":
-            raise ConfigError(f"master={master!r} applies to the master–worker family; "
-                              f"{type(algorithm).__name__} is decentralized (every rank is a "
-                              "node of W)")
-        if not decentralized and (topology is not None or topology_options):
-            raise ConfigError(f"topology applies to the decentralized family; "
-                              f"{type(algorithm).__name__} is a master–worker algorithm")
+        algorithm = default_algorithm(algorithm)
+        self.family = check_family(algorithm, master=master,
+                                   topology=topology is not None or bool(topology_options))
         self.data = load_dataset(dataset) if isinstance(dataset, str) else dataset
         self.source = TrainingData(self.data, test_dataset=test_dataset, labels=labels,
                                    collate_fn=collate_fn)
@@ -173,6 +164,12 @@ class Trainer:
                                   "pass your own nn.Module for a torch Dataset")
             model = make_model(model, input_shape=self.data.input_shape,
                                n_classes=self.data.n_classes, seed=seed)
+        if batch_size is not None:  # the user's algorithm object is never modified: a copy
+            if algorithm.batch_size not in (None, batch_size):
+                raise ConfigError(f"batch_size={batch_size} given to the Trainer but the "
+                                  f"algorithm has batch_size={algorithm.batch_size}")
+            algorithm = copy.copy(algorithm)
+            algorithm.batch_size = int(batch_size)
         self.algorithm = algorithm
         self.loss_fn = loss_fn
         self.seed = int(seed)
@@ -180,13 +177,6 @@ class Trainer:
         self.progress = progress
         self.eval_chunk = int(eval_chunk)
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
-
-        # batch size and step size
-        if batch_size is not None:
-            if algorithm.batch_size not in (None, batch_size):
-                raise ConfigError(f"batch_size={batch_size} given to the Trainer but the "
-                                  f"algorithm has batch_size={algorithm.batch_size}")
-            algorithm.batch_size = int(batch_size)
         lr = lr if lr is not None else getattr(algorithm, "lr", None)
         if lr is None:
             raise ConfigError("give the Trainer an explicit lr (step size γ), or the algorithm "
@@ -196,47 +186,30 @@ class Trainer:
             raise ConfigError(f"lr must be positive, got {lr}")
         self._lr = float(lr)
 
-        # transport
-        self.mixing: Any = None
-        if decentralized:
-            from decomp.topologies import resolve_mixing
-
-            self.mixing = resolve_mixing("ring" if topology is None else topology,
-                                         comm.Get_size(), weights, topology_options)
-            algorithm.check_mixing(self.mixing)  # a directed W only where the method allows it
-        self.transport = open_transport(self.family, comm, master=master, mixing=self.mixing,
-                                        exchange=exchange)
-        worker: int | None = self.rank if decentralized else self.transport.worker
-        self.n_workers: int = (self.transport.size if decentralized  # type: ignore[union-attr]
-                               else self.transport.n_workers)  # type: ignore[union-attr]
-
-        # shards, model, problem
-        tau = algorithm.batch_size or 1
-        src = self.source
-        self.parts = src.shards(self.n_workers, partition, seed=self.seed, alpha=alpha,
-                                min_size=tau)
-        self.label_counts = (None if src.labels is None else
-                             label_counts(src.labels, self.parts, src.n_classes or 1))
-        if self.rank == 0 and verbose:
-            print(format_label_counts(self.label_counts, f"label counts per worker "
-                                      f"({partition} partition of {src.name}):")
-                  if self.label_counts is not None else
-                  f"rows per worker ({partition} partition of {src.name}): "
-                  f"{[int(p.size) for p in self.parts]}", flush=True)
-            if decentralized:
-                print(f"{self.n_workers} nodes on {self.mixing.name} "
-                      f"(rho {self.mixing.rho:.4f})", flush=True)
         self.flat = FlatModel(model)
-        comm.Bcast(self.flat.params, root=0)  # same x^0 everywhere (setup, not counted)
-        if self.flat.buffers.size:
-            comm.Bcast(self.flat.buffers, root=0)
         self.problem: TorchProblem | None = None
-        if worker is not None:
-            Xi, yi = src.shard(self.parts[worker])
-            self.problem = TorchProblem(self.flat, loss_fn, Xi, yi, weight_decay=weight_decay,
-                                        chunk=self.eval_chunk, seed=self.seed, worker=worker)
-        self.session = Session(algorithm, self.transport, self.problem, lr=self.lr,
-                               seed=self.seed)
+
+        def shard(worker: int | None, n: int) -> TorchProblem | None:
+            """This worker's shard as a TorchProblem (the label counts on rank 0)."""
+            self.n_workers = n
+            self._shards(n, partition, alpha)
+            if worker is not None:
+                Xi, yi = self.source.shard(self.parts[worker])
+                self.problem = TorchProblem(self.flat, loss_fn, Xi, yi, chunk=self.eval_chunk,
+                                            weight_decay=weight_decay, seed=self.seed,
+                                            worker=worker)
+            return self.problem
+
+        self.session = build_session(
+            algorithm, comm, problem=shard, lr=self.lr, seed=self.seed, master=master,
+            topology=topology, weights=weights, topology_options=topology_options,
+            exchange=exchange, share=(self.flat.params, self.flat.buffers))
+        self.transport = self.session.transport
+        self.mixing: Any = self.session.mixing
+        if self.rank == 0 and verbose and self.mixing is not None:
+            print(f"{self.n_workers} nodes on {self.mixing.name} (rho {self.mixing.rho:.4f})",
+                  flush=True)
+        src = self.source
         self.evaluator = (None if src.test is None else
                           TestEvaluator(self.flat, loss_fn, *src.test, comm, buffers=buffers,
                                         chunk=self.eval_chunk, metrics=metrics))
@@ -401,6 +374,20 @@ class Trainer:
         return self.evaluator.nodes(x_local)
 
     # --- internals --------------------------------------------------------------------------
+    def _shards(self, n: int, partition: str, alpha: float) -> None:
+        """Cut the training rows into n shards (at least τ rows each); rank 0 prints them."""
+        src = self.source
+        self.parts = src.shards(n, partition, seed=self.seed, alpha=alpha,
+                                min_size=self.algorithm.batch_size or 1)
+        self.label_counts = (None if src.labels is None else
+                             label_counts(src.labels, self.parts, src.n_classes or 1))
+        if self.rank == 0 and self.verbose:
+            print(format_label_counts(self.label_counts, f"label counts per worker "
+                                      f"({partition} partition of {src.name}):")
+                  if self.label_counts is not None else
+                  f"rows per worker ({partition} partition of {src.name}): "
+                  f"{[int(p.size) for p in self.parts]}", flush=True)
+
     def _note_loss(self, t: int = 0) -> None:
         if self.problem is not None and np.isfinite(self.problem.last_loss):
             self._loss_sum += self.problem.last_loss

@@ -171,3 +171,18 @@ def test_the_step_size_changes_by_assignment_or_a_schedule(self_comm) -> None:
     with pytest.raises(ConfigError, match="positive"):
         decomp.Trainer("mlp", nn.CrossEntropyLoss(), _data(), algorithm=GD(), lr=0.1,
                        comm=self_comm, verbose=False).lr = 0.0
+
+
+def test_the_users_algorithm_object_is_never_modified(self_comm) -> None:
+    import decomp
+
+    alg = EF21(TopK(ratio=0.1), lr=0.1)
+    tr = decomp.Trainer("mlp", nn.CrossEntropyLoss(), _data(), algorithm=alg, batch_size=16,
+                        comm=self_comm, verbose=False)
+    assert alg.batch_size is None  # the user's object is as it was
+    assert tr.algorithm is not alg and tr.algorithm.batch_size == 16
+    tr.fit(steps=2)
+    assert alg.batch_size is None
+    same = decomp.Trainer("mlp", nn.CrossEntropyLoss(), _data(), algorithm=alg, lr=0.1,
+                          comm=self_comm, verbose=False)
+    assert same.algorithm.batch_size is None  # the first Trainer left nothing behind
