@@ -10,17 +10,19 @@ Launched with ``mpiexec -n 4 python train.py``, every rank runs::
         opt.step()                            # compress + communicate, then the torch step
 
 The model becomes a :class:`~decomp.torch.flat.FlatModel` (its trainable parameters and
-gradients are views of two float32 vectors of length d). The algorithm runs through a
-:class:`decomp.runner.Session` over the transport of :func:`decomp.runner.session.open_transport`
-with :class:`~decomp.torch.oracle.GradientOracle` as its problem, so its own ``init``/``step``
-code compresses and communicates. What the wrapped optimizer sees, per family and algorithm
-(the equations are in docs/torch.md, "What the wrapped optimizer sees"):
+gradients are views of two float32 vectors of length d). The algorithm runs through the
+:class:`decomp.runner.Session` of :func:`decomp.runner.build.build_session` (as for ``decomp
+run`` and the Trainer) with :class:`~decomp.torch.oracle.GradientOracle` as its problem, so its
+own ``init``/``step`` code compresses and communicates. What the wrapped optimizer sees, per
+family (every registered method and its family: :data:`decomp.algorithms.REGISTRY`,
+docs/algorithms.md; how each is driven: :func:`decomp.torch.oracle.driver_kind`; the equations
+are in docs/torch.md, "What the wrapped optimizer sees"):
 
-- master–worker (EF21, EF21-SGDM, EF, DCGD, GD, SGDM): the aggregated estimator ĝ^t replaces
-  the gradient in every ``p.grad`` (the same on every rank), then the wrapped optimizer steps;
-- decentralized (D-PSGD, DCD-, ECD-PSGD, CHOCO-SGD, the all-reduce baselines): the wrapped
-  optimizer takes this node's local step, and its update replaces −γ∇F_i(x_i^t; ξ) in the
-  algorithm's step, whose gossip then mixes the parameters over W (``topology``).
+- master–worker: the aggregated estimator ĝ^t replaces the gradient in every ``p.grad`` (the
+  same on every rank), then the wrapped optimizer steps;
+- decentralized: the wrapped optimizer takes this node's local step, and its update replaces
+  −γ∇F_i(x_i^t; ξ) in the algorithm's step, whose gossip then mixes the parameters over W
+  (``topology``).
 
 ``optimizer=None`` runs the algorithm's own update with its step size (the param group's
 ``lr``, so LR schedulers work): the existing method exactly, bit for bit (tested against
@@ -43,11 +45,10 @@ import torch
 from torch import nn
 
 from decomp.algorithms.base import diverged
-from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
+from decomp.algorithms.registry import DECENTRALIZED_FAMILY
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
-from decomp.runner.lifecycle import abort_on_error
-from decomp.runner.session import Session, open_transport
+from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
 from decomp.torch.state import check_meta, from_torch, to_torch
@@ -85,21 +86,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
                  topology_options: dict[str, Any] | None = None, exchange: str = "auto",
                  seed: int = 0, find_unused_parameters: bool = False,
                  check_every: int = 50) -> None:
-        if comm is None:
-            from mpi4py import MPI
-
-            comm = MPI.COMM_WORLD
-        abort_on_error(comm)
-        if algorithm is None:
-            from decomp.algorithms import GD
-
-            algorithm = GD()
+        comm = world(comm)  # first: an error on any rank from here on ends the job
+        algorithm = default_algorithm(algorithm)
         self.kind = driver_kind(algorithm)
-        self.family = family_of(algorithm)
+        self.family = check_family(algorithm,
+                                   topology=topology is not None or bool(topology_options))
         decentralized = self.family == DECENTRALIZED_FAMILY
-        if not decentralized and (topology is not None or topology_options):
-            raise ConfigError(f"topology applies to the decentralized family; "
-                              f"{type(algorithm).__name__} is a master–worker algorithm")
         if isinstance(optimizer, DistributedOptimizer):
             raise ConfigError("the optimizer is already a DistributedOptimizer")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -125,17 +117,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                               "governs (set it there, or with an LR scheduler)")
         else:
             self._check_params(optimizer.param_groups)
-        self._broadcast_model(model)
-
-        self.mixing: Any = None
-        if decentralized:
-            from decomp.topologies import resolve_mixing
-
-            self.mixing = resolve_mixing("ring" if topology is None else topology,
-                                         comm.Get_size(), weights, topology_options)
-            algorithm.check_mixing(self.mixing)  # a directed W only where the method allows
-        self.transport = open_transport(self.family, comm, mixing=self.mixing,
-                                        exchange=exchange)
+        self._broadcast_rest(model)
         d = self.flat.d
         pseudo = decentralized and optimizer is not None
         self._prev = np.empty(d, np.float32) if pseudo else None  # x_i before the local step
@@ -143,7 +125,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         env_lr = {"estimator": 0.0, "update": 1.0, "gossip": 1.0}[self.kind]
         if optimizer is None and self.kind != "estimator":
             env_lr = float(lr)  # type: ignore[arg-type]
-        self.session = Session(algorithm, self.transport, self.oracle, lr=env_lr, seed=seed)
+        self.session = build_session(
+            algorithm, comm, problem=lambda worker, n: self.oracle, lr=env_lr, seed=seed,
+            topology=topology, weights=weights, topology_options=topology_options,
+            exchange=exchange, share=(self.flat.params, self.flat.buffers))
+        self.transport = self.session.transport
+        self.mixing: Any = self.session.mixing
         self._probe: np.ndarray | None = None  # "update" with a torch optimizer: p = −ĝ
         self._used = np.zeros(len(self.flat.slots), np.int32)
         self._synced = False
@@ -186,21 +173,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
                                       f"{tuple(p.shape)} that is not a trainable parameter of "
                                       "the model: wrap the model the optimizer trains")
 
-    def _broadcast_model(self, model: nn.Module) -> None:
-        """Rank 0's parameters and buffers everywhere (set-up, not counted): x^0 is the same
-        on every rank, as DDP does at construction."""
-        c = self.comm
-        c.Bcast(self.flat.params, root=0)
-        if self.flat.buffers.size:
-            c.Bcast(self.flat.buffers, root=0)
+    def _broadcast_rest(self, model: nn.Module) -> None:
+        """Rank 0's values of what is not in the flat vectors (frozen parameters, integer
+        buffers) everywhere (set-up, not counted); :func:`build_session` shares x^0 and the
+        float buffers: the model starts the same on every rank, as DDP does."""
         rest = [p for p in model.parameters() if id(p) not in self._flat_ids]
         rest += [b for b in model.buffers() if not b.is_floating_point()]
         for t in rest:
             with torch.no_grad():
                 if t.is_contiguous() and t.dtype not in (torch.bfloat16,):
-                    c.Bcast(t.detach().numpy(), root=0)
+                    self.comm.Bcast(t.detach().numpy(), root=0)
                 else:
-                    t.copy_(c.bcast(t.detach(), root=0))
+                    t.copy_(self.comm.bcast(t.detach(), root=0))
 
     # --- the loop ----------------------------------------------------------------------------
     model = property(lambda self: self.flat.module, doc="The trained module.")
