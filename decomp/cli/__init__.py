@@ -1,4 +1,4 @@
-"""``decomp`` command line: run | sim | plot | compare | info | topo | bench | slurm.
+"""``decomp`` command line: run | sim | plot | compare | info | topo | bench | slurm | model.
 
 One module per sub-command, each with ``add_parser(subparsers)``; they are imported
 explicitly, so a broken import is an error, never a silently missing command. Under MPI every

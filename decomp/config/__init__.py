@@ -126,18 +126,17 @@ class NetworkConfig:
 
 @dataclass
 class MethodConfig:
-    """One algorithm to run. algorithm: a name of :data:`decomp.algorithms.REGISTRY` (master–
-    worker gd | sgd | sgdm | dcgd | ef | ef21 | ef21_sgd | ef21_plus | ef21_sgdm | ef21_pp |
-    ef21_bc, decentralized dpsgd | dcd_psgd | ecd_psgd | choco_sgd | beer | allreduce_sgd |
-    allreduce_qsgd); compressor: a
-    table such as {kind = "topk", k = 1}; lr: a float, "theory" (the EF21 formula;
-    master–worker only) or "1/L"; lr_multiplier: factor on lr (the papers' 2^m sweeps);
-    batch_size: τ for stochastic gradients; name: label in tables.
+    """One algorithm to run. algorithm: a name of :data:`decomp.algorithms.REGISTRY` (every
+    registered method, its family and options: docs/algorithms.md);
+    compressor: a table such as {kind = "topk", k = 1}; lr: a float, "theory" (the EF21
+    formula; master–worker only) or "1/L"; lr_multiplier: factor on lr (the papers' 2^m
+    sweeps); batch_size: τ for stochastic gradients; name: label in tables.
 
-    Any other key of a ``[[methods]]`` table is an option of that algorithm's class (its
-    constructor's keyword, e.g. init for the EF21 family, gamma_c for choco_sgd, t_start for
-    ecd_psgd, eta / init_batch for ef21_sgdm, momentum / nesterov for sgdm), kept in
-    ``options`` and checked against the registry when the method is built.
+    Any other key of a ``[[methods]]`` table is an option of that algorithm's class (a keyword
+    of its constructor; the registry lists each class's options), kept in ``options`` and
+    checked against the registry when the method is built. ``options`` holds what the config
+    gave; the resolved set (class defaults included) is the plan's
+    (:func:`decomp.runner.plan.resolved_config` writes it into a run's ``config.toml``).
     """
 
     algorithm: str
