@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.2, help="peak lr of the cosine schedule")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--ratio", type=float, default=0.05, help="Top-k: k / d")
-    p.add_argument("--gamma-c", type=float, default=0.2, help="CHOCO consensus step size")
+    p.add_argument("--consensus-step", type=float, default=0.2, help="CHOCO consensus step size")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     comm = MPI.COMM_WORLD
@@ -81,8 +81,8 @@ def main() -> None:
     torch.manual_seed(a.seed)
     model = CNN1D()
     local = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
-    opt = DistributedOptimizer(local, model, CHOCOSGD(TopK(ratio=a.ratio), gamma_c=a.gamma_c),
-                               topology="ring", seed=a.seed)
+    alg = CHOCOSGD(TopK(ratio=a.ratio), consensus_step=a.consensus_step)
+    opt = DistributedOptimizer(local, model, alg, topology="ring", seed=a.seed)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.steps)
     loss_fn = nn.CrossEntropyLoss()
     batches = forever(loader, sampler)
@@ -104,8 +104,9 @@ def main() -> None:
         acc_bar = accuracy(model, X_test, y_test)
     traffic = opt.traffic()
     if comm.rank == 0:
-        print(f"final: CHOCO-SGD Top-{a.ratio:g} (gamma_c {a.gamma_c:g}) + momentum SGD, cosine "
-              f"lr, ring of {comm.size}, {a.steps} steps: test_acc(xbar) {acc_bar:.4f}, nodes "
+        print(f"final: CHOCO-SGD Top-{a.ratio:g} (consensus_step {a.consensus_step:g}) + "
+              f"momentum SGD, cosine lr, ring of {comm.size}, {a.steps} steps: test_acc(xbar) "
+              f"{acc_bar:.4f}, nodes "
               f"mean {np.mean(own):.4f} min {min(own):.4f}, sent "
               f"{traffic['sent'] / 1e6:.6f} MB/rank, received "
               f"{traffic['received'] / 1e6:.6f} MB/rank, {wall:.1f} s", flush=True)

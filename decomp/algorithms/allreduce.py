@@ -2,7 +2,9 @@
 same runner and transport as the gossip methods; every rank holds the same model.
 
 - ``allreduce_sgd``: x^{t+1} = x^t − γ (1/n) Σ_i ∇F_i(x^t; ξ_i^t), the gradients summed by a
-  dense MPI Allreduce (d · itemsize bytes contributed per rank per step).
+  dense MPI Allreduce (d · itemsize bytes contributed per rank per step): minibatch SGD (the
+  master–worker ``sgd``) on the decentralized transport, the same step
+  (:func:`~decomp.algorithms.dense.allreduce_descend`).
 - ``allreduce_qsgd`` (any unbiased C; QSGD by default):
   x^{t+1} = x^t − γ (1/n) Σ_i C(∇F_i(x^t; ξ_i^t)); the payloads are all-gathered
   (``Allgather``, one ``C.payload_bytes(d, dtype)`` contribution per rank per step) and
@@ -17,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, encode_or_zeros
+from decomp.algorithms.dense import allreduce_descend
 from decomp.comm.pattern import Call, CodecOp
 from decomp.theory import TOPOLOGY_FREE
 
@@ -34,6 +37,7 @@ class AllreduceSGD(DecentralizedAlgorithm):
     """Minibatch SGD with a dense Allreduce of the gradients."""
 
     name = "allreduce_sgd"
+    reference = "decomp.sim.gossip:simulate_allreduce_sgd"
     uses_compressor = False
     gossip = False
 
@@ -42,10 +46,8 @@ class AllreduceSGD(DecentralizedAlgorithm):
 
     def _step(self, env: Env, state: AllreduceState) -> AllreduceState:
         x, step = state.x, state.t + 1
-        g = self.grad(env, x, step)
-        env.transport.allreduce_sum(g)  # Σ_i ∇F_i(x^t; ξ_i^t), in place
-        x -= env.lr * (g / env.n)
-        bad = state.bad or (0 if np.isfinite(x).all() else step)
+        ok = allreduce_descend(env.transport, x, self.grad(env, x, step), env.lr, env.n)
+        bad = state.bad or (0 if ok else step)
         return AllreduceState(step, x, bad)
 
     # ---- declarations (decomp.netmodel) ----
@@ -61,7 +63,8 @@ class AllreduceCompressed(DecentralizedAlgorithm):
     """SGD on the average of compressed gradients (QSGD), payloads all-gathered."""
 
     name = "allreduce_qsgd"
-    needs_unbiased = True
+    reference = "decomp.sim.gossip:simulate_allreduce_compressed"
+    requirement = "unbiased"
     gossip = False
 
     def init(self, env: Env, x0: np.ndarray) -> AllreduceState:

@@ -54,6 +54,19 @@ def check_lr(name: str, lr: Any) -> float | None:
     return float(lr)
 
 
+def check_consensus_step(name: str, value: Any) -> float:
+    """A gossip method's consensus step size (γ of CHOCO-SGD and BEER, η of DeepSqueeze):
+    required, in (0, 1] (1 with the identity compressor; smaller for stronger compression)."""
+    if value is None:
+        raise ConfigError(f"{name} needs consensus_step, the consensus step size in (0, 1] "
+                          "(1 with the identity compressor; smaller for stronger "
+                          "compression, e.g. 0.1-0.5 for top-k)")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
+            not 0.0 < float(value) <= 1.0:
+        raise ConfigError(f"{name}: consensus_step must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 def diverged(step: int, algorithm: str, what: str = "model x") -> DivergenceError:
     """The :class:`DivergenceError` of a non-finite ``what`` at ``step``."""
     return DivergenceError(f"{algorithm}: {what} became non-finite at step {step}",
@@ -175,18 +188,36 @@ def aggregate(compressor: Compressor, payloads: list[np.ndarray], out: np.ndarra
     return out
 
 
+#: what a method's analysis needs of its compressor C (the class's ``requirement``):
+#: E‖C(x) − x‖² ≤ (1 − α)‖x‖² ("contractive"), E C(x) = x ("unbiased"), or nothing ("any")
+REQUIREMENTS = ("contractive", "unbiased", "any")
+
+
 class AlgorithmOptions:
     """Hyper-parameters every algorithm of both families takes, checked once.
 
     compressor: C (Identity if omitted); batch_size: τ for stochastic gradients (None = the
     full local gradient); lr: optional default step size γ > 0 (used by :class:`decomp.Trainer`
     when it is given none; a step uses the resolved ``Env.lr``).
+
+    Class declarations read by the rest of the code (the class is the unit): ``name``;
+    ``requirement`` (one of :data:`REQUIREMENTS`, enforced by ``check``); ``reference``: its
+    reference in :mod:`decomp.sim` as ``"module:function"``, resolved lazily by
+    :func:`decomp.sim.reference` (so this package never imports decomp.sim).
     """
 
     name: ClassVar[str]
+    requirement: ClassVar[str] = "any"
+    reference: ClassVar[str]
+    #: options renamed since: {old name: new name}; the old name is refused naming the new
+    renamed: ClassVar[dict[str, str]] = {}
 
     def __init__(self, compressor: Compressor | None = None, *, batch_size: int | None = None,
                  lr: float | None = None, **unknown: Any) -> None:
+        for old, new in type(self).renamed.items():
+            if old in unknown:
+                raise ConfigError(f"{self.name}: option '{old}' is now called '{new}' "
+                                  f"(write {new} = {unknown[old]!r})")
         if unknown:
             raise ConfigError(f"{self.name}: unknown option(s) {sorted(unknown)}")
         if batch_size is not None and batch_size < 1:
@@ -207,7 +238,15 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
 
     name: ClassVar[str]
     uses_compressor: ClassVar[bool] = True
-    needs_contractive: ClassVar[bool] = True
+    requirement: ClassVar[str] = "contractive"
+    #: how a step's update reaches every rank: "compressed" (the master's re-encoded sum of the
+    #: payloads), "model" (the master broadcasts the dense x: EF21+, or the ``downlink``
+    #: option of EF/EF21/...), "allreduce" (GD, SGDM: a dense all-reduce of the gradients,
+    #: d values received by every worker); read by ``decomp sim``'s byte count and the
+    #: cost model (a method without the ``downlink`` option keeps its class's value)
+    downlink: str = "compressed"
+    #: the init sends each worker's g_i^0 at step 0 and the sum goes down (the EF21 family)
+    init_round: ClassVar[bool] = False
 
     def alpha(self, d: int) -> float:
         """Contraction constant α of the compressor, for the theory step size."""
@@ -218,9 +257,9 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
         if not self.uses_compressor:
             return
         self.compressor.check(d)
-        if self.needs_contractive:
+        if self.requirement == "contractive":
             self.compressor.alpha(d)  # raises for an unbiased, unscaled compressor
-        elif not self.compressor.is_unbiased:
+        elif self.requirement == "unbiased" and not self.compressor.is_unbiased:
             raise ConfigError(f"{self.name} needs an unbiased compressor (E C(x) = x); "
                               f"{self.compressor!r} is biased")
 
@@ -261,8 +300,6 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
     #: option values the cost model uses when a method is priced without them (required
     #: options that do not change the traffic)
     pricing_options: ClassVar[dict[str, Any]] = {}
-    #: downlink of a method without the option (EF, DCGD and EF21 take ``downlink``)
-    downlink: str = "compressed"
     #: compressed payloads a worker encodes per step (and decodes into its own state)
     encodes_per_step: ClassVar[int] = 1
     #: a worker decodes its own payload into its state (g_i, e_i); DCGD keeps none

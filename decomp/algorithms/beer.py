@@ -8,7 +8,7 @@ Matrix form (columns of the paper's X ∈ R^{d×n} are nodes; here node i holds 
     V ← V + γ G (W − I) + ∇F(X; ξ^{t+1}) − ∇F(X_prev; ξ^t)
     G ← G + C(V − G)                          node i sends C(v_i − g_i)
 
-γ = ``gamma`` (consensus step), η = ``lr`` (step size). Start (the paper and the authors'
+γ = ``consensus_step``, η = ``lr`` (step size). Start (the paper and the authors'
 code): x_i^0 = x^0, h_i^0 = g_i^0 = 0 (every replica too), v_i^0 = ∇f_i(x^0), the full
 local gradient as in the authors' code, also with ``batch_size`` (so Σ_i v_i^0 = Σ_i ∇f_i);
 later steps use ∇F_i(x_i; ξ_i^t) (minibatch of ``batch_size`` rows drawn from (seed, i, t),
@@ -54,12 +54,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from decomp.algorithms.base import check_consensus_step
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env
 from decomp.algorithms.edge_replica import edge_mix, edge_round
 from decomp.algorithms.env import Stream
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
-from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, axpy, descend
 from decomp.theory import StepsScaling
 
@@ -105,28 +105,23 @@ class BEEREdgeState(NamedTuple):
 
 
 class BEER(DecentralizedAlgorithm):
-    """BEER with consensus step ``gamma`` (γ in the paper) in (0, 1]; η is the env's ``lr``."""
+    """BEER with consensus step ``consensus_step`` (γ in the paper) in (0, 1]; η is the
+    env's ``lr``."""
 
     name = "beer"
+    reference = "decomp.sim.beer:simulate_beer"
+    #: the paper's compression assumption E‖C(x) − x‖² ≤ (1 − α)‖x‖² (wrap unbiased in scaled)
+    requirement = "contractive"
     needs_symmetric_w = ("its analysis (Zhao et al. 2022) takes W symmetric and doubly "
                          "stochastic; its γ and rate come from W's spectral gap")
 
-    def __init__(self, compressor: Compressor | None = None, *, gamma: float | None = None,
-                 batch_size: int | None = None, lr: float | None = None) -> None:
-        super().__init__(compressor, batch_size=batch_size, lr=lr)
-        if gamma is None:
-            raise ConfigError("beer needs gamma, the consensus step size γ in (0, 1] (1 with "
-                              "the identity compressor; smaller for stronger compression, "
-                              "e.g. 0.1-0.5 for top-k)")
-        if not 0.0 < float(gamma) <= 1.0:
-            raise ConfigError(f"beer: gamma must be in (0, 1], got {gamma!r}")
-        self.gamma = float(gamma)
+    renamed = {"gamma": "consensus_step"}
 
-    def check(self, d: int) -> None:
-        """Also refuse a compressor that is not contractive (the paper's compression
-        assumption: E‖C(x) − x‖² ≤ (1 − α)‖x‖²); an unbiased one must be wrapped in ``scaled``."""
-        super().check(d)
-        self.compressor.alpha(d)  # raises the ConfigError with the hint
+    def __init__(self, compressor: Compressor | None = None, *,
+                 consensus_step: float | None = None, batch_size: int | None = None,
+                 lr: float | None = None, **renamed: Any) -> None:
+        super().__init__(compressor, batch_size=batch_size, lr=lr, **renamed)
+        self.consensus_step = check_consensus_step(self.name, consensus_step)
 
     def init(self, env: Env, x0: np.ndarray) -> BEERState | BEEREdgeState:
         self.check(x0.size)
@@ -158,7 +153,7 @@ class BEER(DecentralizedAlgorithm):
             return lambda C, p, k, j: C.decode_add(p, S, tp.weights[j])
 
         # x_i^{t+1} = x_i^t + γ [H^t (W − I)]_i − η v_i^t, as (x + γ S_H) − η v
-        ok = axpy(x, t(self.gamma), SH)
+        ok = axpy(x, t(self.consensus_step), SH)
         ok &= descend(x, t(env.lr), v)
         tmp = env.scratch("tmp", x)
         # h_i += C(x_i^{t+1} − h_i) here and on every neighbour; h_j += C(...) here
@@ -167,7 +162,7 @@ class BEER(DecentralizedAlgorithm):
         grad = self.grad(env, x, step)  # ∇F_i(x_i^{t+1}; ξ_i^{t+1})
         # v_i^{t+1} = (v_i^t + γ [G^t (W − I)]_i) + (∇F_i(x^{t+1}) − ∇F_i(x^t)): the
         # difference first, it is small where the gradients have settled
-        ok &= axpy(v, t(self.gamma), SG)
+        ok &= axpy(v, t(self.consensus_step), SG)
         v += np.subtract(grad, state.grad_prev, out=tmp)
         np.copyto(state.grad_prev, grad)
         # g_i += C(v_i^{t+1} − g_i) everywhere, with the second stream's key
@@ -188,9 +183,9 @@ class BEER(DecentralizedAlgorithm):
             bad, _ = edge_round(env, self.compressor, v, state.AG, state.BG, step, bad,
                                 key=env.key(step, Stream.SECOND))
         mixed = env.scratch("mixed", x)
-        ok = axpy(x, t(self.gamma), edge_mix(env, state.AH, state.BH, mixed))
+        ok = axpy(x, t(self.consensus_step), edge_mix(env, state.AH, state.BH, mixed))
         ok &= descend(x, t(env.lr), v)
-        ok &= axpy(v, t(self.gamma), edge_mix(env, state.AG, state.BG, mixed))
+        ok &= axpy(v, t(self.consensus_step), edge_mix(env, state.AG, state.BG, mixed))
         grad = self.grad(env, x, step)
         v += np.subtract(grad, state.grad_prev, out=mixed)
         np.copyto(state.grad_prev, grad)
@@ -208,5 +203,5 @@ class BEER(DecentralizedAlgorithm):
     # ---- declarations (decomp.netmodel) ----
     steps_scaling = StepsScaling("delta", False, "heuristic: step size ~ delta "
                                  "(docs/algorithms.md)", True)
-    pricing_options = {"gamma": 1.0}  # the consensus step does not change the traffic
+    pricing_options = {"consensus_step": 1.0}  # the consensus step does not change the traffic
     exchanges = ("C(x - h)", "C(v - g)")  # two compressed replica rounds per step

@@ -1,5 +1,6 @@
 """CHOCO-SGD (Koloskova, Stich, Jaggi, ICML 2019, Algorithm 2): compressed gossip with a
-consensus step size γ_c; biased (contractive) compressors allowed.
+consensus step size γ_c
+(``consensus_step``); biased (contractive) compressors allowed.
 
 Node i keeps replicas x̂_j of its neighbours and x̂_i of itself, all starting at x^0 (the
 authors' code; the paper sets x̂^0 = 0 with the suggested x^0 = 0, the same thing). Step::
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from decomp.algorithms.base import check_consensus_step
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env
 from decomp.algorithms.edge_replica import (
     EdgeState,
@@ -46,7 +48,6 @@ from decomp.algorithms.edge_replica import (
 )
 from decomp.algorithms.replica import replica_round
 from decomp.compress import Compressor
-from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, axpy, descend
 from decomp.theory import StepsScaling
 
@@ -60,23 +61,22 @@ class CHOCOState(NamedTuple):
 
 
 class CHOCOSGD(DecentralizedAlgorithm):
-    """CHOCO-SGD with consensus step size ``gamma_c`` (γ in the paper) in (0, 1]."""
+    """CHOCO-SGD with consensus step size ``consensus_step`` (γ in the paper, γ_c here) in
+    (0, 1]."""
 
     name = "choco_sgd"
+    reference = "decomp.sim.gossip:simulate_choco_sgd"
     per_edge_replicas = True  # on a schedule: edge_replica.py
     needs_symmetric_w = ("its analysis (Koloskova et al. 2019, Definition 1) takes W symmetric; "
                          "γ_c and the rate come from W's spectral gap δ and β = ‖I − W‖₂")
 
-    def __init__(self, compressor: Compressor | None = None, *, gamma_c: float | None = None,
-                 batch_size: int | None = None, lr: float | None = None) -> None:
-        super().__init__(compressor, batch_size=batch_size, lr=lr)
-        if gamma_c is None:
-            raise ConfigError("choco_sgd needs gamma_c, the consensus step size in (0, 1] "
-                              "(1 with the identity compressor; smaller for stronger "
-                              "compression, e.g. 0.1-0.5 for top-k)")
-        if not 0.0 < float(gamma_c) <= 1.0:
-            raise ConfigError(f"choco_sgd: gamma_c must be in (0, 1], got {gamma_c!r}")
-        self.gamma_c = float(gamma_c)
+    renamed = {"gamma_c": "consensus_step"}
+
+    def __init__(self, compressor: Compressor | None = None, *,
+                 consensus_step: float | None = None, batch_size: int | None = None,
+                 lr: float | None = None, **renamed: Any) -> None:
+        super().__init__(compressor, batch_size=batch_size, lr=lr, **renamed)
+        self.consensus_step = check_consensus_step(self.name, consensus_step)
 
     def init(self, env: Env, x0: np.ndarray) -> CHOCOState | EdgeState:
         self.check(x0.size)
@@ -105,7 +105,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
         # q_i = C(diff); x̂_i += q_i here and on every neighbour, x̂_j += q_j here
         bad = replica_round(env, self.compressor, diff, R, step, state.bad, on_own=own,
                             on_received=received)
-        ok &= axpy(x, t(self.gamma_c), S)  # x_i^{t+1} = x_i^{t+1/2} + γ_c S_i
+        ok &= axpy(x, t(self.consensus_step), S)  # x_i^{t+1} = x_i^{t+1/2} + γ_c S_i
         if bad == 0 and not ok:
             bad = step
         return CHOCOState(step, x, R, bad, S)
@@ -119,7 +119,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
         x -= np.multiply(g, env.lr, out=tmp)  # x_i^{t+1/2}
         bad, _ = edge_round(env, self.compressor, x, A, B, step, state.bad)
         edge_mix(env, A, B, tmp)  # Σ_k W_ik (x̂_{k→i} − x̂_{i→k}), replicas after the round
-        x += np.multiply(tmp, self.gamma_c, out=tmp)  # x_i^{t+1}
+        x += np.multiply(tmp, self.consensus_step, out=tmp)  # x_i^{t+1}
         if bad == 0 and not all_finite(x):
             bad = step
         return EdgeState(step, x, A, B, bad)
@@ -132,4 +132,4 @@ class CHOCOSGD(DecentralizedAlgorithm):
     # ---- declarations (decomp.netmodel) ----
     steps_scaling = StepsScaling("delta2", True, "Koloskova et al. ICLR 2020, Thm 4.1: "
                                  "transient ~ 1/delta^2", False)
-    pricing_options = {"gamma_c": 1.0}  # the consensus step does not change the traffic
+    pricing_options = {"consensus_step": 1.0}  # the consensus step does not change the traffic

@@ -51,7 +51,8 @@ class DCDPSGD(DecentralizedAlgorithm):
     """DCD-PSGD with an unbiased compressor C."""
 
     name = "dcd_psgd"
-    needs_unbiased = True
+    reference = "decomp.sim.gossip:simulate_dcd_psgd"
+    requirement = "unbiased"
     per_edge_replicas = True  # on a schedule: edge_replica.py
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the compression error by W's real eigenvalues")

@@ -101,10 +101,11 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     (None = the full local gradient ∇f_i); lr: optional default step size γ > 0, used by
     :class:`decomp.Trainer` when it is given no ``lr`` (a step uses ``Env.lr``).
 
-    Class attributes: ``uses_compressor``; ``needs_unbiased`` (DCD/ECD: E C(x) = x is required
-    by their analysis); ``gossip`` (False for the all-reduce baselines, whose models are
-    identical on every rank); ``needs_symmetric_w`` (DCD/ECD/CHOCO: the reason their analysis
-    needs W = Wᵀ; :meth:`check_mixing` refuses a directed W for them).
+    Class attributes: ``uses_compressor``; ``requirement`` (DCD/ECD: "unbiased", E C(x) = x is
+    required by their analysis; BEER: "contractive"; default "any"); ``gossip`` (False for the
+    all-reduce baselines, whose models are identical on every rank); ``needs_symmetric_w``
+    (DCD/ECD/CHOCO: the reason their analysis needs W = Wᵀ; :meth:`check_mixing` refuses a
+    directed W for them).
 
     A method implements ``init`` and ``_step`` (never writing to ``self``: temporaries from
     ``env.scratch``); callers call :meth:`step`, which times ``_step`` (see the module doc).
@@ -112,7 +113,6 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
 
     name: ClassVar[str]
     uses_compressor: ClassVar[bool] = True
-    needs_unbiased: ClassVar[bool] = False
     gossip: ClassVar[bool] = True
     #: why this method's analysis needs a symmetric W ("" = any doubly stochastic W, directed
     #: ones such as one-peer-exponential included); read by :meth:`check_mixing`
@@ -136,10 +136,13 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
             return
         self.compressor.check(d)
         self.check_compressor()
+        if self.requirement == "contractive":
+            self.compressor.alpha(d)  # raises the ConfigError with the hint to wrap in scaled
 
     def check_compressor(self) -> None:
         """DCD/ECD (and the QSGD baseline) need E C(x) = x; raised at construction."""
-        if self.uses_compressor and self.needs_unbiased and not self.compressor.is_unbiased:
+        if (self.uses_compressor and self.requirement == "unbiased"
+                and not self.compressor.is_unbiased):
             raise ConfigError(
                 f"{self.name} needs an unbiased compressor (E C(x) = x): its analysis (Tang et "
                 f"al. 2018) relies on the compression error averaging out, and "

@@ -32,6 +32,7 @@ class DPSGD(DecentralizedAlgorithm):
     """Decentralized parallel SGD with dense neighbour exchange of the models."""
 
     name = "dpsgd"
+    reference = "decomp.sim.gossip:simulate_dpsgd"
     uses_compressor = False
     # any doubly stochastic W, directed ones included: the average is kept (columns sum to 1)
     # and SGP (Assran et al. 2019) with such a W is this method; Ying et al. 2021 analyse it on

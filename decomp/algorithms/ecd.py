@@ -50,7 +50,8 @@ class ECDPSGD(DecentralizedAlgorithm):
     """ECD-PSGD with an unbiased compressor C; ``t_start`` = the paper's t at the first step."""
 
     name = "ecd_psgd"
-    needs_unbiased = True
+    reference = "decomp.sim.gossip:simulate_ecd_psgd"
+    requirement = "unbiased"
     needs_symmetric_w = ("its analysis (Tang et al. 2018, Assumption 1) takes W symmetric and "
                          "bounds the extrapolation noise by W's real eigenvalues")
     refuses_schedule = ("every holder of an estimate ỹ_j rescales it by (1 − 2/t) and adds "

@@ -56,6 +56,7 @@ class EF(MasterWorkerAlgorithm):
     """Classic error feedback with a contractive compressor C (e.g. Top-k)."""
 
     name = "ef"
+    reference = "decomp.sim.masterworker:simulate_ef"
 
     def __init__(self, compressor: Compressor | None = None, *, downlink: str = "compressed",
                  batch_size: int | None = None, lr: float | None = None) -> None:
@@ -95,7 +96,8 @@ class DCGD(MasterWorkerAlgorithm):
     """Distributed compressed GD without error feedback (unbiased C only)."""
 
     name = "dcgd"
-    needs_contractive = False
+    reference = "decomp.sim.masterworker:simulate_dcgd"
+    requirement = "unbiased"
 
     def __init__(self, compressor: Compressor | None = None, *, downlink: str = "compressed",
                  batch_size: int | None = None, lr: float | None = None) -> None:

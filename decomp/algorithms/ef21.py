@@ -63,6 +63,8 @@ class EF21(MasterWorkerAlgorithm):
     ``downlink`` in {"compressed", "model"} (see the module doc)."""
 
     name = "ef21"
+    init_round = True  # g_i^0 at step 0
+    reference = "decomp.sim.masterworker:simulate_ef21"
 
     def __init__(self, compressor: Compressor | None = None, *, init: str = "compressed",
                  downlink: str = "compressed", batch_size: int | None = None,
@@ -160,6 +162,7 @@ class EF21Plus(EF21):
     """EF21+: per worker, the better of the EF21 step and a fresh compressed gradient."""
 
     name = "ef21_plus"
+    reference = "decomp.sim.masterworker:simulate_ef21_plus"
 
     def __init__(self, compressor: Compressor | None = None, *, init: str = "compressed",
                  batch_size: int | None = None, lr: float | None = None) -> None:

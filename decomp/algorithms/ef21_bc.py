@@ -73,6 +73,7 @@ class EF21BC(MasterWorkerAlgorithm):
     ``init`` in {"compressed", "full"}; ``batch_size`` -> minibatch gradients."""
 
     name = "ef21_bc"
+    reference = "decomp.sim.ef21_variants:simulate_ef21_bc"
 
     def __init__(self, compressor: Compressor | None = None, *,
                  downlink_compressor: Any = None, init: str = "compressed",

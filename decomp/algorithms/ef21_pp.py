@@ -55,6 +55,7 @@ class EF21PP(EF21):
     module doc)."""
 
     name = "ef21_pp"
+    reference = "decomp.sim.ef21_variants:simulate_ef21_pp"
 
     def __init__(self, compressor: Compressor | None = None, *, p: float = 0.5,
                  sampling: str = "bernoulli", transport: str = "gatherv",

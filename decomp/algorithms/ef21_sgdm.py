@@ -56,6 +56,7 @@ class EF21SGDM(EF21):
     """
 
     name = "ef21_sgdm"
+    reference = "decomp.sim.ef21_sgdm:simulate_ef21_sgdm"
 
     def __init__(self, compressor: Compressor | None = None, *, eta: float = 0.1,
                  init: str = "full", downlink: str = "compressed",

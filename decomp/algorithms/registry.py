@@ -80,8 +80,13 @@ class AlgorithmSpec:
         keys refused with the closest valid one)."""
         known = self.options
         for key in given:
-            if key not in known:
-                raise ConfigError(_unknown_option(self, key, label))
+            if key in known:
+                continue
+            new = self.cls.renamed.get(key)
+            if new is not None:
+                raise ConfigError(f"{label}: option '{key}' of {self.name} is now called "
+                                  f"'{new}' (write {new} = {given[key]!r})")
+            raise ConfigError(_unknown_option(self, key, label))
         return {**{k: v for k, v in known.items() if v is not inspect.Parameter.empty},
                 **given}
 
@@ -123,6 +128,15 @@ def _unknown_option(spec: AlgorithmSpec, key: str, label: str) -> str:
     return (f"{label}: unknown option '{key}' for {spec.name}{hint} (its options: "
             f"{', '.join(spec.options) or 'none'}; every method: {', '.join(COMMON)}, "
             "lr_multiplier, name)")
+
+
+def renamed_option(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """(new name, the methods that renamed it) for an old option name some class declares in
+    ``renamed`` (e.g. CHOCO-SGD's and BEER's consensus step), else None."""
+    owners = tuple(n for n, s in REGISTRY.items() if key in s.cls.renamed)
+    if not owners:
+        return None
+    return REGISTRY[owners[0]].cls.renamed[key], owners
 
 
 def family_of_class(cls: type) -> str:

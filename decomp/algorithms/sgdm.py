@@ -41,7 +41,9 @@ class SGDM(MasterWorkerAlgorithm):
     """
 
     name = "sgdm"
+    reference = "decomp.sim.sgdm:simulate_sgdm"
     uses_compressor = False
+    downlink = "allreduce"
 
     def __init__(self, *, momentum: float = 0.9, nesterov: bool = False,
                  batch_size: int | None = None, lr: float | None = None) -> None:

@@ -56,7 +56,7 @@ METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
     "sgd (dense all-reduce)": ("decomp", GD, None, {}),
     "ef21 top1%": ("decomp", EF21, TOPK, {}),
     "ef21 top1% model-bcast": ("decomp", EF21, TOPK, {"downlink": "model"}),
-    "choco top1% ring": ("decomp", CHOCOSGD, TOPK, {"gamma_c": 0.5}),
+    "choco top1% ring": ("decomp", CHOCOSGD, TOPK, {"consensus_step": 0.5}),
     "dpsgd ring": ("decomp", DPSGD, None, {}),
     "ddp": ("ddp", "allreduce", None, {}),
     "ddp fp16": ("ddp", "fp16", None, {}),

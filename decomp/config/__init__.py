@@ -303,7 +303,7 @@ def _check_method_keys(cfg: Config) -> None:
     """Refuse a ``[[methods]]`` key that is neither a common key nor an option of any
     registered algorithm (a typo), naming the closest valid key. Whether the option belongs to
     *this* method's algorithm is checked when the method is built (the registry)."""
-    from decomp.algorithms.registry import REGISTRY
+    from decomp.algorithms.registry import REGISTRY, renamed_option
 
     common = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "options"]
     every = sorted({o for spec in REGISTRY.values() for o in spec.options})
@@ -311,6 +311,11 @@ def _check_method_keys(cfg: Config) -> None:
         for key in m.options:
             if key in every:
                 continue
+            renamed = renamed_option(key)
+            if renamed is not None:
+                raise ConfigError(f"config key 'methods.{i}.{key}' is now called "
+                                  f"'{renamed[0]}' ({', '.join(renamed[1])}): write "
+                                  f"{renamed[0]} = {m.options[key]!r}")
             spec = REGISTRY.get(m.algorithm)
             mine = list(spec.options) if spec is not None else []
             close = difflib.get_close_matches(key, [*common, *mine], n=1, cutoff=0.5) or \

@@ -155,7 +155,7 @@ def _build(s: MethodSpec) -> Any:
 def method_spec(method: Any) -> MethodSpec:
     """A :class:`MethodSpec` from a registry name, a ``[[methods]]`` table (dict), a
     :class:`decomp.config.MethodConfig` or a MethodSpec. Options not given take the class
-    defaults; a required option without a default (CHOCO's gamma_c, BEER's gamma) does not
+    defaults; a required option without a default (the consensus_step of CHOCO, BEER) does not
     change the traffic and is left out (the class's ``pricing_options`` stand in for it)."""
     if isinstance(method, MethodSpec):
         return method

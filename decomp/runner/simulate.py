@@ -119,34 +119,29 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     """Run the reference for ``steps`` steps. Every payload of a method has the same size
     (the compressor contract), so the bytes grow linearly after the start: the count at step
     t is start + t × (end − start) / T, with the start from a 0-step run (EF21's g_i^0)."""
-    from decomp.sim import simulate, simulate_decentralized
+    from decomp.sim import reference
 
-    m, alg = plan.config, plan.algorithm
+    alg = plan.algorithm  # the reference reads its hyper-parameters (C, τ, options)
     comp = _StepTagged(alg.compressor) if alg.uses_compressor else None
-    kw = {"lr": lr, "seed": cfg.seed, "compressor": comp, "batch_size": m.batch_size,
-          **plan.options}
+    kw = {"lr": lr, "seed": cfg.seed, "compressor": comp}
     t = np.arange(steps + 1, dtype=np.float64)
     if plan.decentralized:
-        tr = simulate_decentralized(m.algorithm, work.problems, work.x0, mixing, steps=steps, **kw)
+        tr = reference(alg, work.problems, work.x0, mixing, steps=steps, **kw)
         up = t * float(tr.bytes_sent.mean()) / max(steps, 1)
         down = t * float(tr.bytes_received.mean()) / max(steps, 1)
         return _Trace(tr.xs, up, down)
     rec = (_StepTagged(alg.compressor, record=len(work.problems), like=work.x0)
            if comp is not None else None)
-    tr = simulate(m.algorithm, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
+    tr = reference(alg, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
     if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP, EF21-BC): per step
         return _Trace(tr.xs, np.cumsum(tr.state["up_bytes"]),
                       _per_step_downlink(cfg, plan, work, tr.state["down_bytes"]))
     if rec is not None:
         rec.finish()
-    start = float(simulate(m.algorithm, work.problems, work.x0, steps=0,
-                           **kw).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
+    start = float(reference(alg, work.problems, work.x0, steps=0,
+                            **kw).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
     up = start + t * (float(tr.bytes_up.mean()) - start) / max(steps, 1)
     return _Trace(tr.xs, up, _downlink(cfg, plan, work, rec, steps))
-
-
-#: master–worker methods whose init sends g^0's sum down (the EF21 family but EF21+)
-_INIT_SUM = ("ef21", "ef21_sgd", "ef21_sgdm")
 
 
 def _downlink(cfg: Config, plan: MethodPlan, work: Workload, rec: Any, steps: int) -> np.ndarray:
@@ -158,19 +153,19 @@ def _downlink(cfg: Config, plan: MethodPlan, work: Workload, rec: Any, steps: in
     SumEncoder`: sparse union or dense), and for the EF21 family g^0's sum at t = 0."""
     from decomp.compress.base import HEADER_BYTES
 
-    alg, name = plan.algorithm, plan.config.algorithm
+    alg = plan.algorithm
     n, d, dt = len(work.problems), work.d, work.x0.dtype
     ranks = n + 1 if cfg.run.master == "dedicated" else n
     per = np.zeros(steps + 1, dtype=np.float64)  # bytes received by all ranks at step t
-    if not alg.uses_compressor:  # every worker receives the reduced vector
+    if alg.downlink == "allreduce":  # every worker receives the reduced vector
         per[1:] = d * dt.itemsize * n
-    elif name == "ef21_plus" or getattr(alg, "downlink", "compressed") == "model":
+    elif alg.downlink == "model":
         per[1:] = d * dt.itemsize * (ranks - 1)
     else:
         for t in range(steps + 1):
             if t in rec.sent:
                 size = rec.sent[t]
-            elif t == 0 and name in _INIT_SUM:  # g_i^0 = ∇f_i(x^0) sent dense: a dense sum
+            elif t == 0 and alg.init_round:  # g_i^0 = ∇f_i(x^0) sent dense: a dense sum
                 size = HEADER_BYTES + d * dt.itemsize
             else:
                 size = 0
@@ -186,7 +181,7 @@ def _per_step_downlink(cfg: Config, plan: MethodPlan, work: Workload,
     n, d, dt = len(work.problems), work.d, work.x0.dtype
     ranks = n + 1 if cfg.run.master == "dedicated" else n
     per = np.array(down, dtype=np.float64)
-    if getattr(plan.algorithm, "downlink", "compressed") == "model":
+    if plan.algorithm.downlink == "model":
         per[1:] = d * dt.itemsize
     return np.cumsum(per * (ranks - 1)) / n
 

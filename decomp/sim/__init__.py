@@ -1,34 +1,103 @@
-"""Single-process vectorized references of every algorithm (the test oracle).
+"""Single-process vectorized references of every algorithm (the test oracle), built from the
+algorithm object.
 
-:func:`simulate` covers the master–worker family, :func:`simulate_decentralized` the
-decentralized one (X ∈ R^{n×d}, products with the mixing matrix W).
+:func:`reference` runs an algorithm object's reference: the function its class declares as
+``reference = "module:function"`` (resolved here, lazily, so :mod:`decomp.algorithms` never
+imports this package), fed with the object's hyper-parameters (compressor C, τ, options) — as
+an equivalence test pairs an object with its reference, nothing is written twice.
+:func:`simulate` is the same by config name (through the registry). Master–worker references
+return a :class:`Trace` (x (T+1, d)), decentralized ones a :class:`DecentralizedTrace`
+(X ∈ R^{n×d} per step, row i = node i; products with the mixing matrix W).
 
 Written straight from the papers' equations on n x d arrays (row i = worker i), using each
 compressor's plain-numpy ``reference`` formula and the same (seed, worker, step, purpose)
 randomness as the MPI runtime, so a multi-rank run must match it iterate for iterate.
 """
 
-from collections.abc import Sequence
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from decomp.compress import Compressor, Identity
+from decomp.errors import ConfigError
 from decomp.problems import Problem
-from decomp.sim import decentralized as _gossip
 from decomp.sim._common import Trace
-from decomp.sim.beer import simulate_beer
 from decomp.sim.decentralized import DecentralizedTrace
-from decomp.sim.masterworker import simulate
 
 
-def simulate_decentralized(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any,
-                           **kwargs: Any) -> DecentralizedTrace:
-    """The reference of a decentralized ``algorithm``: ``beer`` from :mod:`decomp.sim.beer`
-    (:func:`~decomp.sim.beer.simulate_beer`), every other name from
-    :func:`decomp.sim.decentralized.simulate_decentralized` (same keywords)."""
-    if algorithm == "beer":
-        return simulate_beer(problems, x0, W, **kwargs)
-    return _gossip.simulate_decentralized(algorithm, problems, x0, W, **kwargs)
+def reference_of(alg: Any) -> Callable[..., Any]:
+    """The reference function an algorithm object's class declares (``reference``,
+    ``"module:function"``); ConfigError for anything else."""
+    from decomp.algorithms.registry import family_of
+
+    family_of(alg)  # "not a decomp algorithm" for anything else
+    cls = type(alg)
+    path = getattr(cls, "reference", None)
+    if not isinstance(path, str) or ":" not in path:
+        raise ConfigError(f"{cls.__name__} declares no reference in decomp.sim (a class "
+                          "attribute reference = 'decomp.sim.<module>:<function>')")
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{cls.__name__}.reference = {path!r} does not name a function "
+                          f"({e})") from None
 
 
-__all__ = ["DecentralizedTrace", "Trace", "simulate", "simulate_beer", "simulate_decentralized"]
+def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
+              lr: float, steps: int, seed: int = 0, compressor: Compressor | None = None,
+              X0: np.ndarray | None = None) -> Trace | DecentralizedTrace:
+    """Run the reference of the algorithm object ``alg`` for ``steps`` iterations on
+    n = len(problems) workers (nodes) from x0 (d,), with step size γ = lr and the run's seed.
+
+    Hyper-parameters come from ``alg``: its compressor C, ``batch_size`` τ and options
+    (``consensus_step``, ``init``, ...). W: the mixing matrix (a MixingMatrix, an (n, n)
+    array or a schedule W_t) of a decentralized method, None for a master–worker one. X0:
+    optional (n, d) per-node start (decentralized). compressor: apply this one instead of
+    ``alg.compressor`` (a wrapper of it, e.g. ``decomp sim``'s byte recorder); ignored by a
+    method that sends dense vectors.
+    """
+    from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
+
+    fn = reference_of(alg)
+    if not getattr(alg, "uses_compressor", True):
+        C: Compressor = Identity()
+    else:
+        C = compressor if compressor is not None else alg.compressor
+        alg.check(x0.size)
+    if family_of(alg) == DECENTRALIZED_FAMILY:
+        if W is None:
+            raise ConfigError(f"the reference of {alg.name} (decentralized) needs the mixing "
+                              "matrix W (a MixingMatrix, an (n, n) array or a schedule)")
+        return fn(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, C=C, X0=X0)
+    if W is not None or X0 is not None:
+        raise ConfigError(f"{alg.name} is a master–worker method: its reference takes no "
+                          "mixing matrix W and no per-node start X0")
+    return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C)
+
+
+def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
+             lr: float, steps: int, seed: int = 0, compressor: Any = None,
+             batch_size: int | None = None, X0: np.ndarray | None = None,
+             **options: Any) -> Trace | DecentralizedTrace:
+    """:func:`reference` of the registered method ``algorithm`` (a config name), built by the
+    registry as ``decomp run`` builds it: compressor (a Compressor or a spec; None: the
+    method's default), ``batch_size`` τ and its options (unknown ones refused, naming the
+    valid or renamed key)."""
+    from decomp.algorithms.registry import get
+
+    alg = get(algorithm).build(compressor=compressor, batch_size=batch_size, options=options,
+                               label=f"decomp.sim {algorithm!r}")
+    return reference(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, X0=X0)
+
+
+#: the decentralized spelling of :func:`simulate` (W the fourth argument)
+simulate_decentralized = simulate
+
+
+__all__ = ["DecentralizedTrace", "Trace", "reference", "reference_of", "simulate",
+           "simulate_decentralized"]

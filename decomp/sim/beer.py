@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from decomp.compress import Compressor, Identity
-from decomp.errors import ConfigError, DivergenceError
+from decomp.compress import Compressor
+from decomp.errors import DivergenceError
 from decomp.problems import Problem
 from decomp.rng import Key
 from decomp.sim.decentralized import (
@@ -42,38 +42,28 @@ from decomp.sim.decentralized import (
     _grads,
     _rows,
     laplacian_update,
+    mixing_period,
 )
 from decomp.topologies import is_schedule
 
 
-def _compress_rows(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int) -> np.ndarray:
+def _compress_rows(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int,
+                   name: str) -> np.ndarray:
     """(n, d): row i = C(M[i]) with ``Key(seed, i + stream·n, step)``; a non-finite row is a
     divergence (the MPI node would send zeros and flag the step)."""
     if not np.isfinite(M).all():
-        raise DivergenceError(f"beer: non-finite value at step {step}", step=step,
-                              algorithm="beer", quantity="compressor input")
+        raise DivergenceError(f"{name}: non-finite value at step {step}", step=step,
+                              algorithm=name, quantity="compressor input")
     n = M.shape[0]
     return np.stack([C.reference(M[i], Key(seed, i + stream * n, step)) for i in range(n)])
 
 
-def _one_peer_period(W: Any, n: int) -> list[Any]:
-    """[W_0, …, W_{τ−1}] of a schedule, each doubly stochastic, symmetric, one peer a node."""
-    if W.n != n:
-        raise ConfigError(f"the schedule is for n = {W.n} nodes but there are {n} problems")
-    out = [W(k).validate(n, connected=False) for k in range(W.period)]
-    for M in out:
-        if not M.symmetric or any(M.degrees > 1):
-            raise ConfigError(f"beer on a schedule keeps per-edge replicas and needs one "
-                              f"symmetric peer per step (one-peer-hypercube); {M.name} is not")
-    return out
-
-
-def _simulate_edges(problems: Sequence[Problem], X: np.ndarray, W: Any, C: Compressor, *,
-                    lr: float, steps: int, gamma: float, seed: int,
-                    batch_size: int | None) -> DecentralizedTrace:
+def _simulate_edges(alg: Any, problems: Sequence[Problem], X: np.ndarray, W: Any,
+                    C: Compressor, *, lr: float, steps: int, seed: int) -> DecentralizedTrace:
     """BEER on a schedule with per-edge replicas (module doc)."""
     n, d = X.shape
-    period = _one_peer_period(W, n)
+    gamma, batch_size = alg.consensus_step, alg.batch_size
+    period = mixing_period(alg, W, n, edges=True)
     rows_t = [_rows(M) for M in period]
     peers = [tuple(W.peers(i)) for i in range(n)]
     slot = [{k: p for p, k in enumerate(ps)} for ps in peers]
@@ -87,8 +77,8 @@ def _simulate_edges(problems: Sequence[Problem], X: np.ndarray, W: Any, C: Compr
     def exchange(A: list[np.ndarray], B: list[np.ndarray], M: np.ndarray, t: int,
                  stream: int, peer: list[int | None]) -> None:
         if not np.isfinite(M).all():
-            raise DivergenceError(f"beer: non-finite value at step {t}", step=t,
-                                  algorithm="beer", quantity="compressor input")
+            raise DivergenceError(f"{alg.name}: non-finite value at step {t}", step=t,
+                                  algorithm=alg.name, quantity="compressor input")
         Q = {i: C.reference(M[i] - A[i][slot[i][k]], Key(seed, i + stream * n, t))
              for i, k in enumerate(peer) if k is not None}
         for i, k in enumerate(peer):
@@ -118,8 +108,8 @@ def _simulate_edges(problems: Sequence[Problem], X: np.ndarray, W: Any, C: Compr
         V = V + (grad - grad_prev)
         grad_prev = grad
         if not (np.isfinite(X).all() and np.isfinite(V).all()):
-            raise DivergenceError(f"beer: model became non-finite at step {t}", step=t,
-                                  algorithm="beer", quantity="model x")
+            raise DivergenceError(f"{alg.name}: model became non-finite at step {t}",
+                                  step=t, algorithm=alg.name, quantity="model x")
         xs.append(X.copy())
     state = {"V": V, "grad_prev": grad_prev}
     if len({len(ps) for ps in peers}) == 1:
@@ -128,11 +118,11 @@ def _simulate_edges(problems: Sequence[Problem], X: np.ndarray, W: Any, C: Compr
     return DecentralizedTrace(np.stack(xs), sent, sent.copy(), state)
 
 
-def simulate_beer(problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: float,
-                  steps: int, gamma: float | None = None, seed: int = 0,
-                  compressor: Compressor | None = None, batch_size: int | None = None,
-                  X0: np.ndarray | None = None) -> DecentralizedTrace:
-    """BEER for ``steps`` iterations on n = len(problems) nodes; η = lr, γ = gamma.
+def simulate_beer(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: float,
+                  steps: int, seed: int, C: Compressor,
+                  X0: np.ndarray | None) -> DecentralizedTrace:
+    """BEER for ``steps`` iterations on n = len(problems) nodes; η = lr, γ =
+    ``alg.consensus_step``, τ = ``alg.batch_size``.
 
     W: a :class:`~decomp.topologies.MixingMatrix`, an (n, n) array (validated) or a schedule
     of one symmetric peer per step (one-peer-hypercube: per-edge replicas). X0: optional
@@ -141,17 +131,12 @@ def simulate_beer(problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: fl
     out-neighbour per step) with state {"H", "G", "V", "grad_prev"} (n, d) at step T.
     Raises :class:`DivergenceError` at the first step with a non-finite value.
     """
-    if gamma is None:
-        raise ConfigError("beer needs gamma")
-    if not 0.0 < gamma <= 1.0:
-        raise ConfigError(f"beer: gamma must be in (0, 1], got {gamma!r}")
-    C = compressor if compressor is not None else Identity()
+    gamma, batch_size = alg.consensus_step, alg.batch_size
     n, d, dt = len(problems), x0.size, x0.dtype
     X = np.tile(x0, (n, 1)) if X0 is None else np.array(X0, dtype=dt)
     if is_schedule(W):
         with np.errstate(over="ignore", invalid="ignore"):
-            return _simulate_edges(problems, X, W, C, lr=lr, steps=steps, gamma=gamma,
-                                   seed=seed, batch_size=batch_size)
+            return _simulate_edges(alg, problems, X, W, C, lr=lr, steps=steps, seed=seed)
     M = _as_mixing(W, n)
     rows = _rows(M)
     deg = np.array([M.out_neighbors(i)[0].size for i in range(n)], dtype=np.int64)
@@ -164,18 +149,18 @@ def simulate_beer(problems: Sequence[Problem], x0: np.ndarray, W: Any, *, lr: fl
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(1, steps + 1):
             X = (X + gamma * SH) - lr * V
-            QH = _compress_rows(C, X - H, seed, t, 0)
+            QH = _compress_rows(C, X - H, seed, t, 0, alg.name)
             H = H + QH
             SH = laplacian_update(rows, SH, QH)
             grad = _grads(problems, X, seed, t, batch_size)
             V = (V + gamma * SG) + (grad - grad_prev)
             grad_prev = grad
-            QG = _compress_rows(C, V - G, seed, t, 1)
+            QG = _compress_rows(C, V - G, seed, t, 1, alg.name)
             G = G + QG
             SG = laplacian_update(rows, SG, QG)
             if not (np.isfinite(X).all() and np.isfinite(V).all()):
-                raise DivergenceError(f"beer: model became non-finite at step {t}", step=t,
-                                      algorithm="beer", quantity="model x")
+                raise DivergenceError(f"{alg.name}: model became non-finite at step {t}",
+                                      step=t, algorithm=alg.name, quantity="model x")
             xs.append(X.copy())
     sent = 2 * C.payload_bytes(d, dt) * steps * deg  # two payloads per out-neighbour per step
     received = 2 * C.payload_bytes(d, dt) * steps * indeg

@@ -1,54 +1,33 @@
-"""Vectorized reference of the decentralized family: X ∈ R^{n×d}, row i = node i's x_i.
-
-Written from the papers' matrix equations (γ = lr, G = the n minibatch gradients, C applied
-row by row with node i's key ``Key(seed, i, t)`` through each compressor's plain-numpy
-``reference``):
-
-- dpsgd:          X ← W X − γ G(X)
-- dcd_psgd:       X½ = W X − γ G(X);  X ← X + C(X½ − X)            (replicas X̂ = X exactly)
-- ecd_psgd:       X' = W Y − γ G(X);  Z = (1 − t/2) X + (t/2) X';  Y ← (1 − 2/t) Y + (2/t) C(Z);
-                  X ← X'   (t = t_start, t_start + 1, …)
-- choco_sgd:      X½ = X − γ G(X);  Q = C(X½ − X̂);  X̂ ← X̂ + Q;  S ← S + (W − I) Q;
-                  X ← X½ + γ_c S      (S = (W − I) X̂, kept up to date from the Q; S⁰ = (W − I) X̂⁰)
-- allreduce_sgd:  x ← x − γ (1/n) Σ_i ∇F_i(x)
-- allreduce_qsgd: x ← x − γ (1/n) Σ_i C(∇F_i(x))
-
-Time-varying W_t (``W`` a :class:`~decomp.topologies.MixingSchedule`): the step producing
-X^{t+1} uses W_t (t = 0, 1, …; the schedule is periodic). dpsgd mixes with W_t as above;
-dcd_psgd and choco_sgd keep per-edge replicas (:mod:`decomp.algorithms.edge_replica`, one
-symmetric peer per step): node i holds A_i[k] = x̂_{i→k} and B_i[k] = x̂_{k→i} for every peer k
-of a period, all starting at X0, and with its current peer k(i) and
-M_i = Σ_{k current} W_t[i,k] (B_i[k] − A_i[k]) (from zero, k ascending)::
-
-    dcd_psgd:   V_i = W_t[i,i] X_i + Σ_{k current} W_t[i,k] B_i[k] − γ G_i (self first, k
-                ascending);  Q_i = C(V_i − A_i[k(i)]);  A_i[k(i)] += Q_i;
-                B_i[j] += Q_j for the current source j of i;   X_i ← A_i[k(i)]
-    choco_sgd:  V_i = X_i − γ G_i;  the same round;  X_i ← V_i + γ_c M_i (M_i after the round)
-
-ecd_psgd refuses a schedule (its estimates need every step's payload).
+"""Pieces shared by the decentralized references (:mod:`decomp.sim.gossip`,
+:mod:`decomp.sim.beer`): the result type, products with W summed in the MPI nodes' order, the
+row-wise oracle and compressor calls on n × d arrays (row i = node i's x_i), W or the period
+of a schedule W_t, per-edge replicas, and :func:`drive`, the loop every gossip reference runs.
 
 Products with W are summed row by row in the order the MPI nodes use (W_ii first, then the
 neighbours ascending; for (W − I) X̂⁰ the sum Σ_{j≠i} W_ij (x̂_j − x̂_i) from zero; CHOCO's
 update of S row i adds −(Σ_{j≠i} W_ij) q_i first, then W_ij q_j for j ascending, as a node
-does when its own payload and then its neighbours' are decoded), so the reference agrees with
+does when its own payload and then its neighbours' are decoded), so the references agree with
 the MPI runtime to the last bit wherever the compressor's reference does.
+
+Time-varying W_t (``W`` a :class:`~decomp.topologies.MixingSchedule`): the step producing
+X^{t+1} uses W_t (t = 0, 1, …; the schedule is periodic). A method declaring
+``per_edge_replicas`` keeps them as :class:`Edges` (:mod:`decomp.algorithms.edge_replica`: one
+symmetric peer per step); node i holds A_i[k] = x̂_{i→k} and B_i[k] = x̂_{k→i} for every peer k
+of a period, all starting at X0. A method declaring ``refuses_schedule`` is refused one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from decomp.compress import Compressor, Identity
+from decomp.compress import Compressor
 from decomp.errors import ConfigError, DivergenceError
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
-
-ALGORITHMS = ("dpsgd", "dcd_psgd", "ecd_psgd", "choco_sgd", "allreduce_sgd", "allreduce_qsgd")
-_UNBIASED_ONLY = ("dcd_psgd", "ecd_psgd", "allreduce_qsgd")
 
 
 @dataclass
@@ -81,7 +60,11 @@ def _as_mixing(W: Any, n: int) -> Any:
     return M.validate(n)
 
 
-def _rows(M: Any) -> list[tuple[float, list[tuple[int, float]]]]:
+#: per node i: (W_ii, [(j, W_ij) for the neighbours j ascending]), Python floats
+Rows = list[tuple[float, list[tuple[int, float]]]]
+
+
+def _rows(M: Any) -> Rows:
     """Per node i: (W_ii, [(j, W_ij) for neighbours j ascending]) with Python floats."""
     out = []
     for i in range(M.n):
@@ -91,7 +74,7 @@ def _rows(M: Any) -> list[tuple[float, list[tuple[int, float]]]]:
     return out
 
 
-def mix(rows: list[tuple[float, list[tuple[int, float]]]], X: np.ndarray) -> np.ndarray:
+def mix(rows: Rows, X: np.ndarray) -> np.ndarray:
     """W X summed row by row: W_ii X_i first, then W_ij X_j for j ascending."""
     out = np.empty_like(X)
     for i, (w_ii, nbrs) in enumerate(rows):
@@ -102,7 +85,7 @@ def mix(rows: list[tuple[float, list[tuple[int, float]]]], X: np.ndarray) -> np.
     return out
 
 
-def laplacian_mix(rows: list[tuple[float, list[tuple[int, float]]]], X: np.ndarray) -> np.ndarray:
+def laplacian_mix(rows: Rows, X: np.ndarray) -> np.ndarray:
     """(W − I) X as Σ_{j≠i} W_ij (X_j − X_i), summed from zero over j ascending."""
     out = np.zeros_like(X)
     for i, (_, nbrs) in enumerate(rows):
@@ -113,7 +96,7 @@ def laplacian_mix(rows: list[tuple[float, list[tuple[int, float]]]], X: np.ndarr
     return out
 
 
-def laplacian_update(rows: list[tuple[float, list[tuple[int, float]]]], S: np.ndarray,
+def laplacian_update(rows: Rows, S: np.ndarray,
                      Q: np.ndarray) -> np.ndarray:
     """S + (W − I) Q row by row: row i adds −(Σ_{j≠i} W_ij) Q_i, then W_ij Q_j for j
     ascending (the Σ over j from zero, ascending) — the order a node applies the decoded
@@ -142,153 +125,74 @@ def _compress(C: Compressor, M: np.ndarray, seed: int, step: int, algorithm: str
     return np.stack([C.reference(M[i], Key(seed, i, step)) for i in range(M.shape[0])])
 
 
-def simulate_decentralized(algorithm: str, problems: Sequence[Problem], x0: np.ndarray,
-                           W: Any, *, lr: float, steps: int, seed: int = 0,
-                           compressor: Compressor | None = None, batch_size: int | None = None,
-                           gamma_c: float | None = None, t_start: int = 1,
-                           X0: np.ndarray | None = None) -> DecentralizedTrace:
-    """Run a decentralized ``algorithm`` for ``steps`` iterations on n = len(problems) nodes.
-
-    W: a :class:`~decomp.topologies.MixingMatrix` or an (n, n) array (validated).
-    X0: optional (n, d) per-node start (default: x0 on every node; replicas start at X0).
-    Raises :class:`DivergenceError` at the first step with a non-finite value.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _simulate(algorithm, problems, x0, W, lr=lr, steps=steps, seed=seed,
-                         compressor=compressor, batch_size=batch_size, gamma_c=gamma_c,
-                         t_start=t_start, X0=X0)
 
 
-def _simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any, *,
-              lr: float, steps: int, seed: int, compressor: Compressor | None,
-              batch_size: int | None, gamma_c: float | None, t_start: int,
-              X0: np.ndarray | None) -> DecentralizedTrace:
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"decomp.sim has no decentralized algorithm {algorithm!r} "
-                          f"(known: {', '.join(ALGORITHMS)})")
-    C = compressor if compressor is not None else Identity()
-    if algorithm in _UNBIASED_ONLY and not C.is_unbiased:
-        raise ConfigError(f"{algorithm} needs an unbiased compressor; {C!r} is biased")
-    if algorithm == "ecd_psgd" and t_start < 1:
-        raise ConfigError(f"ecd_psgd: t_start must be >= 1, got {t_start}")
-    if algorithm == "choco_sgd" and gamma_c is None:
-        raise ConfigError("choco_sgd needs gamma_c")
-    n, d, dt = len(problems), x0.size, x0.dtype
-    period = _period(W, n, algorithm)
-    rows_t = [_rows(M) for M in period]
-    deg_t = [np.array([M.out_neighbors(i)[0].size for i in range(n)], dtype=np.int64)
-             for M in period]  # sends
-    indeg_t = [np.array([len(nb) for _, nb in rows], dtype=np.int64) for rows in rows_t]
-    rows, deg, indeg = rows_t[0], deg_t[0], indeg_t[0]
-    X = np.tile(x0, (n, 1)) if X0 is None else np.array(X0, dtype=dt)
-    xs = [X.copy()]
-    sent = np.zeros(n, dtype=np.int64)
-    received = np.zeros(n, dtype=np.int64)
-    dense = d * dt.itemsize
-    per_msg = C.payload_bytes(d, dt)
-    state: dict[str, np.ndarray] = {}
-    Y = X.copy()  # ECD estimates ỹ, CHOCO replicas x̂
-    edges = _Edges(W, X) if _is_schedule(W) and algorithm in _EDGE_ALGORITHMS else None
-    # CHOCO on a static W: S = (W − I) X̂
-    S = laplacian_mix(rows, Y) if algorithm == "choco_sgd" and edges is None else None
-
-    for t in range(1, steps + 1):
-        k = (t - 1) % len(period)
-        rows, deg, indeg = rows_t[k], deg_t[k], indeg_t[k]
-        G = _grads(problems, X, seed, t, batch_size)
-        if edges is not None:
-            X = edges.step(algorithm, rows, X, G, lr=lr, C=C, seed=seed, t=t, gamma_c=gamma_c)
-            sent += per_msg * deg
-            received += per_msg * indeg
-        elif algorithm == "dpsgd":
-            X = mix(rows, X) - lr * G
-            sent += dense * deg
-        elif algorithm == "dcd_psgd":
-            half = mix(rows, X) - lr * G
-            X = X + _compress(C, half - X, seed, t, algorithm)
-            sent += per_msg * deg
-        elif algorithm == "ecd_psgd":
-            tau = t_start + t - 1
-            new = mix(rows, Y) - lr * G
-            Z = X * (1.0 - tau / 2) + new * (tau / 2)
-            Y = Y * (1.0 - 2.0 / tau) + _compress(C, Z, seed, t, algorithm) * (2.0 / tau)
-            X = new
-            sent += per_msg * deg
-        elif algorithm == "choco_sgd":
-            assert gamma_c is not None
-            assert S is not None
-            half = X - lr * G
-            Q = _compress(C, half - Y, seed, t, algorithm)
-            Y = Y + Q
-            S = laplacian_update(rows, S, Q)
-            X = half + gamma_c * S
-            sent += per_msg * deg
-        elif algorithm == "allreduce_sgd":
-            acc = np.zeros(d, dtype=dt)
-            for i in range(n):
-                acc = acc + G[i]
-            X = np.tile(X[0] - lr * (acc / n), (n, 1))
-            sent += dense
-        else:  # allreduce_qsgd
-            Q = _compress(C, G, seed, t, algorithm)
-            acc = np.zeros(d, dtype=dt)
-            for i in range(n):
-                acc = acc + Q[i]
-            X = np.tile(X[0] - lr * (acc / n), (n, 1))
-            sent += per_msg
-        if algorithm in _GOSSIP and edges is None:  # one payload from each in-neighbour
-            received += (dense if algorithm == "dpsgd" else per_msg) * indeg
-        if not np.isfinite(X).all():
-            raise DivergenceError(f"{algorithm}: model became non-finite at step {t}", step=t,
-                                  algorithm=algorithm, quantity="model x")
-        xs.append(X.copy())
-    if algorithm == "ecd_psgd":
-        state["Y"] = Y
-    elif edges is not None:
-        state.update(edges.arrays())
-    elif algorithm == "choco_sgd":
-        state["Xhat"] = Y
-    if algorithm == "allreduce_sgd":
-        received = sent.copy()  # the reduced vector
-    elif algorithm == "allreduce_qsgd":
-        received = sent * (n - 1)  # the others' payloads
-    # else: one payload from each in-neighbour of W_t, counted step by step
-    return DecentralizedTrace(np.stack(xs), sent, received, state)
+def start(x0: np.ndarray, n: int, X0: np.ndarray | None) -> np.ndarray:
+    """(n, d): X0 (a per-node start) or x0 on every row."""
+    return np.tile(x0, (n, 1)) if X0 is None else np.array(X0, dtype=x0.dtype)
 
 
-_EDGE_ALGORITHMS = ("dcd_psgd", "choco_sgd")
-_GOSSIP = ("dpsgd", "dcd_psgd", "ecd_psgd", "choco_sgd")
-
-
-def _is_schedule(W: Any) -> bool:
+def mixing_period(alg: Any, W: Any, n: int, *, edges: bool | None = None) -> list[Any]:
+    """[W] (validated) for one W; [W_0, …, W_{τ−1}] for a schedule, each validated without
+    the connectivity check (a one-peer W_t is disconnected, the period is not), after the
+    method's own checks (``alg.check_mixing``: ``refuses_schedule``, a symmetric W). edges:
+    per-edge replicas, which need one symmetric peer per step (None: the class's
+    ``per_edge_replicas``)."""
     from decomp.topologies import is_schedule
 
-    return is_schedule(W)
-
-
-def _period(W: Any, n: int, algorithm: str) -> list[Any]:
-    """[W] for one W; [W_0, …, W_{τ−1}] for a schedule (each validated without the
-    connectivity check: a one-peer W_t is disconnected, the period is not)."""
-    if not _is_schedule(W):
+    if not is_schedule(W):
         return [_as_mixing(W, n)]
-    if algorithm == "ecd_psgd":
-        raise ConfigError("ecd_psgd cannot run on a time-varying schedule: its estimates need "
-                          "every step's payload from every neighbour")
+    alg.check_mixing(W)
     if W.n != n:
         raise ConfigError(f"the schedule is for n = {W.n} nodes but there are {n} problems")
     out = [W(k).validate(n, connected=False) for k in range(W.period)]
-    if algorithm in _EDGE_ALGORITHMS:
+    if alg.per_edge_replicas if edges is None else edges:
         for M in out:
             if not M.symmetric or any(M.degrees > 1):
-                raise ConfigError(f"{algorithm} on a schedule keeps per-edge replicas and needs "
+                raise ConfigError(f"{alg.name} on a schedule keeps per-edge replicas and needs "
                                   f"one symmetric peer per step (one-peer-hypercube); "
                                   f"{M.name} is not")
     return out
 
 
-class _Edges:
+#: one step of a gossip reference: (t, W_t's rows, X^t, G^t) -> X^{t+1}
+Update = Callable[[int, Rows, np.ndarray, np.ndarray], np.ndarray]
+
+
+def drive(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any, *, steps: int,
+          seed: int, X0: np.ndarray | None, msg_bytes: int, update: Update,
+          edges: bool | None = None) -> DecentralizedTrace:
+    """The loop of a gossip reference: for t = 1..T, G = ∇F(X; ξ^t) (row i with τ =
+    ``alg.batch_size``), X ← ``update(t, rows of W_{t−1}, X, G)``; every node sends
+    ``msg_bytes`` to each out-neighbour of W_{t−1} and receives as many from each
+    in-neighbour. Raises :class:`DivergenceError` at the first non-finite X. state: {} (the
+    caller adds its own)."""
+    n = len(problems)
+    period = mixing_period(alg, W, n, edges=edges)
+    rows_t = [_rows(M) for M in period]
+    deg_t = [np.array([M.out_neighbors(i)[0].size for i in range(n)], dtype=np.int64)
+             for M in period]
+    indeg_t = [np.array([len(nb) for _, nb in rows], dtype=np.int64) for rows in rows_t]
+    X = start(x0, n, X0)
+    xs = [X.copy()]
+    sent = np.zeros(n, dtype=np.int64)
+    received = np.zeros(n, dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(1, steps + 1):
+            k = (t - 1) % len(period)
+            X = update(t, rows_t[k], X, _grads(problems, X, seed, t, alg.batch_size))
+            sent += msg_bytes * deg_t[k]
+            received += msg_bytes * indeg_t[k]
+            if not np.isfinite(X).all():
+                raise DivergenceError(f"{alg.name}: model became non-finite at step {t}",
+                                      step=t, algorithm=alg.name, quantity="model x")
+            xs.append(X.copy())
+    return DecentralizedTrace(np.stack(xs), sent, received, {})
+
+
+class Edges:
     """Per-edge replicas of every node (module doc): A[i][p] = x̂_{i→k}, B[i][p] = x̂_{k→i}
-    for k = peers[i][p], all from X0."""
+    for k = peers[i][p], all from X (n, d)."""
 
     def __init__(self, W: Any, X: np.ndarray) -> None:
         n = X.shape[0]
@@ -298,8 +202,7 @@ class _Edges:
         self.B = [np.stack([X[k] for k in ps]) if ps else np.empty((0, X.shape[1]), X.dtype)
                   for ps in self.peers]
 
-    def mixing(self, rows: list[tuple[float, list[tuple[int, float]]]],
-               X: np.ndarray) -> np.ndarray:
+    def mixing(self, rows: Rows, X: np.ndarray) -> np.ndarray:
         """(n, d): row i = Σ_{k current} W_t[i,k] (B_i[k] − A_i[k]), from zero, ascending."""
         out = np.zeros_like(X)
         for i, (_, nbrs) in enumerate(rows):
@@ -310,22 +213,13 @@ class _Edges:
             out[i] = acc
         return out
 
-    def step(self, algorithm: str, rows: list[tuple[float, list[tuple[int, float]]]],
-             X: np.ndarray, G: np.ndarray, *, lr: float, C: Compressor, seed: int, t: int,
-             gamma_c: float | None) -> np.ndarray:
-        """X^{t+1} of dcd_psgd / choco_sgd on W_t (``rows``), replicas updated in place."""
-        if algorithm == "dcd_psgd":  # DCD's mix, peers' values from the edge replicas
-            V = np.empty_like(X)
-            for i, (w_ii, nbrs) in enumerate(rows):
-                acc = X[i] * w_ii
-                for k, w in nbrs:
-                    acc = acc + self.B[i][self.slot[i][k]] * w
-                V[i] = acc
-            V = V - lr * G
-        else:
-            V = X - lr * G
+    def round(self, rows: Rows, V: np.ndarray, C: Compressor, seed: int, t: int,
+              algorithm: str) -> list[int | None]:
+        """The exchange on W_t's edges for the vectors V (n, d): with k(i) node i's current
+        peer, A_i[k] += C(V_i − A_i[k]) and B_i[k] += node k's payload. Returns k(i) (None:
+        no peer at this step)."""
         peer = [nbrs[0][0] if nbrs else None for _, nbrs in rows]
-        D = np.zeros_like(X)
+        D = np.zeros_like(V)
         for i, k in enumerate(peer):
             if k is not None:
                 D[i] = V[i] - self.A[i][self.slot[i][k]]
@@ -334,14 +228,14 @@ class _Edges:
             if k is not None:  # W_t symmetric: k's peer is i
                 self.A[i][self.slot[i][k]] = self.A[i][self.slot[i][k]] + Q[i]
                 self.B[i][self.slot[i][k]] = self.B[i][self.slot[i][k]] + Q[k]
-        if algorithm == "dcd_psgd":
-            return np.stack([V[i] if k is None else self.A[i][self.slot[i][k]].copy()
-                             for i, k in enumerate(peer)])
-        assert gamma_c is not None
-        return V + gamma_c * self.mixing(rows, X)
+        return peer
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``A`` and ``B`` as (n, P, d) arrays (every node has P peers on one-peer schedules)."""
         if len({len(p) for p in self.peers}) != 1:
             return {}
         return {"A": np.stack(self.A), "B": np.stack(self.B)}
+
+
+__all__ = ["DecentralizedTrace", "Edges", "Rows", "drive", "laplacian_mix", "laplacian_update",
+           "mix", "mixing_period", "start"]

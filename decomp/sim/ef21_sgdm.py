@@ -9,29 +9,24 @@ Same randomness as the runtime: minibatches from (seed, worker, step), compresso
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from decomp.compress import Compressor, Identity
-from decomp.errors import ConfigError
 from decomp.problems import Problem
 from decomp.sim._common import Trace, _compress, _grads
 
 
-def simulate_ef21_sgdm(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                       seed: int = 0, compressor: Compressor | None = None, eta: float = 0.1,
-                       init: str = "full", batch_size: int | None = None,
-                       init_batch: int | None = None) -> Trace:
-    """EF21-SGDM for ``steps`` iterations on n = len(problems) workers.
+def simulate_ef21_sgdm(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
+                       steps: int, seed: int, C: Compressor) -> Trace:
+    """EF21-SGDM for ``steps`` iterations on n = len(problems) workers; η = ``alg.eta``,
+    g_i^0 from ``alg.init_mode``, v_i^0 with ``alg.init_batch``, τ = ``alg.batch_size``.
 
     Returns a :class:`~decomp.sim.Trace` with xs (T+1, d), bytes_up (n,) and state
     {"V": all v_i, "G": all g_i, "g": g}.
     """
-    if not 0.0 < eta <= 1.0:
-        raise ConfigError(f"ef21_sgdm: eta must be in (0, 1], got {eta}")
-    if init not in ("compressed", "full"):
-        raise ConfigError(f"ef21_sgdm: init must be 'compressed' or 'full', got {init!r}")
-    C = compressor if compressor is not None else Identity()
+    eta, init, init_batch, batch_size = alg.eta, alg.init_mode, alg.init_batch, alg.batch_size
     n, d, dt = len(problems), x0.size, x0.dtype
     x = x0.copy()
     xs = [x.copy()]

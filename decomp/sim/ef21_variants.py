@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from decomp.compress import Compressor, Identity, make_compressor
+from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumEncoder
 from decomp.participation import participants
 from decomp.problems import Problem, oracle_grad
@@ -39,17 +39,14 @@ def _init_round(C: Compressor, init: str, problems: Sequence[Problem], x0: np.nd
     return codec, _compress(codec, grad0, seed, 0), payloads
 
 
-def simulate_ef21_pp(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                     seed: int = 0, compressor: Compressor | None = None,
-                     init: str = "compressed", batch_size: int | None = None, p: float = 0.5,
-                     sampling: str = "bernoulli", transport: str = "gatherv",
-                     downlink: str = "compressed") -> Trace:
-    """EF21-PP for ``steps`` steps on n = len(problems) workers from x0 (d,). ``transport``
-    only changes how the bytes move (accepted and ignored). state: G (n, d) the g_i, g,
-    up_bytes, down_bytes (see the module doc), S (T+1, n) the participation masks (row 0:
-    everyone, the initial round)."""
-    del transport
-    C = compressor if compressor is not None else Identity()
+def simulate_ef21_pp(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
+                     steps: int, seed: int, C: Compressor) -> Trace:
+    """EF21-PP for ``steps`` steps on n = len(problems) workers from x0 (d,); p, sampling,
+    init, downlink and τ from ``alg`` (its ``transport`` only changes how the bytes move).
+    state: G (n, d) the g_i, g, up_bytes, down_bytes (see the module doc), S (T+1, n) the
+    participation masks (row 0: everyone, the initial round)."""
+    init, batch_size, p, sampling = alg.init_mode, alg.batch_size, alg.p, alg.sampling
+    downlink = alg.downlink
     n, d, dt = len(problems), x0.size, x0.dtype
     per_msg = C.payload_bytes(d, dt)
     enc = SumEncoder(d, dt)
@@ -83,16 +80,13 @@ def simulate_ef21_pp(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, 
                                       "S": masks})
 
 
-def simulate_ef21_bc(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                     seed: int = 0, compressor: Compressor | None = None,
-                     init: str = "compressed", batch_size: int | None = None,
-                     downlink_compressor: Any = None) -> Trace:
-    """EF21-BC for ``steps`` steps on n = len(problems) workers from x0 (d,); C_w =
-    ``compressor``, C_M = ``downlink_compressor`` (a Compressor or spec; None: C_w). state:
+def simulate_ef21_bc(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
+                     steps: int, seed: int, C: Compressor) -> Trace:
+    """EF21-BC for ``steps`` steps on n = len(problems) workers from x0 (d,); C_w = C, C_M =
+    ``alg.downlink_compressor`` (C itself when that is the uplink's compressor). state:
     G (n, d) the g̃_i, g_tilde, g, up_bytes, down_bytes (see the module doc)."""
-    C = compressor if compressor is not None else Identity()
-    CM = (make_compressor(downlink_compressor) if isinstance(downlink_compressor, (str, dict))
-          else downlink_compressor or C)
+    init, batch_size = alg.init_mode, alg.batch_size
+    CM = C if alg.downlink_compressor is alg.compressor else alg.downlink_compressor
     n, d, dt = len(problems), x0.size, x0.dtype
     codec, G, _ = _init_round(C, init, problems, x0, seed)
     g_tilde = G.sum(axis=0) / n  # g̃^0

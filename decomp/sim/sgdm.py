@@ -7,23 +7,24 @@ The dense all-reduce of the runtime may add the workers' gradients in another or
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from decomp.errors import ConfigError
+from decomp.compress import Compressor
 from decomp.problems import Problem
 from decomp.sim._common import Trace, _grads
 
 
-def simulate_sgdm(problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                  seed: int = 0, momentum: float = 0.9, nesterov: bool = False,
-                  batch_size: int | None = None) -> Trace:
-    """SGD with heavy-ball (or Nesterov) momentum β on n = len(problems) workers.
+def simulate_sgdm(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
+                  seed: int, C: Compressor) -> Trace:
+    """SGD with heavy-ball (or Nesterov) momentum β = ``alg.momentum`` on n = len(problems)
+    workers (``alg.nesterov``, ``alg.batch_size`` τ; C unused: dense gradients).
 
     Returns xs (T+1, d), bytes_up (n,) (d dense values per step and worker) and state {"m"}.
     """
-    if not 0.0 <= momentum < 1.0:
-        raise ConfigError(f"sgdm: momentum must be in [0, 1), got {momentum}")
+    del C
+    momentum, nesterov, batch_size = alg.momentum, alg.nesterov, alg.batch_size
     n, d, dt = len(problems), x0.size, x0.dtype
     x = x0.copy()
     m = np.zeros_like(x0)

@@ -45,7 +45,7 @@ kind = "ring"
 algorithm = "choco_sgd"
 compressor = { kind = "topk", k = 2 }
 lr = 0.1
-gamma_c = 0.5
+consensus_step = 0.5
 """
 
 TORCH = """

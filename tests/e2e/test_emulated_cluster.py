@@ -71,7 +71,7 @@ CHOCO = """[[methods]]
 algorithm = "choco_sgd"
 compressor = { kind = "topk", ratio = 0.5 }
 lr = 0.1
-gamma_c = 0.5
+consensus_step = 0.5
 """
 EF21 = """[[methods]]
 algorithm = "ef21"

@@ -123,7 +123,7 @@ def test_a_user_script_failing_on_one_rank_ends_the_job(tmp_path: Path, family: 
     (after ``import decomp.torch``) while the others wait in a collective."""
     tag = f"decomp-e2e-fail-{family}-{os.getpid()}"
     alg, make, kw = (("EF21", "EF21(TopK(ratio=0.5))", "") if family == "master_worker" else
-                     ("CHOCOSGD", "CHOCOSGD(TopK(ratio=0.5), gamma_c=0.5)",
+                     ("CHOCOSGD", "CHOCOSGD(TopK(ratio=0.5), consensus_step=0.5)",
                       ", topology='ring'"))
     script = tmp_path / f"{tag}.py"
     text = FAILING_AT_IMPORT if family == "at_import" else FAILING

@@ -40,7 +40,7 @@ name = "CHOCO top-2"
 algorithm = "choco_sgd"
 compressor = {{ kind = "topk", k = 2 }}
 lr = 0.05
-gamma_c = 0.5
+consensus_step = 0.5
 """
 SIGNAL_BOUND_S = 10.0  # from the signal to the end of every process
 

@@ -5,7 +5,7 @@
 
 Algorithms: ef21 (EF21-SGD, Top-k), ef21_sgdm (EF21-SGDM, Top-k), sgd / sgdm (dense
 all-reduce); decentralized, one node per rank on --topology: dpsgd, dcd_psgd / ecd_psgd (QSGD
-with --levels), choco_sgd (Top-k, --gamma-c). Rank 0 writes one JSON line per evaluation to
+with --levels), choco_sgd (Top-k, --consensus-step). Rank 0 writes one JSON line per evaluation to
 --metrics.
 """
 
@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--eta", type=float, default=0.1, help="EF21-SGDM momentum parameter")
     p.add_argument("--momentum", type=float, default=0.9, help="SGDM beta")
     p.add_argument("--levels", type=int, default=127, help="QSGD levels (DCD/ECD-PSGD)")
-    p.add_argument("--gamma-c", type=float, default=0.05, help="CHOCO-SGD consensus step")
+    p.add_argument("--consensus-step", type=float, default=0.05, help="CHOCO-SGD consensus step")
     p.add_argument("--topology", default="ring", help="W of the decentralized algorithms")
     p.add_argument("--partition", default="iid")
     p.add_argument("--seed", type=int, default=0)
@@ -49,7 +49,8 @@ def main() -> None:
                  "dpsgd": lambda: DPSGD(),
                  "dcd_psgd": lambda: DCDPSGD(QSGD(levels=a.levels)),
                  "ecd_psgd": lambda: ECDPSGD(QSGD(levels=a.levels)),
-                 "choco_sgd": lambda: CHOCOSGD(TopK(ratio=a.ratio), gamma_c=a.gamma_c),
+                 "choco_sgd": lambda: CHOCOSGD(TopK(ratio=a.ratio),
+                                               consensus_step=a.consensus_step),
                  }[a.algorithm]()
     data = decomp.datasets.load("mnist1d")
     model = decomp.models.make_model("cnn1d", input_shape=data.input_shape,

@@ -16,25 +16,26 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, Env
+from decomp.algorithms import Env
+from decomp.algorithms.beer import BEER
 from decomp.comm import Neighborhood
 from decomp.compress import Identity, TopK, make_compressor
 from decomp.data import load_dataset
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate_decentralized
+from decomp.sim import reference
 from decomp.topologies import mixing_matrix
 
 STEPS = 30
 SEED = 7
 LR = 0.2
 
-#: name -> (algorithm, compressor factory, options, batch_size)
-CASES: dict[str, tuple[str, Callable[[], Any], dict[str, Any], int | None]] = {
-    "beer-top3": ("beer", lambda: TopK(3), {"gamma": 0.4}, 16),
-    "beer-top3-full": ("beer", lambda: TopK(3), {"gamma": 0.4}, None),
-    "beer-scaled-randk": ("beer", lambda: make_compressor({"kind": "scaled", "inner": {
-        "kind": "randk", "k": 5}}), {"gamma": 0.3}, 16),
-    "beer-identity": ("beer", Identity, {"gamma": 1.0}, None),
+#: case -> (registry name, the algorithm object: run over MPI and handed to its reference)
+CASES: dict[str, tuple[str, Callable[[], Any]]] = {
+    "beer-top3": ("beer", lambda: BEER(TopK(3), consensus_step=0.4, batch_size=16)),
+    "beer-top3-full": ("beer", lambda: BEER(TopK(3), consensus_step=0.4)),
+    "beer-scaled-randk": ("beer", lambda: BEER(make_compressor({"kind": "scaled", "inner": {
+        "kind": "randk", "k": 5}}), consensus_step=0.3, batch_size=16)),
+    "beer-identity": ("beer", lambda: BEER(Identity(), consensus_step=1.0)),
 }
 
 
@@ -49,15 +50,13 @@ def problems():
 
 def _run(comm, problems, case: str, topology: str,
          every_step: Callable[..., None] | None = None):
-    name, make_c, opts, batch = CASES[case]
+    alg = CASES[case][1]()
     probs, x0 = problems
     W = mixing_matrix(topology, comm.size)
     tp = Neighborhood(W, comm)
-    alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
     env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
     state, xs = run_iterates(alg, env, x0, STEPS, every_step)
-    ref = simulate_decentralized(name, probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
-                                 batch_size=batch, compressor=make_c(), **opts)
+    ref = reference(alg, probs, x0, W, lr=LR, steps=STEPS, seed=SEED)
     return tp, state, xs, ref
 
 
@@ -120,10 +119,9 @@ def test_on_the_one_peer_hypercube_iterates_and_edges_equal_the_reference(comm, 
 
     if comm.size & (comm.size - 1):
         pytest.skip("the one-peer hypercube needs n a power of two")
-    name, make_c, opts, batch = CASES[case]
+    alg = CASES[case][1]()
     probs, x0 = problems
     sched = mixing_schedule("one-peer-hypercube", comm.size)
-    alg = DECENTRALIZED[name](make_c(), batch_size=batch, **opts)
     alg.check_mixing(sched)
     tp = open_transport("decentralized", comm, mixing=sched)
     env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
@@ -142,14 +140,13 @@ def test_on_the_one_peer_hypercube_iterates_and_edges_equal_the_reference(comm, 
                 unequal.append((state.t, env.rank, k))
     counts = (tp.bytes.up, tp.bytes.down)
     tp.close()
-    ref = simulate_decentralized(name, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED,
-                                 batch_size=batch, compressor=make_c(), **opts)
+    ref = reference(alg, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED)
     i = comm.rank
     same = (bool(np.array_equal(xs, ref.xs[:, i])),
             bool(np.array_equal(state.v, ref.state["V"][i])),
             bool(np.array_equal(state.AH, ref.state["AH"][i])),
             bool(np.array_equal(state.BG, ref.state["BG"][i])))
-    msg = make_c().payload_bytes(x0.size, x0.dtype)
+    msg = alg.compressor.payload_bytes(x0.size, x0.dtype)
     got = comm.allgather((same, counts, (int(ref.bytes_sent[i]), int(ref.bytes_received[i])),
                           unequal, state.bad))
     assert all(all(g[0]) for g in got), [g[0] for g in got]

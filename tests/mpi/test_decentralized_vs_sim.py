@@ -14,12 +14,20 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, Env
+from decomp.algorithms import (
+    CHOCOSGD,
+    DCDPSGD,
+    DPSGD,
+    ECDPSGD,
+    AllreduceCompressed,
+    AllreduceSGD,
+    Env,
+)
 from decomp.comm import Neighborhood
 from decomp.compress import Identity, TopK, make_compressor
 from decomp.data import load_dataset
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate_decentralized
+from decomp.sim import reference
 from decomp.topologies import mixing_matrix
 
 STEPS = 30
@@ -29,22 +37,28 @@ BATCH = 16
 TOL = 1e-10
 
 
-def _c(spec: dict[str, Any]) -> Callable[[], Any]:
-    return lambda: make_compressor(spec)
+def _c(spec: dict[str, Any]) -> Any:
+    return make_compressor(spec)
 
 
-#: name -> (algorithm, compressor factory or None, options)
-CASES: dict[str, tuple[str, Callable[[], Any] | None, dict[str, Any]]] = {
-    "dpsgd": ("dpsgd", None, {}),
-    "dcd-identity": ("dcd_psgd", Identity, {}),
-    "dcd-qsgd4": ("dcd_psgd", _c({"kind": "qsgd", "levels": 4}), {}),
-    "dcd-randk": ("dcd_psgd", _c({"kind": "randk", "k": 6}), {}),
-    "ecd-qsgd8": ("ecd_psgd", _c({"kind": "qsgd", "levels": 8}), {}),
-    "ecd-natural-t3": ("ecd_psgd", _c({"kind": "natural"}), {"t_start": 3}),
-    "choco-top3": ("choco_sgd", lambda: TopK(3), {"gamma_c": 0.4}),
-    "choco-scaled-sign": ("choco_sgd", _c({"kind": "scaled_sign"}), {"gamma_c": 0.2}),
-    "allreduce-sgd": ("allreduce_sgd", None, {}),
-    "allreduce-qsgd2": ("allreduce_qsgd", _c({"kind": "qsgd", "levels": 2}), {}),
+#: case -> (registry name, the algorithm object: run over MPI and handed to its reference)
+CASES: dict[str, tuple[str, Callable[[], Any]]] = {
+    "dpsgd": ("dpsgd", lambda: DPSGD(batch_size=BATCH)),
+    "dcd-identity": ("dcd_psgd", lambda: DCDPSGD(Identity(), batch_size=BATCH)),
+    "dcd-qsgd4": ("dcd_psgd", lambda: DCDPSGD(_c({"kind": "qsgd", "levels": 4}),
+                                              batch_size=BATCH)),
+    "dcd-randk": ("dcd_psgd", lambda: DCDPSGD(_c({"kind": "randk", "k": 6}), batch_size=BATCH)),
+    "ecd-qsgd8": ("ecd_psgd", lambda: ECDPSGD(_c({"kind": "qsgd", "levels": 8}),
+                                              batch_size=BATCH)),
+    "ecd-natural-t3": ("ecd_psgd", lambda: ECDPSGD(_c({"kind": "natural"}), t_start=3,
+                                                   batch_size=BATCH)),
+    "choco-top3": ("choco_sgd", lambda: CHOCOSGD(TopK(3), consensus_step=0.4,
+                                                 batch_size=BATCH)),
+    "choco-scaled-sign": ("choco_sgd", lambda: CHOCOSGD(_c({"kind": "scaled_sign"}),
+                                                        consensus_step=0.2, batch_size=BATCH)),
+    "allreduce-sgd": ("allreduce_sgd", lambda: AllreduceSGD(batch_size=BATCH)),
+    "allreduce-qsgd2": ("allreduce_qsgd", lambda: AllreduceCompressed(
+        _c({"kind": "qsgd", "levels": 2}), batch_size=BATCH)),
 }
 
 
@@ -59,29 +73,21 @@ def problems():
 
 def _run(comm, problems, case: str, topology: str, method: str = "auto", lr: float = LR,
          x_start: np.ndarray | None = None, every_step: Callable[..., None] | None = None):
-    name, make_c, opts = CASES[case]
+    alg = CASES[case][1]()  # one object: run over MPI and handed to its reference
     probs, x0 = problems
     W = mixing_matrix(topology, comm.size)
     tp = Neighborhood(W, comm, method=method)
-    kw = dict(opts)
-    if make_c is not None:
-        kw["compressor"] = make_c()
-    alg = DECENTRALIZED[name](batch_size=BATCH, **kw)
     env = Env(tp, probs[comm.rank], comm.size, SEED, lr)
     state, xs = run_iterates(alg, env, x0 if x_start is None else x_start, STEPS, every_step)
-    ref_kw = dict(opts)
-    if make_c is not None:
-        ref_kw["compressor"] = make_c()
-    return tp, W, alg, state, xs, probs, x0, ref_kw
+    return tp, W, alg, state, xs, probs, x0
 
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("topology", ["ring", "complete"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_iterates_equal_reference(comm, problems, case: str, topology: str) -> None:
-    tp, W, _, state, xs, probs, x0, ref_kw = _run(comm, problems, case, topology)
-    ref = simulate_decentralized(CASES[case][0], probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
-                                 batch_size=BATCH, **ref_kw)
+    tp, W, alg, state, xs, probs, x0 = _run(comm, problems, case, topology)
+    ref = reference(alg, probs, x0, W, lr=LR, steps=STEPS, seed=SEED)
     mine = ref.xs[:, comm.rank]
     rel = float(np.abs(xs - mine).max() / np.abs(mine).max())
     moved = float(np.abs(xs[-1] - xs[0]).max())
@@ -103,9 +109,8 @@ def test_fused_mixing_is_bit_for_bit_the_reference(comm, problems, case: str,
                                                    topology: str) -> None:
     """D-PSGD's and DCD's fused mixing (received rows read in place) and CHOCO's incremental
     mixing sum do the reference's arithmetic in its order: equal to the last bit (float64)."""
-    tp, W, _, state, xs, probs, x0, ref_kw = _run(comm, problems, case, topology)
-    ref = simulate_decentralized(CASES[case][0], probs, x0, W, lr=LR, steps=STEPS, seed=SEED,
-                                 batch_size=BATCH, **ref_kw)
+    tp, W, alg, state, xs, probs, x0 = _run(comm, problems, case, topology)
+    ref = reference(alg, probs, x0, W, lr=LR, steps=STEPS, seed=SEED)
     ok = bool(np.array_equal(xs, ref.xs[:, comm.rank]))
     if case.startswith("choco"):
         ok &= bool(np.array_equal(state.R[0], ref.state["Xhat"][comm.rank]))
@@ -121,10 +126,9 @@ def test_every_exchange_method_gives_the_reference_iterates(comm, problems, meth
     payloads (DCD, QSGD) and dense models (D-PSGD)."""
     ok = []
     for case in ("dcd-qsgd4", "dpsgd"):
-        tp, W, _, _, xs, probs, x0, ref_kw = _run(comm, problems, case, "ring", method=method)
+        tp, W, alg, _, xs, probs, x0 = _run(comm, problems, case, "ring", method=method)
         tp.close()
-        ref = simulate_decentralized(CASES[case][0], probs, x0, W, lr=LR, steps=STEPS,
-                                     seed=SEED, batch_size=BATCH, **ref_kw)
+        ref = reference(alg, probs, x0, W, lr=LR, steps=STEPS, seed=SEED)
         ok.append(bool(np.array_equal(xs, ref.xs[:, comm.rank])))
     assert all(all(o) for o in comm.allgather(ok))
 
@@ -167,7 +171,7 @@ def test_pure_gossip_contracts_consensus_distance_by_rho_squared(comm, problems,
         cds.append(consensus(state.x))
 
     cd0 = consensus(start)
-    _, W, _, _, _, _, _, _ = _run(comm, problems, "dpsgd", topology, lr=0.0, x_start=start,
+    _, W, _, _, _, _, _ = _run(comm, problems, "dpsgd", topology, lr=0.0, x_start=start,
                                   every_step=record)
     cd = [cd0, *cds]
     rho2 = W.rho ** 2
@@ -178,12 +182,13 @@ def test_pure_gossip_contracts_consensus_distance_by_rho_squared(comm, problems,
 @pytest.mark.mpi(min_size=2)
 def test_identity_dcd_and_choco_gamma_1_over_mpi(comm, problems) -> None:
     """The identities hold in the MPI runtime too (not only in the reference)."""
-    _, _, _, _, d_ps, _, _, _ = _run(comm, problems, "dpsgd", "ring")
-    _, _, _, _, dcd, _, _, _ = _run(comm, problems, "dcd-identity", "ring")
+    _, _, _, _, d_ps, _, _ = _run(comm, problems, "dpsgd", "ring")
+    _, _, _, _, dcd, _, _ = _run(comm, problems, "dcd-identity", "ring")
     name = "choco-id"
-    CASES[name] = ("choco_sgd", Identity, {"gamma_c": 1.0})
+    CASES[name] = ("choco_sgd", lambda: CHOCOSGD(Identity(), consensus_step=1.0,
+                                                 batch_size=BATCH))
     try:
-        _, W, _, _, choco, probs, x0, _ = _run(comm, problems, name, "ring")
+        _, W, _, _, choco, probs, x0 = _run(comm, problems, name, "ring")
     finally:
         del CASES[name]
     from decomp.problems import oracle_grad

@@ -230,7 +230,7 @@ def _config(tmp: str, methods: list[dict[str, Any]]) -> Any:
 REFUSED = {
     "dcd_psgd": {"compressor": {"kind": "qsgd", "levels": 4}},
     "ecd_psgd": {"compressor": {"kind": "qsgd", "levels": 4}},
-    "choco_sgd": {"compressor": {"kind": "topk", "k": 3}, "gamma_c": 0.3},
+    "choco_sgd": {"compressor": {"kind": "topk", "k": 3}, "consensus_step": 0.3},
 }
 
 
@@ -298,7 +298,7 @@ def test_the_trainer_refuses_or_runs_like_the_runner(comm) -> None:
                        topology="one-peer-exponential", batch_size=8, seed=SEED, verbose=False)
 
     try:
-        trainer(DECENTRALIZED["choco_sgd"](gamma_c=0.3, lr=0.1))
+        trainer(DECENTRALIZED["choco_sgd"](consensus_step=0.3, lr=0.1))
         refused = "no"
     except ConfigError as e:
         refused = str(e)

@@ -14,69 +14,56 @@ from decomp.compress import QSGD, Identity, Natural, RandK, Scaled, ScaledSign, 
 from decomp.data import load_dataset
 from decomp.errors import DivergenceError
 from decomp.problems import split_problem
-from decomp.sim import simulate
+from decomp.sim import reference
 
 STEPS = 50
 SEED = 11
 
-CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
-    "gd": ("gd", lambda: GD(), {}),
-    "sgd": ("sgd", lambda: GD(batch_size=16), {"batch_size": 16}),
-    "dcgd-identity": ("dcgd", lambda: DCGD(Identity()), {"compressor": Identity()}),
-    "ef-top3": ("ef", lambda: EF(TopK(3)), {"compressor": TopK(3)}),
-    "ef21-top1": ("ef21", lambda: EF21(TopK(1)), {"compressor": TopK(1)}),
-    "ef21-full-top2": ("ef21", lambda: EF21(TopK(2), init="full"),
-                       {"compressor": TopK(2), "init": "full"}),
-    "ef21-sgd-top2": ("ef21_sgd", lambda: EF21(TopK(2), batch_size=16),
-                      {"compressor": TopK(2), "batch_size": 16}),
-    "ef21-plus-top2": ("ef21_plus", lambda: EF21Plus(TopK(2)), {"compressor": TopK(2)}),
-    "ef21-sgdm-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), eta=0.3, batch_size=16),
-                       {"compressor": TopK(2), "eta": 0.3, "batch_size": 16}),
+CASES: dict[str, tuple[str, Any]] = {
+    "gd": ("gd", lambda: GD()),
+    "sgd": ("sgd", lambda: GD(batch_size=16)),
+    "dcgd-identity": ("dcgd", lambda: DCGD(Identity())),
+    "ef-top3": ("ef", lambda: EF(TopK(3))),
+    "ef21-top1": ("ef21", lambda: EF21(TopK(1))),
+    "ef21-full-top2": ("ef21", lambda: EF21(TopK(2), init="full")),
+    "ef21-sgd-top2": ("ef21_sgd", lambda: EF21(TopK(2), batch_size=16)),
+    "ef21-plus-top2": ("ef21_plus", lambda: EF21Plus(TopK(2))),
+    "ef21-sgdm-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), eta=0.3, batch_size=16)),
     "ef21-sgdm-compressed-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), init="compressed",
-                                                                batch_size=16, init_batch=32),
-                                  {"compressor": TopK(2), "init": "compressed",
-                                   "batch_size": 16, "init_batch": 32}),
+                                                                batch_size=16, init_batch=32)),
     # the dense-model downlink computes the same iterates as the compressed one
-    "ef21-model-top1": ("ef21", lambda: EF21(TopK(1), downlink="model"),
-                        {"compressor": TopK(1)}),
+    "ef21-model-top1": ("ef21", lambda: EF21(TopK(1), downlink="model")),
     "ef21-sgdm-model-top2": ("ef21_sgdm", lambda: EF21SGDM(TopK(2), eta=0.3, batch_size=16,
-                                                           downlink="model"),
-                             {"compressor": TopK(2), "eta": 0.3, "batch_size": 16}),
-    "ef-model-top3": ("ef", lambda: EF(TopK(3), downlink="model"), {"compressor": TopK(3)}),
-    "dcgd-model-randk5": ("dcgd", lambda: DCGD(RandK(5), downlink="model"),
-                          {"compressor": RandK(5)}),
+                                                           downlink="model")),
+    "ef-model-top3": ("ef", lambda: EF(TopK(3), downlink="model")),
+    "dcgd-model-randk5": ("dcgd", lambda: DCGD(RandK(5), downlink="model")),
     # n·k close to d: the master sends the dense encoding of the sum
-    "ef21-top20-dense-downlink": ("ef21", lambda: EF21(TopK(20)), {"compressor": TopK(20)}),
-    "sgdm": ("sgdm", lambda: SGDM(momentum=0.9, batch_size=16),
-             {"momentum": 0.9, "batch_size": 16}),
-    "sgdm-nesterov": ("sgdm", lambda: SGDM(momentum=0.5, nesterov=True, batch_size=16),
-                      {"momentum": 0.5, "nesterov": True, "batch_size": 16}),
+    "ef21-top20-dense-downlink": ("ef21", lambda: EF21(TopK(20))),
+    "sgdm": ("sgdm", lambda: SGDM(momentum=0.9, batch_size=16)),
+    "sgdm-nesterov": ("sgdm", lambda: SGDM(momentum=0.5, nesterov=True, batch_size=16)),
 }
 
 # Every other compressor inside the algorithms that accept it: contractive ones (including
 # unbiased ones made contractive by Scaled) in EF/EF21/EF21+, unbiased ones in DCGD. Random
 # compressors draw from (seed, worker, step), which the reference replays.
-COMPRESSOR_CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
-    "ef21-scaled-qsgd4": ("ef21", lambda: EF21(Scaled(QSGD(4))), {"compressor": Scaled(QSGD(4))}),
-    "ef21-randk3-unscaled": ("ef21", lambda: EF21(RandK(3, scaled=False)),
-                             {"compressor": RandK(3, scaled=False)}),
-    "ef-scaled-sign": ("ef", lambda: EF(ScaledSign()), {"compressor": ScaledSign()}),
-    "ef-scaled-natural": ("ef", lambda: EF(Scaled(Natural())), {"compressor": Scaled(Natural())}),
-    "ef21-plus-scaled-randk": ("ef21_plus", lambda: EF21Plus(Scaled(RandK(5))),
-                               {"compressor": Scaled(RandK(5))}),
-    "dcgd-qsgd8": ("dcgd", lambda: DCGD(QSGD(8)), {"compressor": QSGD(8)}),
-    "dcgd-natural": ("dcgd", lambda: DCGD(Natural()), {"compressor": Natural()}),
-    "dcgd-randk5": ("dcgd", lambda: DCGD(RandK(5)), {"compressor": RandK(5)}),
+COMPRESSOR_CASES: dict[str, tuple[str, Any]] = {
+    "ef21-scaled-qsgd4": ("ef21", lambda: EF21(Scaled(QSGD(4)))),
+    "ef21-randk3-unscaled": ("ef21", lambda: EF21(RandK(3, scaled=False))),
+    "ef-scaled-sign": ("ef", lambda: EF(ScaledSign())),
+    "ef-scaled-natural": ("ef", lambda: EF(Scaled(Natural()))),
+    "ef21-plus-scaled-randk": ("ef21_plus", lambda: EF21Plus(Scaled(RandK(5)))),
+    "dcgd-qsgd8": ("dcgd", lambda: DCGD(QSGD(8))),
+    "dcgd-natural": ("dcgd", lambda: DCGD(Natural())),
+    "dcgd-randk5": ("dcgd", lambda: DCGD(RandK(5))),
 }
 CASES.update(COMPRESSOR_CASES)
 
 
 def _run(comm, master: str, dtype: str, case: str, lr: float = 0.2):
-    name, make, kw = CASES[case]
+    alg = CASES[case][1]()  # one object: run over MPI and handed to its reference
     tp, env, probs, x0 = masterworker_setting(comm, master, dtype, SEED, lr)
-    alg = make()
     state, xs = run_iterates(alg, env, x0, STEPS)
-    ref = simulate(name, probs, x0, lr=lr, steps=STEPS, seed=SEED, **kw)
+    ref = reference(alg, probs, x0, lr=lr, steps=STEPS, seed=SEED)
     return tp, alg, state, xs, ref
 
 

@@ -36,8 +36,8 @@ NUMPY_METHODS: dict[str, dict[str, Any]] = {
     "ef21_bc": {"compressor": TOP2, "downlink_compressor": {"kind": "topk", "k": 3}},
     "dpsgd": {"lr": 0.05}, "dcd_psgd": {"compressor": QSGD, "lr": 0.05},
     "ecd_psgd": {"compressor": {"kind": "qsgd", "levels": 4096}, "lr": 0.02},
-    "choco_sgd": {"compressor": TOP2, "lr": 0.05, "gamma_c": 0.4},
-    "beer": {"compressor": TOP2, "lr": 0.05, "gamma": 0.4},
+    "choco_sgd": {"compressor": TOP2, "lr": 0.05, "consensus_step": 0.4},
+    "beer": {"compressor": TOP2, "lr": 0.05, "consensus_step": 0.4},
     "allreduce_sgd": {"lr": 0.05, "batch_size": 8}, "allreduce_qsgd": {"lr": 0.05},
 }
 TORCH_METHODS = [
@@ -47,7 +47,7 @@ TORCH_METHODS = [
     {"algorithm": "ef", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.2,
      "batch_size": 8},
     {"algorithm": "choco_sgd", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.3,
-     "gamma_c": 0.3, "batch_size": 8},
+     "consensus_step": 0.3, "batch_size": 8},
     {"algorithm": "dcd_psgd", "compressor": {"kind": "qsgd", "levels": 127}, "lr": 0.3,
      "batch_size": 8},
 ]

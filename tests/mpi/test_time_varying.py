@@ -50,8 +50,8 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "dcd-randk-hypercube": ("dcd_psgd", {"compressor": {"kind": "randk", "k": 5}},
                             "one-peer-hypercube"),
     "choco-topk-hypercube": ("choco_sgd", {"compressor": {"kind": "topk", "k": 4},
-                                           "gamma_c": 0.4}, "one-peer-hypercube"),
-    "choco-identity-hypercube": ("choco_sgd", {"gamma_c": 1.0}, "one-peer-hypercube"),
+                                           "consensus_step": 0.4}, "one-peer-hypercube"),
+    "choco-identity-hypercube": ("choco_sgd", {"consensus_step": 1.0}, "one-peer-hypercube"),
 }
 
 
@@ -173,7 +173,7 @@ def test_decomp_run_on_a_schedule_gives_the_metrics_of_decomp_sim(comm, tmp_path
     if schedule == "one-peer-hypercube":
         methods += [{"algorithm": "dcd_psgd", "lr": 0.2,
                      "compressor": {"kind": "qsgd", "levels": 8}},
-                    {"algorithm": "choco_sgd", "lr": 0.2, "gamma_c": 0.5,
+                    {"algorithm": "choco_sgd", "lr": 0.2, "consensus_step": 0.5,
                      "compressor": {"kind": "topk", "k": 3}}]
     res = run(_config(str(tmp_path), methods, schedule), comm, progress=False)
     ref = simulate_config(_config(str(tmp_path / "sim"), methods, schedule), comm.size)
@@ -196,7 +196,7 @@ REFUSED = {
 }
 OPTIONS = {"dcd_psgd": {"compressor": {"kind": "qsgd", "levels": 4}},
            "ecd_psgd": {"compressor": {"kind": "qsgd", "levels": 4}},
-           "choco_sgd": {"compressor": {"kind": "topk", "k": 3}, "gamma_c": 0.3}}
+           "choco_sgd": {"compressor": {"kind": "topk", "k": 3}, "consensus_step": 0.3}}
 
 
 @pytest.mark.mpi(min_size=2)
@@ -243,13 +243,13 @@ def test_the_trainer_trains_on_a_schedule_like_the_reference(comm, name: str) ->
     ds = load("synthetic", n_samples=240, n_features=10, n_classes=3)
     sched = mixing_schedule(kind, comm.size)
     alg = DECENTRALIZED[name](lr=0.1) if name == "dpsgd" else \
-        DECENTRALIZED[name](make_compressor({"kind": "topk", "k": 7}), gamma_c=0.5, lr=0.1)
+        DECENTRALIZED[name](make_compressor({"kind": "topk", "k": 7}), consensus_step=0.5, lr=0.1)
     tr = Trainer(net(False), nn.CrossEntropyLoss(), ds, algorithm=alg, comm=comm,
                  topology=sched, batch_size=8, seed=SEED, verbose=False)
     tr.fit(steps=6, eval_every=6)
     probs = make_torch_problems(net(False), nn.CrossEntropyLoss(), ds.X, ds.y, tr.parts,
                                 seed=SEED)
-    kw = {} if name == "dpsgd" else {"compressor": alg.compressor, "gamma_c": 0.5}
+    kw = {} if name == "dpsgd" else {"compressor": alg.compressor, "consensus_step": 0.5}
     ref = simulate_decentralized(name, probs, probs[0].flat.params.copy(), sched, lr=0.1,
                                  steps=6, seed=SEED, batch_size=8, **kw)
     same = bool(np.array_equal(tr.x, ref.xs[-1][comm.rank]))

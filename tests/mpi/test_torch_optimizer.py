@@ -87,8 +87,8 @@ DEC: dict[str, tuple[Any, str, dict[str, Any]]] = {
                      {"compressor": QSGD(levels=127)}),
     "ecd-qsgd16bit": (lambda **k: ECDPSGD(QSGD(levels=32767), **k), "ecd_psgd",
                       {"compressor": QSGD(levels=32767)}),
-    "choco-top10": (lambda **k: CHOCOSGD(TopK(ratio=0.1), gamma_c=0.3, **k), "choco_sgd",
-                    {"compressor": TopK(ratio=0.1), "gamma_c": 0.3}),
+    "choco-top10": (lambda **k: CHOCOSGD(TopK(ratio=0.1), consensus_step=0.3, **k), "choco_sgd",
+                    {"compressor": TopK(ratio=0.1), "consensus_step": 0.3}),
     "allreduce-sgd": (lambda **k: AllreduceSGD(**k), "allreduce_sgd", {}),
 }
 
@@ -221,7 +221,7 @@ def test_save_and_load_into_fresh_objects_resumes_exactly(comm, case: str) -> No
     rank = comm.Get_rank()
     makes = {"ef21-adam": (lambda: EF21(TopK(ratio=0.1)), "adam", {}),
              "ef-adam": (lambda: EF(TopK(ratio=0.1)), "adam", {}),
-             "choco-sgdm": (lambda: CHOCOSGD(TopK(ratio=0.1), gamma_c=0.5), "sgdm",
+             "choco-sgdm": (lambda: CHOCOSGD(TopK(ratio=0.1), consensus_step=0.5), "sgdm",
                             {"topology": "ring"}),
              "dcd-own": (lambda: DCDPSGD(QSGD(levels=127), lr=LR), None,
                          {"topology": "ring"}),
@@ -330,7 +330,7 @@ def test_groups_frozen_and_none_gradients_keep_every_rank_consistent(comm, algor
                "lr": 0.01, "weight_decay": 0.1}]
     inner = torch.optim.Adam(groups, lr=0.05)
     alg = {"ef21": EF21(TopK(ratio=0.2)), "gd": GD(),
-           "choco": CHOCOSGD(TopK(ratio=0.2), gamma_c=0.5)}[algorithm]
+           "choco": CHOCOSGD(TopK(ratio=0.2), consensus_step=0.5)}[algorithm]
     kw = {"topology": "ring"} if algorithm == "choco" else {}
     opt = DistributedOptimizer(inner, model, alg, comm=comm, find_unused_parameters=find_unused,
                                **kw)

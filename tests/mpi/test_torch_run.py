@@ -52,7 +52,7 @@ CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
     "ecd-qsgd16bit": ("ecd_psgd", lambda: QSGD(levels=32767), {}),
     "ecd-randk-t3": ("ecd_psgd", lambda: make_compressor({"kind": "randk", "ratio": 0.5}),
                      {"t_start": 3}),
-    "choco-top10": ("choco_sgd", lambda: TopK(ratio=0.1), {"gamma_c": 0.3}),
+    "choco-top10": ("choco_sgd", lambda: TopK(ratio=0.1), {"consensus_step": 0.3}),
     "allreduce-sgd": ("allreduce_sgd", None, {}),
     "allreduce-qsgd": ("allreduce_qsgd", lambda: QSGD(levels=16), {}),
 }
@@ -172,7 +172,7 @@ DEC_METHODS = [
     {"algorithm": "ecd_psgd", "compressor": {"kind": "qsgd", "levels": 32767}, "lr": 0.1,
      "batch_size": 8},
     {"algorithm": "choco_sgd", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.3,
-     "gamma_c": 0.3, "batch_size": 8},
+     "consensus_step": 0.3, "batch_size": 8},
     {"algorithm": "allreduce_sgd", "lr": 0.3, "batch_size": 8},
 ]
 

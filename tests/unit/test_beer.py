@@ -27,8 +27,7 @@ from decomp.data import Dataset, partition
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, make_problem, split_problem
 from decomp.runner import plan_method
-from decomp.sim import simulate_decentralized
-from decomp.sim.beer import simulate_beer
+from decomp.sim import reference, simulate_decentralized
 from decomp.topologies import MixingMatrix, mixing_matrix, mixing_schedule
 
 N_NODES, D, ROWS = 4, 10, 60
@@ -60,7 +59,7 @@ def test_identity_and_gamma_1_is_gradient_tracking(heterogeneous) -> None:
     probs, x0, _, L = heterogeneous
     W = mixing_matrix("ring", N_NODES)
     eta, steps = 0.3 / L, 40
-    tr = simulate_beer(probs, x0, W, lr=eta, steps=steps, gamma=1.0, compressor=Identity())
+    tr = reference(BEER(Identity(), consensus_step=1.0), probs, x0, W, lr=eta, steps=steps)
     Wd = W.dense()
     X = np.tile(x0, (N_NODES, 1))
     G_prev = np.stack([p.grad(x0) for p in probs])
@@ -84,8 +83,8 @@ def test_the_tracker_mean_is_the_mean_gradient_every_step(heterogeneous, compres
     probs, x0, _, L = heterogeneous
     W = mixing_matrix("ring", N_NODES)
     for t in range(1, 9):
-        tr = simulate_beer(probs, x0, W, lr=0.3 / L, steps=t, gamma=gamma, seed=5,
-                           compressor=compressor, batch_size=batch)
+        alg = BEER(compressor, consensus_step=gamma, batch_size=batch)
+        tr = reference(alg, probs, x0, W, lr=0.3 / L, steps=t, seed=5)
         V, grad = tr.state["V"], tr.state["grad_prev"]
         assert np.abs(V.mean(axis=0) - grad.mean(axis=0)).max() <= 1e-12 * np.abs(V).max()
         assert not np.array_equal(V, grad)  # the trackers differ from the local gradients
@@ -95,8 +94,8 @@ def test_beer_reaches_the_optimum_where_choco_stalls(heterogeneous) -> None:
     probs, x0, x_star, L = heterogeneous
     W = mixing_matrix("ring", N_NODES)
     kw = {"lr": 0.3 / L, "steps": 1500, "compressor": TopK(3)}
-    beer = simulate_decentralized("beer", probs, x0, W, gamma=0.4, **kw)
-    choco = simulate_decentralized("choco_sgd", probs, x0, W, gamma_c=0.4, **kw)
+    beer = simulate_decentralized("beer", probs, x0, W, consensus_step=0.4, **kw)
+    choco = simulate_decentralized("choco_sgd", probs, x0, W, consensus_step=0.4, **kw)
     assert _grad_norm_sq(probs, x0) > 10
     assert _grad_norm_sq(probs, beer.xbar[-1]) < 1e-18
     assert np.abs(beer.xs[-1] - x_star).max() < 1e-8  # every node at the optimum
@@ -114,7 +113,7 @@ def test_on_the_one_peer_hypercube_identity_is_gradient_tracking_on_w_t(heteroge
     probs, x0, x_star, L = heterogeneous
     sched = mixing_schedule("one-peer-hypercube", N_NODES)
     eta, steps = 0.3 / L, 30
-    tr = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=steps, gamma=1.0)
+    tr = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=steps, consensus_step=1.0)
     X = np.tile(x0, (N_NODES, 1))
     G_prev = np.stack([p.grad(x0) for p in probs])
     V = G_prev.copy()
@@ -126,11 +125,11 @@ def test_on_the_one_peer_hypercube_identity_is_gradient_tracking_on_w_t(heteroge
         G_prev = G
         assert np.abs(tr.xs[t] - X).max() <= 1e-12 * np.abs(X).max(), t
     for t in (3, 7):
-        top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=t, gamma=0.4,
+        top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=t, consensus_step=0.4,
                                      compressor=TopK(3))
         V, grad = top.state["V"], top.state["grad_prev"]
         assert np.abs(V.mean(axis=0) - grad.mean(axis=0)).max() <= 1e-12 * np.abs(V).max()
-    top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=1500, gamma=0.4,
+    top = simulate_decentralized("beer", probs, x0, sched, lr=eta, steps=1500, consensus_step=0.4,
                                  compressor=TopK(3))
     assert np.abs(top.xs[-1] - x_star).max() < 1e-8
 
@@ -141,7 +140,7 @@ def test_a_period_1_schedule_gives_the_static_iterates(heterogeneous) -> None:
     the mixing rows incrementally), and one step's payloads fewer."""
     probs, x0, _, L = heterogeneous
     sched = mixing_schedule("one-peer-hypercube", 2)
-    kw = {"lr": 0.3 / L, "steps": 60, "gamma": 0.5, "compressor": TopK(4), "seed": 3}
+    kw = {"lr": 0.3 / L, "steps": 60, "consensus_step": 0.5, "compressor": TopK(4), "seed": 3}
     edges = simulate_decentralized("beer", probs[:2], x0, sched, **kw)
     static = simulate_decentralized("beer", probs[:2], x0, sched(0), **kw)
     assert np.abs(edges.xs - static.xs).max() <= 1e-12 * np.abs(static.xs).max()
@@ -149,20 +148,31 @@ def test_a_period_1_schedule_gives_the_static_iterates(heterogeneous) -> None:
 
 
 def test_options_and_compressors_are_checked() -> None:
-    with pytest.raises(ConfigError, match="beer needs gamma"):
+    with pytest.raises(ConfigError, match="beer needs consensus_step"):
         BEER(TopK(2))
-    with pytest.raises(ConfigError, match=r"gamma must be in \(0, 1\]"):
-        BEER(TopK(2), gamma=1.5)
+    with pytest.raises(ConfigError, match=r"consensus_step must be in \(0, 1\]"):
+        BEER(TopK(2), consensus_step=1.5)
     with pytest.raises(ConfigError, match="not contractive; wrap it as Scaled"):
-        BEER(QSGD(levels=4), gamma=0.5).check(10)
-    BEER(Identity(), gamma=1.0).check(10)
+        BEER(QSGD(levels=4), consensus_step=0.5).check(10)
+    BEER(Identity(), consensus_step=1.0).check(10)
     cfg = load_config({"methods": [{"algorithm": "beer", "compressor": {"kind": "topk", "k": 2},
-                                    "lr": 0.1, "gamma": 0.3, "batch_size": 4}]})
+                                    "lr": 0.1, "consensus_step": 0.3, "batch_size": 4}]})
     plan = plan_method(cfg.methods[0])
-    assert plan.decentralized and plan.algorithm.gamma == 0.3 and plan.options == {"gamma": 0.3}
-    with pytest.raises(ConfigError, match="gamma_c applies to choco_sgd only"):
-        plan_method(load_config({"methods": [{"algorithm": "beer", "gamma": 0.3, "lr": 0.1,
-                                              "gamma_c": 0.3}]}).methods[0])
+    assert plan.decentralized and plan.algorithm.consensus_step == 0.3
+    assert plan.options == {"consensus_step": 0.3}
+
+
+@pytest.mark.parametrize("name,old", [("beer", "gamma"), ("choco_sgd", "gamma_c")])
+def test_the_old_name_of_the_consensus_step_is_refused_naming_the_new(name: str,
+                                                                      old: str) -> None:
+    from decomp.algorithms import REGISTRY
+
+    with pytest.raises(ConfigError, match=f"'methods.0.{old}' is now called 'consensus_step'"):
+        load_config({"methods": [{"algorithm": name, "lr": 0.1, old: 0.3}]})
+    with pytest.raises(ConfigError, match=f"'{old}' of {name} is now called 'consensus_step'"):
+        REGISTRY[name].build(compressor="identity", options={old: 0.3})
+    with pytest.raises(ConfigError, match=f"option '{old}' is now called 'consensus_step'"):
+        REGISTRY[name].cls(Identity(), **{old: 0.3})
 
 
 def test_a_step_allocates_no_full_size_vector() -> None:
@@ -175,7 +185,7 @@ def test_a_step_allocates_no_full_size_vector() -> None:
     prob.grad = lambda x: np.subtract(x, target, out=grad_buffer)  # type: ignore[method-assign]
     nb = Neighborhood(MixingMatrix(np.ones((1, 1))), MPI.COMM_SELF)
     env = Env(nb, prob, 1, 0, 0.1)
-    alg = BEER(TopK(ratio=0.01), gamma=0.5)
+    alg = BEER(TopK(ratio=0.01), consensus_step=0.5)
     box = [alg.init(env, np.ones(d))]
     try:
         for _ in range(2):
@@ -203,5 +213,5 @@ def test_by_label_split_sorts_rows_by_label_then_cuts() -> None:
     probs = split_problem(ds, "logistic", 3, shard="by_label")
     assert [sorted(set(p.b)) for p in probs] == [[-1.0], [-1.0, 1.0], [1.0]]
     cfg = load_config({"problem": {"shard": "by_label"},
-                       "methods": [{"algorithm": "beer", "lr": 0.1, "gamma": 0.5}]})
+                       "methods": [{"algorithm": "beer", "lr": 0.1, "consensus_step": 0.5}]})
     assert cfg.problem.shard == "by_label"

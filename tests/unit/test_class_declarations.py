@@ -47,8 +47,9 @@ def _sent(c: Call) -> float:
 MASTER_WORKER = [("gd", None, {}, {}), ("ef", TOPK, {}, {}), ("dcgd", QSGD, {}, {}),
                  ("ef21", TOPK, {}, {}), ("ef21_plus", TOPK, {}, {})]
 GOSSIP = [("dpsgd", None, {}, {}), ("dcd_psgd", QSGD, {}, {}),
-          ("choco_sgd", TOPK, {"gamma_c": 0.5}, {"gamma_c": 0.5}),
-          ("beer", TOPK, {"gamma": 0.5}, {"gamma": 0.5}), ("allreduce_sgd", None, {}, {}),
+          ("choco_sgd", TOPK, {"consensus_step": 0.5}, {"consensus_step": 0.5}),
+          ("beer", TOPK, {"consensus_step": 0.5}, {"consensus_step": 0.5}),
+          ("allreduce_sgd", None, {}, {}),
           ("allreduce_qsgd", QSGD, {}, {})]
 
 
@@ -121,7 +122,8 @@ def test_a_required_option_that_does_not_change_traffic_is_not_needed_for_pricin
     from decomp.netmodel.patterns import step_pattern
 
     a = step_pattern({"algorithm": "choco_sgd", "compressor": TOPK}, 100, 8, 2)
-    b = step_pattern({"algorithm": "choco_sgd", "compressor": TOPK, "gamma_c": 0.3}, 100, 8, 2)
+    b = step_pattern({"algorithm": "choco_sgd", "compressor": TOPK, "consensus_step": 0.3},
+                     100, 8, 2)
     assert a == b
 
 

@@ -94,7 +94,7 @@ def test_choco_identity_gamma_1_is_adapt_then_combine(work, topology: str) -> No
     probs, x0 = work
     W = mixing_matrix(topology, N)
     tr = simulate_decentralized("choco_sgd", probs, x0, W, lr=0.3, steps=STEPS, batch_size=8,
-                                compressor=Identity(), gamma_c=1.0)
+                                compressor=Identity(), consensus_step=1.0)
     X, Wd = np.tile(x0, (N, 1)), W.dense()
     for t in range(1, STEPS + 1):
         X = Wd @ (X - 0.3 * _grads(probs, X, t, 8))
@@ -145,7 +145,7 @@ def test_choco_with_top_k_converges(work) -> None:
     probs, x0 = work
     W = mixing_matrix("ring", N)
     tr = simulate_decentralized("choco_sgd", probs, x0, W, lr=0.2, steps=300,
-                                compressor=TopK(3), gamma_c=0.3)
+                                compressor=TopK(3), consensus_step=0.3)
     g0 = np.mean([p.grad(tr.xbar[0]) for p in probs], axis=0)
     g1 = np.mean([p.grad(tr.xbar[-1]) for p in probs], axis=0)
     assert g1 @ g1 < 0.05 * (g0 @ g0)
@@ -159,7 +159,7 @@ def test_biased_compressor_is_refused_with_the_reason(cls) -> None:
     with pytest.raises(ConfigError, match=r"needs an unbiased compressor.*TopK\(k=2\) is biased"):
         cls(TopK(2))
     cls(_qsgd())  # unbiased: fine
-    CHOCOSGD(TopK(2), gamma_c=0.5)  # CHOCO allows biased compressors
+    CHOCOSGD(TopK(2), consensus_step=0.5)  # CHOCO allows biased compressors
 
 
 def test_biased_compressor_from_a_config() -> None:
@@ -192,16 +192,16 @@ def test_method_option_checks() -> None:
 
     with pytest.raises(ConfigError, match="needs an explicit lr.*'1/L'"):
         build(algorithm="dpsgd")  # lr defaults to "theory"
-    with pytest.raises(ConfigError, match="needs gamma_c"):
+    with pytest.raises(ConfigError, match="needs consensus_step"):
         build(algorithm="choco_sgd", lr=0.1)
-    with pytest.raises(ConfigError, match=r"gamma_c must be in \(0, 1\]"):
-        build(algorithm="choco_sgd", lr=0.1, gamma_c=1.5)
-    with pytest.raises(ConfigError, match="gamma_c.*choco_sgd only"):
-        build(algorithm="dcd_psgd", lr=0.1, gamma_c=0.5)
-    with pytest.raises(ConfigError, match="gamma_c applies to the decentralized family"):
-        build(algorithm="ef21", gamma_c=0.5)
+    with pytest.raises(ConfigError, match=r"consensus_step must be in \(0, 1\]"):
+        build(algorithm="choco_sgd", lr=0.1, consensus_step=1.5)
+    with pytest.raises(ConfigError, match="consensus_step.*choco_sgd only"):
+        build(algorithm="dcd_psgd", lr=0.1, consensus_step=0.5)
+    with pytest.raises(ConfigError, match="consensus_step applies to the decentralized family"):
+        build(algorithm="ef21", consensus_step=0.5)
     with pytest.raises(ConfigError, match="t_start applies to ecd_psgd only"):
-        build(algorithm="choco_sgd", lr=0.1, gamma_c=0.5, t_start=2)
+        build(algorithm="choco_sgd", lr=0.1, consensus_step=0.5, t_start=2)
     with pytest.raises(ConfigError, match="takes no compressor"):
         build(algorithm="dpsgd", lr=0.1, compressor="topk")
     with pytest.raises(ConfigError, match="did you mean 'dcd_psgd'"):

@@ -22,7 +22,7 @@ from decomp.topologies import MixingMatrix, mixing_matrix, resolve_mixing
 #: the methods whose analysis needs a symmetric W, and a word of the reason each gives
 NEEDS_SYMMETRIC = {"dcd_psgd": "Tang et al. 2018", "ecd_psgd": "Tang et al. 2018",
                    "choco_sgd": "Koloskova et al. 2019", "beer": "Zhao et al. 2022"}
-OPTIONS = {"choco_sgd": {"gamma_c": 0.3}, "beer": {"gamma": 0.3}}
+OPTIONS = {"choco_sgd": {"consensus_step": 0.3}, "beer": {"gamma": 0.3}}
 
 
 def _build(name: str):
@@ -54,7 +54,7 @@ def _cfg(methods: list[dict]) -> object:
 
 def test_the_plan_refuses_before_any_data_and_names_the_method() -> None:
     cfg = _cfg([{"algorithm": "dpsgd", "lr": 0.1},
-                {"algorithm": "choco_sgd", "name": "CHOCO top-1", "lr": 0.1, "gamma_c": 0.3,
+                {"algorithm": "choco_sgd", "name": "CHOCO top-1", "lr": 0.1, "consensus_step": 0.3,
                  "compressor": {"kind": "topk", "k": 1}}])
     with pytest.raises(ConfigError, match=r"^CHOCO top-1: choco_sgd needs a symmetric W"):
         mixing_for(cfg, plan_methods(cfg), 4)

@@ -162,7 +162,7 @@ def test_a_master_worker_step_allocates_no_full_size_vector(make) -> None:
     assert peak < D * 8 // 4, f"{peak} bytes allocated in one step (d = {D})"
 
 
-@pytest.mark.parametrize("make", [lambda: CHOCOSGD(TopK(ratio=0.01), gamma_c=0.5),
+@pytest.mark.parametrize("make", [lambda: CHOCOSGD(TopK(ratio=0.01), consensus_step=0.5),
                                   lambda: DPSGD()], ids=["choco", "dpsgd"])
 def test_a_decentralized_step_allocates_no_full_size_vector(make) -> None:
     alg = make()

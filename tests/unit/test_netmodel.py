@@ -305,7 +305,7 @@ def test_predict_config_scales_gossip_steps() -> None:
                        "topology": {"kind": "ring"},
                        "methods": [{"algorithm": "allreduce_sgd", "lr": 0.1},
                                    {"algorithm": "dpsgd", "lr": 0.1},
-                                   {"algorithm": "choco_sgd", "lr": 0.1, "gamma_c": 0.5,
+                                   {"algorithm": "choco_sgd", "lr": 0.1, "consensus_step": 0.5,
                                     "compressor": {"kind": "topk", "k": 3}}]})
     ref = StepsReference({"allreduce_sgd": 50.0, "dpsgd": 80.0, "choco_sgd": 120.0}, 8, 1e-3,
                          "test")

@@ -26,7 +26,7 @@ from decomp.topologies import MixingMatrix
 
 REPO = Path(__file__).resolve().parents[2]
 #: per-method options a test must give (no default in the class)
-REQUIRED = {"choco_sgd": {"gamma_c": 0.5}, "beer": {"gamma": 0.5}}
+REQUIRED = {"choco_sgd": {"consensus_step": 0.5}, "beer": {"gamma": 0.5}}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
@@ -66,7 +66,7 @@ def test_names_families_and_classes_agree() -> None:
 
 
 def test_options_come_from_the_constructor_with_its_defaults() -> None:
-    assert REGISTRY["choco_sgd"].options == {"gamma_c": None}
+    assert REGISTRY["choco_sgd"].options == {"consensus_step": None}
     assert REGISTRY["ecd_psgd"].options == {"t_start": 1}
     assert REGISTRY["sgdm"].options == {"momentum": 0.9, "nesterov": False}
     assert REGISTRY["ef21_sgdm"].resolve_options({"eta": 0.5}, "m") == {
@@ -119,15 +119,16 @@ def test_every_method_on_one_rank_equals_its_reference(one_worker, name: str) ->
 def test_a_method_entry_is_resolved_through_the_registry() -> None:
     cfg = load_config({"methods": [
         {"algorithm": "choco_sgd", "compressor": {"kind": "topk", "k": 2}, "lr": 0.1,
-         "gamma_c": 0.3},
+         "consensus_step": 0.3},
         {"algorithm": "ef21", "compressor": {"kind": "topk", "k": 2}, "init": "full"}]})
     choco, ef21 = (plan_method(m) for m in cfg.methods)
-    assert choco.algorithm.gamma_c == 0.3 and choco.decentralized
+    assert choco.algorithm.consensus_step == 0.3 and choco.decentralized
     assert ef21.options == {"init": "full", "downlink": "compressed"}
     assert ef21.family == "master_worker"
     with pytest.raises(ConfigError, match="unknown config key 'methods.0.gama_c'; did you "
-                                          "mean 'gamma_c'"):
+                                          "mean 'consensus_step'"):
         load_config({"methods": [{"algorithm": "choco_sgd", "gama_c": 0.3}]})
-    with pytest.raises(ConfigError, match="gamma_c applies to the decentralized family only"):
-        plan_method(load_config({"methods": [{"algorithm": "ef21", "gamma_c": 0.3}]})
+    with pytest.raises(ConfigError, match="consensus_step applies to the decentralized family "
+                                          "only"):
+        plan_method(load_config({"methods": [{"algorithm": "ef21", "consensus_step": 0.3}]})
                     .methods[0])

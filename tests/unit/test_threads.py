@@ -18,14 +18,19 @@ from decomp.compress import QSGD, TopK
 from decomp.data import load_dataset
 from decomp.errors import ConfigError, PayloadError, UsageError
 from decomp.problems import Problem, initial_point, split_problem
-from decomp.sim import simulate, simulate_decentralized
+from decomp.sim import reference
 from decomp.topologies import mixing_matrix, mixing_schedule
 
 STEPS = 4
 SEED = 5
 LR = 0.1
-#: per-method options a test must give (no default in the class)
-REQUIRED = {"choco_sgd": {"gamma_c": 0.5}, "beer": {"gamma": 0.5}}
+#: values for the options a class takes without a default (by option, not by method)
+REQUIRED = {"consensus_step": 0.5}
+
+
+def _required(spec: AlgorithmSpec) -> dict[str, Any]:
+    """The options ``spec`` needs (no default in its class), from :data:`REQUIRED`."""
+    return {k: REQUIRED[k] for k, v in spec.options.items() if v is None and k in REQUIRED}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
@@ -37,7 +42,7 @@ def _build(spec: AlgorithmSpec) -> Any:
     for C in candidates:
         try:
             alg = spec.build(compressor=C, batch_size=4 if spec.needs_batch else None,
-                             options=REQUIRED.get(spec.name, {}))
+                             options=_required(spec))
             alg.check(9)
             return alg
         except ConfigError as e:
@@ -52,15 +57,11 @@ def _problem(n: int, d: int = 9) -> tuple[list[Problem], np.ndarray]:
 
 def _reference(alg: Any, name: str, problems: list[Problem], x0: np.ndarray,
                W: Any = None) -> np.ndarray:
-    """decomp.sim's iterates of ``alg`` (the one place the reference is called): (STEPS + 1,
-    d) for the master–worker family, (STEPS + 1, n, d) for the decentralized one."""
-    options = REGISTRY[name].resolve_options(REQUIRED.get(name, {}), name)
-    C = alg.compressor if alg.uses_compressor else None
-    if W is not None:
-        return simulate_decentralized(name, problems, x0, W, lr=LR, steps=STEPS, seed=SEED,
-                                      compressor=C, batch_size=alg.batch_size, **options).xs
-    return simulate(name, problems, x0, lr=LR, steps=STEPS, seed=SEED, compressor=C,
-                    batch_size=alg.batch_size, **options).xs
+    """decomp.sim's iterates of ``alg`` (the one place the reference is called; built from the
+    same object): (STEPS + 1, d) for the master–worker family, (STEPS + 1, n, d) for the
+    decentralized one."""
+    del name
+    return reference(alg, problems, x0, W, lr=LR, steps=STEPS, seed=SEED).xs
 
 
 def _iterates(alg: Any, env: Env, x0: np.ndarray) -> np.ndarray:

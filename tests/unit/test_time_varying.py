@@ -53,7 +53,7 @@ def test_one_period_of_pure_gossip_averages_exactly(n: int, algorithm: str, kind
     X0 = _start(n, x0.size)
     sched = mixing_schedule(kind, n)
     tau = sched.period
-    kw = {"gamma_c": 1.0, "compressor": make_compressor("identity")} \
+    kw = {"consensus_step": 1.0, "compressor": make_compressor("identity")} \
         if algorithm == "choco_sgd" else {}
     tr = simulate_decentralized(algorithm, probs, x0, sched, lr=0.0, steps=2 * tau, X0=X0, **kw)
     avg = X0.mean(axis=0)
@@ -83,7 +83,7 @@ def test_dcd_on_the_hypercube_reads_peers_as_of_their_last_meeting() -> None:
 
 @pytest.mark.parametrize("algorithm,comp,kw", [
     ("dcd_psgd", {"kind": "qsgd", "levels": 4}, {}),
-    ("choco_sgd", {"kind": "topk", "k": 3}, {"gamma_c": 0.4}),
+    ("choco_sgd", {"kind": "topk", "k": 3}, {"consensus_step": 0.4}),
 ])
 def test_both_ends_of_every_edge_hold_the_same_replica(algorithm: str, comp, kw) -> None:
     n = 8
@@ -107,7 +107,7 @@ def test_per_edge_rule_on_a_period_one_schedule_is_the_static_method() -> None:
     sched = mixing_schedule("one-peer-hypercube", 2)
     static = sched(0)
     for algorithm, comp, kw in [("dcd_psgd", {"kind": "qsgd", "levels": 4}, {}),
-                                ("choco_sgd", {"kind": "topk", "k": 3}, {"gamma_c": 0.4})]:
+                                ("choco_sgd", {"kind": "topk", "k": 3}, {"consensus_step": 0.4})]:
         runs = [simulate_decentralized(algorithm, probs, x0, W, lr=0.2, steps=15, seed=1,
                                        batch_size=8, compressor=make_compressor(comp), **kw)
                 for W in (sched, static)]
@@ -126,7 +126,7 @@ def test_the_reference_refuses_what_the_rule_does_not_cover() -> None:
     with pytest.raises(ConfigError, match="one symmetric peer per step"):
         simulate_decentralized("choco_sgd", probs, x0,
                                mixing_schedule("one-peer-exponential", 4), lr=0.1, steps=2,
-                               gamma_c=0.5)
+                               consensus_step=0.5)
 
 
 # ----------------------------------------------------------------------- config and plan
@@ -153,7 +153,7 @@ def test_schedule_config_keys() -> None:
 REFUSALS = [
     ("dcd_psgd", {"compressor": {"kind": "qsgd", "levels": 4}}, "one-peer-exponential",
      "dcd_psgd needs a symmetric W, and every W_t of one-peer-exponential(8) is directed"),
-    ("choco_sgd", {"compressor": {"kind": "topk", "k": 2}, "gamma_c": 0.3},
+    ("choco_sgd", {"compressor": {"kind": "topk", "k": 2}, "consensus_step": 0.3},
      "one-peer-exponential", "choco_sgd needs a symmetric W"),
     ("ecd_psgd", {"compressor": {"kind": "qsgd", "levels": 4}}, "one-peer-exponential",
      "ecd_psgd cannot run on the time-varying schedule one-peer-exponential(8)"),
@@ -175,7 +175,7 @@ def test_the_plan_refuses_with_the_reason(algorithm, opts, schedule, message) ->
 
 @pytest.mark.parametrize("algorithm,opts", [
     ("dpsgd", {}), ("dcd_psgd", {"compressor": {"kind": "qsgd", "levels": 4}}),
-    ("choco_sgd", {"compressor": {"kind": "topk", "k": 2}, "gamma_c": 0.3})])
+    ("choco_sgd", {"compressor": {"kind": "topk", "k": 2}, "consensus_step": 0.3})])
 def test_the_plan_takes_the_hypercube_schedule(algorithm, opts) -> None:
     cfg = load_config(_cfg({"schedule": "one-peer-hypercube"}, algorithm, **opts))
     W = mixing_for(cfg, plan_methods(cfg), 16)
@@ -201,7 +201,7 @@ def test_decomp_sim_on_a_schedule_sends_one_payload_per_step(tmp_path) -> None:
                        "log_every": 4}, "topology": {"schedule": "one-peer-hypercube"},
                        "problem": {"dataset": "breast_cancer", "scale": "standard"},
                        "methods": [{"algorithm": "dpsgd", "lr": 0.2},
-                                   {"algorithm": "choco_sgd", "lr": 0.2, "gamma_c": 0.5,
+                                   {"algorithm": "choco_sgd", "lr": 0.2, "consensus_step": 0.5,
                                     "compressor": {"kind": "topk", "k": 3}}]})
     res = simulate_config(cfg, 8)
     d = load_dataset("breast_cancer", scale="standard").n_features
@@ -222,7 +222,7 @@ def test_a_schedule_with_several_peers_per_step_is_refused_up_front() -> None:
     ring = StaticSchedule(mixing_matrix("ring", 8))
     for alg in (DECENTRALIZED["dcd_psgd"](make_compressor({"kind": "qsgd", "levels": 4})),
                 DECENTRALIZED["choco_sgd"](make_compressor({"kind": "topk", "k": 2}),
-                                           gamma_c=0.3)):
+                                           consensus_step=0.3)):
         with pytest.raises(ConfigError, match="needs one symmetric peer per step"):
             alg.check_mixing(ring)
         alg.check_mixing(mixing_schedule("one-peer-hypercube", 8))
@@ -262,7 +262,7 @@ def test_a_step_on_a_schedule_allocates_no_full_size_vector(name: str) -> None:
            "dcd_psgd": lambda: DECENTRALIZED["dcd_psgd"](make_compressor(
                {"kind": "randk", "ratio": 0.01})),
            "choco_sgd": lambda: DECENTRALIZED["choco_sgd"](make_compressor(
-               {"kind": "topk", "ratio": 0.01}), gamma_c=0.5)}[name]()
+               {"kind": "topk", "ratio": 0.01}), consensus_step=0.5)}[name]()
     tp = TimeVaryingNeighborhood(mixing_schedule("one-peer-hypercube", 1), MPI.COMM_SELF)
     env = Env(tp, Quadratic(), 1, 0, 0.1)
     state = alg.init(env, np.ones(d))

@@ -154,7 +154,7 @@ def test_every_algorithm_class_takes_an_optional_lr() -> None:
     assert EF21(compressor=TopK(ratio=0.01), lr=0.1).lr == 0.1  # the example
     assert EF21(TopK(3)).lr is None and GD(lr=2).lr == 2.0
     assert DCDPSGD(QSGD(levels=127), lr=0.3).lr == 0.3
-    assert CHOCOSGD(TopK(3), gamma_c=0.5, lr=0.2).lr == 0.2 and DPSGD().lr is None
+    assert CHOCOSGD(TopK(3), consensus_step=0.5, lr=0.2).lr == 0.2 and DPSGD().lr is None
     for bad in (0, -1.0, "0.1", True):
         with pytest.raises(ConfigError, match="lr must be a positive number"):
             EF21(TopK(3), lr=bad)

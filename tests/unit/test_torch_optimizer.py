@@ -120,7 +120,7 @@ def test_unused_parameters_are_skipped_only_with_find_unused(comm) -> None:
 def test_a_decentralized_node_with_adam_and_its_average(comm) -> None:
     model = _net()
     opt = DistributedOptimizer(torch.optim.Adam(model.parameters(), lr=1e-2), model,
-                               CHOCOSGD(TopK(ratio=0.3), gamma_c=0.5), comm=comm)
+                               CHOCOSGD(TopK(ratio=0.3), consensus_step=0.5), comm=comm)
     losses = []
     for k in range(20):
         opt.zero_grad()
@@ -187,7 +187,7 @@ def test_a_step_allocates_no_full_size_numpy_array(comm, case: str) -> None:
     make = {"ef21-sgd": (lambda: EF21(TopK(ratio=0.01)), "sgd"),
             "ef-adam": (lambda: EF(TopK(ratio=0.01)), "adam"),
             "gd-own": (lambda: GD(lr=0.01), None),
-            "choco-sgdm": (lambda: CHOCOSGD(TopK(ratio=0.01), gamma_c=0.5), "sgdm"),
+            "choco-sgdm": (lambda: CHOCOSGD(TopK(ratio=0.01), consensus_step=0.5), "sgdm"),
             "dpsgd-own": (lambda: DPSGD(lr=0.01), None)}[case]
     inner = {"sgd": lambda: torch.optim.SGD(model.parameters(), lr=0.01),
              "adam": lambda: torch.optim.Adam(model.parameters(), lr=1e-3),
