@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 from _iterates import run_iterates
 
-from decomp.algorithms import DECENTRALIZED, Env
+from decomp.algorithms import DECENTRALIZED, Env, registry
 from decomp.compress import make_compressor
 from decomp.data import load_dataset
 from decomp.problems import initial_point, split_problem
 from decomp.runner.session import open_transport
-from decomp.sim import simulate_decentralized
+from decomp.sim import reference, simulate_decentralized
 from decomp.topologies import mixing_schedule
 
 STEPS = 16
@@ -68,16 +68,13 @@ def problems():
             initial_point("normal", ds.n_features, seed=SEED))
 
 
-def _build(case: str) -> tuple[Any, dict[str, Any]]:
-    """The algorithm object and the reference's keywords of ``case``."""
+def _build(case: str) -> Any:
+    """The algorithm object of ``case`` (run over MPI and handed to its reference), built by
+    the registry from its name and options."""
     name, opts, _ = CASES[case]
     kw = dict(opts)
     comp = kw.pop("compressor", None)
-    C = make_compressor(comp) if comp is not None else None
-    alg = DECENTRALIZED[name](C, batch_size=BATCH, **kw) if name != "dpsgd" else \
-        DECENTRALIZED[name](batch_size=BATCH)
-    ref_kw = {"compressor": C, **kw} if name != "dpsgd" else {}
-    return alg, ref_kw
+    return registry.get(name).build(compressor=comp, batch_size=BATCH, options=kw)
 
 
 def _run(comm, problems, case: str,
@@ -85,17 +82,16 @@ def _run(comm, problems, case: str,
     """``case`` on this rank through the runner's transport for a schedule; the iterates
     (STEPS + 1, d), the transport's byte counts and the reference trace."""
     probs, x0 = problems
-    name, _, kind = CASES[case]
+    _, _, kind = CASES[case]
     sched = mixing_schedule(kind, comm.size)
-    alg, ref_kw = _build(case)
+    alg = _build(case)
     alg.check_mixing(sched)
     tp = open_transport("decentralized", comm, mixing=sched)
     env = Env(tp, probs[comm.rank], comm.size, SEED, LR)
     state, xs = run_iterates(alg, env, x0, STEPS, every_step)
     counts = (tp.bytes.up, tp.bytes.down)
     tp.close()
-    ref = simulate_decentralized(name, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED,
-                                 batch_size=BATCH, **ref_kw)
+    ref = reference(alg, probs, x0, sched, lr=LR, steps=STEPS, seed=SEED)
     return xs, counts, ref, state
 
 

@@ -26,60 +26,45 @@ from decomp.algorithms.sgdm import SGDM  # noqa: E402
 from decomp.comm import MasterWorker  # noqa: E402
 from decomp.compress import Identity, TopK  # noqa: E402
 from decomp.data.classification import load  # noqa: E402
-from decomp.sim import simulate  # noqa: E402
-from decomp.sim.ef21_sgdm import simulate_ef21_sgdm  # noqa: E402
-from decomp.sim.sgdm import simulate_sgdm  # noqa: E402
+from decomp.sim import reference, simulate  # noqa: E402
 from decomp.torch import FlatModel, make_torch_problems  # noqa: E402
 
 STEPS = 8
 LR = 0.2
 TOL = 2e-6  # float32, relative to max |x|: 4x the largest deviation seen (2.2e-7, 8 steps)
 
-# name -> (algorithm factory, reference function, reference kwargs)
-CASES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
-    "gd": (lambda: GD(), "gd", {}),
-    "sgd": (lambda: GD(batch_size=8), "sgd", {"batch_size": 8}),
-    "dcgd": (lambda: DCGD(Identity()), "dcgd", {"compressor": Identity()}),
-    "ef-top": (lambda: EF(TopK(ratio=0.05), batch_size=8), "ef",
-               {"compressor": TopK(ratio=0.05), "batch_size": 8}),
-    "ef21-top": (lambda: EF21(TopK(ratio=0.05)), "ef21", {"compressor": TopK(ratio=0.05)}),
-    "ef21-sgd-top": (lambda: EF21(TopK(ratio=0.05), batch_size=8), "ef21_sgd",
-                     {"compressor": TopK(ratio=0.05), "batch_size": 8}),
-    "ef21-plus": (lambda: EF21Plus(TopK(ratio=0.05)), "ef21_plus",
-                  {"compressor": TopK(ratio=0.05)}),
-    "ef21-sgdm": (lambda: EF21SGDM(TopK(ratio=0.05), eta=0.3, batch_size=8), simulate_ef21_sgdm,
-                  {"compressor": TopK(ratio=0.05), "eta": 0.3, "batch_size": 8}),
-    "sgdm": (lambda: SGDM(momentum=0.9, batch_size=8), simulate_sgdm,
-             {"momentum": 0.9, "batch_size": 8}),
-    "sgdm-nesterov": (lambda: SGDM(momentum=0.5, nesterov=True, batch_size=8), simulate_sgdm,
-                      {"momentum": 0.5, "nesterov": True, "batch_size": 8}),
+#: case -> the algorithm object (run over MPI and handed to its reference)
+CASES: dict[str, Any] = {
+    "gd": lambda: GD(),
+    "sgd": lambda: GD(batch_size=8),
+    "dcgd": lambda: DCGD(Identity()),
+    "ef-top": lambda: EF(TopK(ratio=0.05), batch_size=8),
+    "ef21-top": lambda: EF21(TopK(ratio=0.05)),
+    "ef21-sgd-top": lambda: EF21(TopK(ratio=0.05), batch_size=8),
+    "ef21-plus": lambda: EF21Plus(TopK(ratio=0.05)),
+    "ef21-sgdm": lambda: EF21SGDM(TopK(ratio=0.05), eta=0.3, batch_size=8),
+    "sgdm": lambda: SGDM(momentum=0.9, batch_size=8),
+    "sgdm-nesterov": lambda: SGDM(momentum=0.5, nesterov=True, batch_size=8),
 }
-
-
-def _reference(ref: Any, probs, x0, kw):
-    if callable(ref):
-        return ref(probs, x0, lr=LR, steps=STEPS, seed=SEED, **kw)
-    return simulate(ref, probs, x0, lr=LR, steps=STEPS, seed=SEED, **kw)
 
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("master,bn", [("shared", False), ("dedicated", True)])
 def test_torch_iterates_equal_the_reference(comm, case: str, master: str, bn: bool) -> None:
-    make, ref, kw = CASES[case]
+    alg = CASES[case]()
     tp = MasterWorker(comm, master)
     probs = _problems(tp.n_workers, bn)
     x0 = probs[0].flat.params.copy()
     mine = _problems(tp.n_workers, bn)[tp.worker] if tp.is_worker else None
     env = Env(tp, mine, tp.n_workers, SEED, LR)
-    alg = make()
     state = alg.init(env, x0)
     xs = [state.x.copy()]
     for _ in range(STEPS):
         state = alg.step(env, state)
         xs.append(state.x.copy())
     X = np.stack(xs)
-    tr = _reference(ref, probs, x0, kw)
+    tr = reference(alg, probs, x0, lr=LR, steps=STEPS, seed=SEED)
     rel = float(np.abs(X - tr.xs).max() / np.abs(tr.xs).max())
     moved = float(np.abs(X[-1] - X[0]).max())
     rels = comm.allgather((rel, moved, X.dtype.str))
@@ -97,7 +82,7 @@ def test_all_reduce_sgd_ranks_hold_identical_parameters_every_step(comm, case: s
     tp = MasterWorker(comm)
     prob = _problems(tp.n_workers, False)[tp.worker]
     env = Env(tp, prob, tp.n_workers, SEED, LR)
-    alg = CASES[case][0]()
+    alg = CASES[case]()
     state = alg.init(env, prob.flat.params.copy())
     prob.flat.bind(state.x)  # the module is the iterate, as in the Trainer
     digests = []

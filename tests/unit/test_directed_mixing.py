@@ -22,7 +22,7 @@ from decomp.topologies import MixingMatrix, mixing_matrix, resolve_mixing
 #: the methods whose analysis needs a symmetric W, and a word of the reason each gives
 NEEDS_SYMMETRIC = {"dcd_psgd": "Tang et al. 2018", "ecd_psgd": "Tang et al. 2018",
                    "choco_sgd": "Koloskova et al. 2019", "beer": "Zhao et al. 2022"}
-OPTIONS = {"choco_sgd": {"consensus_step": 0.3}, "beer": {"gamma": 0.3}}
+OPTIONS = {"choco_sgd": {"consensus_step": 0.3}, "beer": {"consensus_step": 0.3}}
 
 
 def _build(name: str):

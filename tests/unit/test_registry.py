@@ -21,12 +21,24 @@ from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
 from decomp.runner import Session, open_transport, plan_method
-from decomp.sim import simulate, simulate_decentralized
+from decomp.sim import reference, reference_of, simulate
 from decomp.topologies import MixingMatrix
 
 REPO = Path(__file__).resolve().parents[2]
-#: per-method options a test must give (no default in the class)
-REQUIRED = {"choco_sgd": {"consensus_step": 0.5}, "beer": {"gamma": 0.5}}
+#: values for the options a class takes without a default (by option, not by method)
+REQUIRED = {"consensus_step": 0.5}
+
+
+def _required(spec: AlgorithmSpec) -> dict[str, Any]:
+    """The options ``spec`` needs (no default in its class: empty or None), from
+    :data:`REQUIRED`."""
+    import inspect
+
+    need = [k for k, v in spec.options.items()
+            if v is inspect.Parameter.empty or (v is None and k in REQUIRED)]
+    missing = [k for k in need if k not in REQUIRED]
+    assert not missing, f"{spec.name}: give the test a value for {missing} in REQUIRED"
+    return {k: REQUIRED[k] for k in need}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
@@ -38,7 +50,7 @@ def _build(spec: AlgorithmSpec) -> Any:
     for C in candidates:
         try:
             alg = spec.build(compressor=C, batch_size=8 if spec.needs_batch else None,
-                             options=REQUIRED.get(spec.name, {}))
+                             options=_required(spec))
             alg.check(30)
             return alg
         except ConfigError as e:
@@ -67,6 +79,7 @@ def test_names_families_and_classes_agree() -> None:
 
 def test_options_come_from_the_constructor_with_its_defaults() -> None:
     assert REGISTRY["choco_sgd"].options == {"consensus_step": None}
+    assert REGISTRY["beer"].options == {"consensus_step": None}
     assert REGISTRY["ecd_psgd"].options == {"t_start": 1}
     assert REGISTRY["sgdm"].options == {"momentum": 0.9, "nesterov": False}
     assert REGISTRY["ef21_sgdm"].resolve_options({"eta": 0.5}, "m") == {
@@ -87,22 +100,19 @@ def test_every_name_has_docs_and_an_mpi_case(name: str) -> None:
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_method_on_one_rank_equals_its_reference(one_worker, name: str) -> None:
     """The contract: init/step through the engine's Session, 5 steps on one rank, equal to
-    decomp.sim's reference of the same name, iterate for iterate."""
+    the reference the class declares (decomp.sim.reference of the same object), iterate for
+    iterate."""
     spec = REGISTRY[name]
     alg = _build(spec)
     problems, x0 = one_worker
-    options = spec.resolve_options(REQUIRED.get(name, {}), name)
-    C = alg.compressor if alg.uses_compressor else None
     comm = MPI.COMM_SELF
     if spec.family == "decentralized":
         W = MixingMatrix(np.ones((1, 1)))
-        ref = simulate_decentralized(name, problems, x0, W, lr=0.1, steps=5, seed=3,
-                                     compressor=C, batch_size=alg.batch_size, **options)
+        ref = reference(alg, problems, x0, W, lr=0.1, steps=5, seed=3)
         xs = [X[0] for X in ref.xs]
         tp = open_transport(spec.family, comm, mixing=W)
     else:
-        ref = simulate(name, problems, x0, lr=0.1, steps=5, seed=3, compressor=C,
-                       batch_size=alg.batch_size, **options)
+        ref = reference(alg, problems, x0, lr=0.1, steps=5, seed=3)
         xs = list(ref.xs)
         tp = open_transport(spec.family, comm)
     s = Session(alg, tp, problems[0], lr=0.1, seed=3)
@@ -125,10 +135,55 @@ def test_a_method_entry_is_resolved_through_the_registry() -> None:
     assert choco.algorithm.consensus_step == 0.3 and choco.decentralized
     assert ef21.options == {"init": "full", "downlink": "compressed"}
     assert ef21.family == "master_worker"
-    with pytest.raises(ConfigError, match="unknown config key 'methods.0.gama_c'; did you "
-                                          "mean 'consensus_step'"):
-        load_config({"methods": [{"algorithm": "choco_sgd", "gama_c": 0.3}]})
+    with pytest.raises(ConfigError, match="unknown config key 'methods.0.consensus_stp'; did "
+                                          "you mean 'consensus_step'"):
+        load_config({"methods": [{"algorithm": "choco_sgd", "consensus_stp": 0.3}]})
     with pytest.raises(ConfigError, match="consensus_step applies to the decentralized family "
                                           "only"):
         plan_method(load_config({"methods": [{"algorithm": "ef21", "consensus_step": 0.3}]})
                     .methods[0])
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_class_declares_its_requirement_and_reference(name: str) -> None:
+    """One requirement vocabulary for both families, and a reference in decomp.sim that is a
+    function (the class is the unit: decomp.sim dispatches through it)."""
+    from decomp.algorithms.base import REQUIREMENTS
+
+    cls = REGISTRY[name].cls
+    assert cls.requirement in REQUIREMENTS, (name, cls.requirement)
+    assert cls.reference.startswith("decomp.sim."), cls.reference
+    assert callable(reference_of(_build(REGISTRY[name])))
+
+
+def test_the_reference_refuses_what_is_not_a_decomp_algorithm_or_the_wrong_w(
+        one_worker) -> None:
+    problems, x0 = one_worker
+    with pytest.raises(ConfigError, match="not a decomp algorithm"):
+        reference(object(), problems, x0, lr=0.1, steps=1)
+    with pytest.raises(ConfigError, match="unknown algorithm 'ef2l'; did you mean 'ef21'"):
+        simulate("ef2l", problems, x0, lr=0.1, steps=1)
+    with pytest.raises(ConfigError, match="needs the mixing matrix W"):
+        reference(_build(REGISTRY["dpsgd"]), problems, x0, lr=0.1, steps=1)
+    with pytest.raises(ConfigError, match="takes no mixing matrix W"):
+        reference(_build(REGISTRY["ef21"]), problems, x0, np.ones((1, 1)), lr=0.1, steps=1)
+
+
+def _docs_index() -> list[tuple[str, str, str]]:
+    """(name, family, class) of every row of docs/algorithms.md's index table."""
+    text = (REPO / "docs" / "algorithms.md").read_text()
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]+?) \| `([A-Za-z0-9]+)` \|", text, re.M)
+    return [(n, f.replace("–", "_").replace("-", "_"), c) for n, f, c in rows]
+
+
+def test_the_docs_index_lists_exactly_the_registry_in_its_order() -> None:
+    want = [(n, s.family, s.cls.__name__) for n, s in REGISTRY.items()]
+    assert _docs_index() == want
+
+
+def test_the_package_exports_every_registered_class() -> None:
+    import decomp.algorithms as pkg
+
+    for spec in REGISTRY.values():
+        assert getattr(pkg, spec.cls.__name__) is spec.cls
+        assert spec.cls.__name__ in pkg.__all__

@@ -120,10 +120,11 @@ def test_per_edge_rule_on_a_period_one_schedule_is_the_static_method() -> None:
 
 def test_the_reference_refuses_what_the_rule_does_not_cover() -> None:
     probs, x0 = _problems(4)
-    with pytest.raises(ConfigError, match="ecd_psgd cannot run on a time-varying schedule"):
+    with pytest.raises(ConfigError, match="ecd_psgd cannot run on the time-varying schedule"):
         simulate_decentralized("ecd_psgd", probs, x0, mixing_schedule("one-peer-hypercube", 4),
                                lr=0.1, steps=2, compressor=make_compressor("identity"))
-    with pytest.raises(ConfigError, match="one symmetric peer per step"):
+    with pytest.raises(ConfigError, match="choco_sgd needs a symmetric W, and every W_t of "
+                                          "one-peer-exponential"):
         simulate_decentralized("choco_sgd", probs, x0,
                                mixing_schedule("one-peer-exponential", 4), lr=0.1, steps=2,
                                consensus_step=0.5)

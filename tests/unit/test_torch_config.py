@@ -27,9 +27,7 @@ from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
 from decomp.runner import plan_method, plan_methods
-from decomp.sim import simulate
-from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
-from decomp.sim.sgdm import simulate_sgdm
+from decomp.sim import reference, simulate
 
 
 def build_algorithm(m: Any) -> Any:
@@ -176,18 +174,19 @@ def test_simulate_dispatches_ef21_sgdm_and_sgdm(logistic) -> None:
     probs, x0 = logistic
     kw = {"lr": 0.1, "steps": 6, "seed": 2, "batch_size": 16}
     a = simulate("ef21_sgdm", probs, x0, compressor=TopK(4), eta=0.3, init_batch=32, **kw)
-    b = simulate_ef21_sgdm(probs, x0, compressor=TopK(4), eta=0.3, init_batch=32, init="full",
-                           **kw)
+    b = reference(EF21SGDM(TopK(4), eta=0.3, init_batch=32, init="full", batch_size=16), probs,
+                  x0, lr=0.1, steps=6, seed=2)
     np.testing.assert_array_equal(a.xs, b.xs)  # init defaults to "full", as in EF21SGDM
     np.testing.assert_array_equal(a.bytes_up, b.bytes_up)
     c = simulate("ef21_sgdm", probs, x0, compressor=TopK(4), init="compressed", **kw)
     assert not np.array_equal(c.xs[-1], a.xs[-1])
     d = simulate("sgdm", probs, x0, momentum=0.5, nesterov=True, **kw)
-    e = simulate_sgdm(probs, x0, momentum=0.5, nesterov=True, **kw)
+    e = reference(SGDM(momentum=0.5, nesterov=True, batch_size=16), probs, x0, lr=0.1,
+                  steps=6, seed=2)
     np.testing.assert_array_equal(d.xs, e.xs)
-    with pytest.raises(ConfigError, match=r"'ef21' takes no option\(s\) \['eta'\]"):
+    with pytest.raises(ConfigError, match="eta applies to ef21_sgdm only, not to ef21"):
         simulate("ef21", probs, x0, compressor=TopK(4), eta=0.5, **kw)
-    with pytest.raises(ConfigError, match="sgdm sends dense gradients"):
+    with pytest.raises(ConfigError, match="sends dense vectors and takes no compressor"):
         simulate("sgdm", probs, x0, compressor=TopK(4), **kw)
     # EF21's default is unchanged: "compressed"
     f = simulate("ef21", probs, x0, compressor=TopK(4), lr=0.1, steps=3)

@@ -13,9 +13,7 @@ from decomp.compress import TopK
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate
-from decomp.sim.ef21_sgdm import simulate_ef21_sgdm
-from decomp.sim.sgdm import simulate_sgdm
+from decomp.sim import reference, simulate
 
 
 def _logistic(n: int = 3):
@@ -27,8 +25,8 @@ def _logistic(n: int = 3):
 def test_ef21_sgdm_with_eta_1_is_ef21_sgd() -> None:
     probs, x0 = _logistic()
     for init in ("compressed", "full"):
-        a = simulate_ef21_sgdm(probs, x0, lr=0.3, steps=30, seed=2, compressor=TopK(2), eta=1.0,
-                               init=init, batch_size=16)
+        a = reference(EF21SGDM(TopK(2), eta=1.0, init=init, batch_size=16), probs, x0,
+                      lr=0.3, steps=30, seed=2)
         b = simulate("ef21_sgd", probs, x0, lr=0.3, steps=30, seed=2, compressor=TopK(2),
                      init=init, batch_size=16)
         np.testing.assert_array_equal(a.xs, b.xs)
@@ -42,8 +40,8 @@ def test_ef21_sgdm_momentum_is_the_ema_of_stochastic_gradients_without_compressi
 
     probs, x0 = _logistic(2)
     eta, lr, T = 0.2, 0.1, 10
-    tr = simulate_ef21_sgdm(probs, x0, lr=lr, steps=T, seed=1, compressor=Identity(), eta=eta,
-                            batch_size=8)
+    tr = reference(EF21SGDM(Identity(), eta=eta, batch_size=8), probs, x0, lr=lr, steps=T,
+                   seed=1)
     V = np.stack([p.grad(x0) for p in probs])
     x = x0.copy()
     for t in range(1, T + 1):
@@ -57,7 +55,7 @@ def test_ef21_sgdm_momentum_is_the_ema_of_stochastic_gradients_without_compressi
 
 def test_sgdm_with_zero_momentum_is_sgd() -> None:
     probs, x0 = _logistic()
-    a = simulate_sgdm(probs, x0, lr=0.2, steps=20, seed=3, momentum=0.0, batch_size=10)
+    a = reference(SGDM(momentum=0.0, batch_size=10), probs, x0, lr=0.2, steps=20, seed=3)
     b = simulate("sgd", probs, x0, lr=0.2, steps=20, seed=3, batch_size=10)
     np.testing.assert_allclose(a.xs, b.xs, rtol=1e-12)
     np.testing.assert_array_equal(a.bytes_up, b.bytes_up)
@@ -77,7 +75,7 @@ def test_sgdm_follows_torch_optim_sgd(nesterov: bool) -> None:
     ref = copy.deepcopy(net)
     prob = TorchProblem(FlatModel(net), nn.CrossEntropyLoss(), X, y)
     x0 = prob.flat.params.copy()
-    tr = simulate_sgdm([prob], x0, lr=0.1, steps=5, momentum=0.9, nesterov=nesterov)
+    tr = reference(SGDM(momentum=0.9, nesterov=nesterov), [prob], x0, lr=0.1, steps=5)
     opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov)
     for _ in range(5):
         opt.zero_grad()
@@ -98,5 +96,5 @@ def test_option_checks() -> None:
         EF21SGDM(TopK(1), init="zero")
     probs, x0 = _logistic()
     with pytest.raises(ConfigError, match="eta"):
-        simulate_ef21_sgdm(probs, x0, lr=0.1, steps=1, eta=1.5)
+        simulate("ef21_sgdm", probs, x0, lr=0.1, steps=1, batch_size=4, eta=1.5)
     assert EF21SGDM(TopK(1), lr=0.5).lr == 0.5 and EF21SGDM(TopK(1)).init_mode == "full"
