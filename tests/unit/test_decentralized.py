@@ -197,7 +197,8 @@ def test_method_option_checks() -> None:
         build(algorithm="choco_sgd", lr=0.1)
     with pytest.raises(ConfigError, match=r"consensus_step must be in \(0, 1\]"):
         build(algorithm="choco_sgd", lr=0.1, consensus_step=1.5)
-    with pytest.raises(ConfigError, match="consensus_step applies to choco_sgd, beer only"):
+    with pytest.raises(ConfigError, match=r"consensus_step applies to (\w+, )*choco_sgd(, \w+)* "
+                                          r"only, not to dcd_psgd"):
         build(algorithm="dcd_psgd", lr=0.1, consensus_step=0.5)
     with pytest.raises(ConfigError, match="consensus_step applies to the decentralized family"):
         build(algorithm="ef21", consensus_step=0.5)
