@@ -23,8 +23,8 @@ from decomp.runner.lifecycle import SIGNALS, Interrupted
 
 TOP2 = {"kind": "topk", "k": 2}
 QSGD = {"kind": "qsgd", "levels": 64}
-#: one [[methods]] entry per registry name (options where the class needs them)
-NUMPY_METHODS: dict[str, dict[str, Any]] = {
+#: [[methods]] entries tuned per registry name; a method without one gets :func:`_generic`
+TUNED: dict[str, dict[str, Any]] = {
     "gd": {"lr": "1/L"}, "sgd": {"lr": 0.05, "batch_size": 8},
     "sgdm": {"lr": 0.02, "batch_size": 8, "momentum": 0.8},
     "dcgd": {"compressor": QSGD}, "ef": {"compressor": TOP2},
@@ -40,6 +40,26 @@ NUMPY_METHODS: dict[str, dict[str, Any]] = {
     "beer": {"compressor": TOP2, "lr": 0.05, "consensus_step": 0.4},
     "allreduce_sgd": {"lr": 0.05, "batch_size": 8}, "allreduce_qsgd": {"lr": 0.05},
 }
+#: values for the options a class takes without a default (by option, not by method)
+REQUIRED = {"consensus_step": 0.4}
+
+
+def _generic(name: str) -> dict[str, Any]:
+    """A [[methods]] entry from what the class declares: lr 0.05, τ = 8 if it needs one, Top-2
+    (QSGD for an unbiased-only method) unless it has a default compressor, and its required
+    options from :data:`REQUIRED`."""
+    spec = REGISTRY[name]
+    m: dict[str, Any] = {"lr": 0.05}
+    if spec.needs_batch:
+        m["batch_size"] = 8
+    if spec.uses_compressor and spec.default_compressor is None:
+        m["compressor"] = QSGD if spec.cls.requirement == "unbiased" else TOP2
+    m.update({k: REQUIRED[k] for k, v in spec.options.items() if v is None and k in REQUIRED})
+    return m
+
+
+#: one [[methods]] entry per registry name, in its order
+NUMPY_METHODS: dict[str, dict[str, Any]] = {n: TUNED.get(n) or _generic(n) for n in REGISTRY}
 TORCH_METHODS = [
     {"algorithm": "ef21_sgdm", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.2,
      "batch_size": 8, "eta": 0.3},
@@ -54,7 +74,7 @@ TORCH_METHODS = [
 
 
 def test_every_registered_algorithm_has_a_numpy_case() -> None:
-    assert set(NUMPY_METHODS) == set(REGISTRY)
+    assert set(NUMPY_METHODS) == set(REGISTRY) and set(TUNED) <= set(REGISTRY)
 
 
 def _numpy_raw(out: str, steps: int) -> dict[str, Any]:
