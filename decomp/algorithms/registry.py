@@ -23,6 +23,7 @@ from decomp.algorithms.beer import BEER
 from decomp.algorithms.choco import CHOCOSGD
 from decomp.algorithms.dcd import DCDPSGD
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm
+from decomp.algorithms.deepsqueeze import DeepSqueeze
 from decomp.algorithms.dense import GD
 from decomp.algorithms.dpsgd import DPSGD
 from decomp.algorithms.ecd import ECDPSGD
@@ -173,6 +174,8 @@ _SPECS = (
     AlgorithmSpec("ecd_psgd", ECDPSGD, "ECD-PSGD: extrapolation compression (Tang et al. 2018)"),
     AlgorithmSpec("choco_sgd", CHOCOSGD, "CHOCO-SGD (Koloskova et al. 2019)"),
     AlgorithmSpec("beer", BEER, "BEER: gradient tracking, compressed replicas (Zhao et al. 2022)"),
+    AlgorithmSpec("deepsqueeze", DeepSqueeze, "DeepSqueeze: error-compensated compressed gossip "
+                  "(Tang et al. 2019)"),
     AlgorithmSpec("allreduce_sgd", AllreduceSGD, "minibatch SGD, dense all-reduce (baseline)"),
     AlgorithmSpec("allreduce_qsgd", AllreduceCompressed, "all-reduce of compressed gradients",
                   default_compressor=DEFAULT_QSGD),
