@@ -34,6 +34,7 @@ import numpy as np
 
 from decomp.algorithms.base import check_consensus_step
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env
+from decomp.comm.pattern import CodecOp
 from decomp.compress import Compressor
 from decomp.kernels.fused import axpy, descend
 from decomp.theory import StepsScaling
@@ -94,3 +95,9 @@ class DeepSqueeze(DecentralizedAlgorithm):
                                  "spectral gap)", True)
     pricing_options = {"consensus_step": 1.0}  # the consensus step does not change the traffic
     exchanges = ("C(x + e)",)  # one compressed payload per neighbour, no replicas
+
+    def codec_ops(self, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
+        """One encode; 2 + k decodes: its own payload into e_i and into the mixing term, and
+        each of the k neighbours' into the mixing term."""
+        return [CodecOp("encode", self.compressor, 1),
+                CodecOp("decode", self.compressor, 2 + degree, "own (e_i, mixing) + neighbours'")]

@@ -23,7 +23,7 @@ from decomp.comm.pattern import Call
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate, simulate_decentralized
+from decomp.sim import reference
 from decomp.topologies import mixing_matrix
 
 N = 4
@@ -43,42 +43,56 @@ def _sent(c: Call) -> float:
     return c.nbytes * c.fan if c.call == "exchange" else c.nbytes
 
 
-# (registry name, compressor, options, sim keywords)
-MASTER_WORKER = [("gd", None, {}, {}), ("ef", TOPK, {}, {}), ("dcgd", QSGD, {}, {}),
-                 ("ef21", TOPK, {}, {}), ("ef21_plus", TOPK, {}, {})]
-GOSSIP = [("dpsgd", None, {}, {}), ("dcd_psgd", QSGD, {}, {}),
-          ("choco_sgd", TOPK, {"consensus_step": 0.5}, {"consensus_step": 0.5}),
-          ("beer", TOPK, {"consensus_step": 0.5}, {"consensus_step": 0.5}),
-          ("allreduce_sgd", None, {}, {}),
-          ("allreduce_qsgd", QSGD, {}, {})]
+def _built(name: str) -> Any:
+    """The registered method ``name`` with a compressor its class accepts (Top-k where it
+    needs a contractive one, QSGD where unbiased) and its required options at stand-in values
+    (``pricing_options``: they do not change the traffic)."""
+    spec = REGISTRY[name]
+    comp = None
+    if spec.uses_compressor:
+        comp = QSGD if spec.cls.requirement == "unbiased" else TOPK
+    return spec.build(compressor=comp, batch_size=8 if spec.needs_batch else None,
+                      options=dict(spec.cls.pricing_options))
 
 
-@pytest.mark.parametrize("name, comp, opts, kw", MASTER_WORKER, ids=[m[0] for m in MASTER_WORKER])
-def test_master_worker_pattern_is_the_bytes_the_reference_counts(work, name, comp, opts,
-                                                                 kw) -> None:
+def _per_step(alg: Any, work: Any, W: Any = None) -> np.ndarray:
+    """(n,) bytes each rank's reference counter adds per step (steps 3 → 5)."""
     probs, x0 = work
-    alg = REGISTRY[name].build(compressor=comp, options=opts)
-    C = alg.compressor if alg.uses_compressor else None
+    runs = [reference(alg, probs, x0, W, lr=0.01, steps=s, seed=1) for s in (3, 5)]
+    sent = [r.bytes_up if W is None else r.bytes_sent for r in runs]  # the two families' traces
+    return (sent[1] - sent[0]) / 2
+
+
+MASTER_WORKER = [n for n in REGISTRY if REGISTRY[n].family != DECENTRALIZED_FAMILY]
+DECENTRALIZED = [n for n in REGISTRY if REGISTRY[n].family == DECENTRALIZED_FAMILY]
+
+
+@pytest.mark.parametrize("name", MASTER_WORKER)
+def test_master_worker_pattern_is_the_bytes_the_reference_counts(work, name) -> None:
+    """Every registered master–worker method: a worker's uplink per step (the gather's
+    payload; EF21-PP's participants vary per step, so its mean over workers is the expected
+    p·B) equals what the reference counts."""
+    alg = _built(name)
+    _, x0 = work
     up = [c for c in alg.comm_pattern(x0.size, N, dtype=x0.dtype)
           if c.call in ("gather", "allreduce")]
-    assert len(up) == 1
-    runs = [simulate(name, probs, x0, lr=0.1, steps=s, compressor=C, **kw) for s in (3, 5)]
-    per_step = (runs[1].bytes_up - runs[0].bytes_up) / 2
-    assert (per_step == _sent(up[0])).all(), (per_step, up[0])
+    per_step = _per_step(alg, work)
+    if up[0].call == "gather" and up[0].fan != N - 1:  # partial participation: a worker
+        assert set(2 * per_step) <= {0, up[0].nbytes, 2 * up[0].nbytes}, name  # sends B or 0
+        return
+    assert (per_step == _sent(up[0])).all(), (name, per_step, up[0])
 
 
-@pytest.mark.parametrize("name, comp, opts, kw", GOSSIP, ids=[g[0] for g in GOSSIP])
-def test_decentralized_pattern_is_the_bytes_the_reference_counts(work, name, comp, opts,
-                                                                 kw) -> None:
-    probs, x0 = work
+@pytest.mark.parametrize("name", DECENTRALIZED)
+def test_decentralized_pattern_is_the_bytes_the_reference_counts(work, name) -> None:
+    """Every registered decentralized method on a ring: the bytes a node sends per step
+    (messages × bytes of every call the class declares) equal what the reference counts."""
+    _, x0 = work
     W = mixing_matrix("ring", N)
-    alg = REGISTRY[name].build(compressor=comp, options=opts)
-    C = alg.compressor if alg.uses_compressor else None
+    alg = _built(name)
     calls = alg.comm_pattern(x0.size, N, W.degree_max, dtype=x0.dtype)
-    runs = [simulate_decentralized(name, probs, x0, W, lr=0.1, steps=s, compressor=C, **kw)
-            for s in (3, 5)]
-    per_step = (runs[1].bytes_sent - runs[0].bytes_sent) / 2
-    assert (per_step == sum(_sent(c) for c in calls)).all(), (per_step, calls)
+    per_step = _per_step(alg, work, W)
+    assert (per_step == sum(_sent(c) for c in calls)).all(), (name, per_step, calls)
 
 
 def test_every_registered_class_declares_its_traffic_and_steps_scaling() -> None:
