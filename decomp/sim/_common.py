@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from decomp.algorithms.env import stream_key
 from decomp.compress import Compressor
 from decomp.problems import Problem, oracle_grad
-from decomp.rng import Key
 
 
 @dataclass
@@ -32,6 +32,7 @@ def _grads(problems: Sequence[Problem], x: np.ndarray, seed: int, step: int,
 
 
 def _compress(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int = 0) -> np.ndarray:
-    """(n, d): row i = C(M[i]) with worker i's key (stream s uses rank slot i + s·n)."""
+    """(n, d): row i = C(M[i]) with worker i's key on ``stream`` (the runtime's allocator,
+    :func:`decomp.algorithms.env.stream_key`)."""
     n = M.shape[0]
-    return np.stack([C.reference(M[i], Key(seed, i + stream * n, step)) for i in range(n)])
+    return np.stack([C.reference(M[i], stream_key(seed, i, n, step, stream)) for i in range(n)])

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from decomp.algorithms.env import stream_key
 from decomp.compress import Compressor
 from decomp.errors import DivergenceError
 from decomp.problems import Problem
-from decomp.rng import Key
 from decomp.sim.decentralized import (
     DecentralizedTrace,
     _as_mixing,
@@ -55,7 +55,7 @@ def _compress_rows(C: Compressor, M: np.ndarray, seed: int, step: int, stream: i
         raise DivergenceError(f"{name}: non-finite value at step {step}", step=step,
                               algorithm=name, quantity="compressor input")
     n = M.shape[0]
-    return np.stack([C.reference(M[i], Key(seed, i + stream * n, step)) for i in range(n)])
+    return np.stack([C.reference(M[i], stream_key(seed, i, n, step, stream)) for i in range(n)])
 
 
 def _simulate_edges(alg: Any, problems: Sequence[Problem], X: np.ndarray, W: Any,
@@ -79,7 +79,7 @@ def _simulate_edges(alg: Any, problems: Sequence[Problem], X: np.ndarray, W: Any
         if not np.isfinite(M).all():
             raise DivergenceError(f"{alg.name}: non-finite value at step {t}", step=t,
                                   algorithm=alg.name, quantity="compressor input")
-        Q = {i: C.reference(M[i] - A[i][slot[i][k]], Key(seed, i + stream * n, t))
+        Q = {i: C.reference(M[i] - A[i][slot[i][k]], stream_key(seed, i, n, t, stream))
              for i, k in enumerate(peer) if k is not None}
         for i, k in enumerate(peer):
             if k is not None:  # W_t symmetric: k's peer is i

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from decomp.algorithms.env import Stream, stream_key
 from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumEncoder
 from decomp.participation import participants
@@ -91,7 +92,8 @@ def simulate_ef21_bc(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, l
     codec, G, _ = _init_round(C, init, problems, x0, seed)
     g_tilde = G.sum(axis=0) / n  # g̃^0
     CM0 = CM if init == "compressed" else Identity()
-    g = np.zeros_like(x0) + CM0.reference(g_tilde - np.zeros_like(x0), Key(seed, 2 * n, 0))
+    g = np.zeros_like(x0) + CM0.reference(g_tilde - np.zeros_like(x0),
+                                          stream_key(seed, None, n, 0, Stream.MASTER))
     x = x0.copy()
     xs = [x.copy()]
     up = np.full(steps + 1, float(C.payload_bytes(d, dt)))
@@ -105,7 +107,7 @@ def simulate_ef21_bc(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, l
         G = G + Cm  # g̃_i^{t+1}
         g_tilde = g_tilde + Cm.sum(axis=0) / n  # g̃^{t+1}
         # g^{t+1} = g^t + b^{t+1}, b^{t+1} = C_M(g̃^{t+1} − g^t) drawn from rank slot 2n
-        g = g + CM.reference(g_tilde - g, Key(seed, 2 * n, t))
+        g = g + CM.reference(g_tilde - g, stream_key(seed, None, n, t, Stream.MASTER))
     sent = np.full(n, int(up.sum()), dtype=np.int64)
     return Trace(np.stack(xs), sent, {"G": G, "g_tilde": g_tilde, "g": g, "up_bytes": up,
                                       "down_bytes": down})

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from decomp.algorithms.env import Stream
 from decomp.compress import Compressor, Identity
 from decomp.problems import Problem
 from decomp.sim._common import Trace, _compress, _grads
@@ -111,7 +112,7 @@ def simulate_ef21_plus(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *,
         xs.append(x)
         Gr = _grads(problems, x, seed, t, alg.batch_size)
         M = G + _compress(C, Gr - G, seed, t)
-        B = _compress(C, Gr, seed, t, stream=1)  # b_i = C(∇f_i(x^{t+1}))
+        B = _compress(C, Gr, seed, t, stream=Stream.SECOND)  # b_i = C(∇f_i(x^{t+1}))
         use_b = np.array([np.linalg.norm(B[i] - Gr[i]) < np.linalg.norm(M[i] - Gr[i])
                           for i in range(n)])
         G = np.where(use_b[:, None], B, M)
