@@ -23,6 +23,7 @@ from scipy.special import expit
 
 from decomp.data import Dataset, partition
 from decomp.errors import ConfigError, DataError
+from decomp.layout import Layout
 
 PROBLEMS = ("logistic", "least_squares")
 _DENSE_MAX_D = 4096  # shards with at most this many features are stored dense (faster A @ x)
@@ -76,6 +77,11 @@ class Problem(ABC):
     @property
     def d(self) -> int:
         return int(self.A.shape[1])
+
+    @property
+    def layout(self) -> Layout:
+        """One slot of shape (d,): a numpy problem's x is a single tensor."""
+        return Layout.flat(self.d)
 
     @property
     def n_samples(self) -> int:

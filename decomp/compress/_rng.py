@@ -34,8 +34,26 @@ def check_key(key: Key | Sequence[int] | None, who: str) -> tuple[int, int, int]
     return seed, rank, step
 
 
+class StreamSeed(int):
+    """A 64-bit stream seed derived already (e.g. one tensor's, by
+    :class:`~decomp.compress.PerTensor`): passed as a compressor's ``key``, :func:`derive_seed`
+    returns it unchanged."""
+
+
+def tensor_seed(base: int, t: int) -> StreamSeed:
+    """The stream seed of tensor t of a per-tensor compression whose call seed is ``base``:
+    ``base`` itself for t = 0 (so one slot is the flat compressor), ``splitmix64(base, t)``
+    (:func:`splitmix64_np`) for t >= 1."""
+    if t == 0:
+        return StreamSeed(base)
+    return StreamSeed(int(splitmix64_np(base, t, 1)[0]))
+
+
 def derive_seed(key: Key | Sequence[int] | None, who: str = "compressor") -> int:
-    """The 64-bit stream seed of one compression: first output of the COMPRESS generator."""
+    """The 64-bit stream seed of one compression: first output of the COMPRESS generator
+    (a :class:`StreamSeed` is returned as is)."""
+    if isinstance(key, StreamSeed):
+        return int(key)
     k = check_key(key, who)
     gen = key_generator(k, Purpose.COMPRESS)
     return int(gen.bit_generator.random_raw())

@@ -11,8 +11,9 @@ Wire format (little endian), :data:`KIND`, after the 16-byte header of
     flags = b (sparse):  count values | count indices     16 + count·itemsize
                          packed at b = bits(d − 1) bits     + ceil(count·b / 8) bytes
 
-For sparse compressors (Top-k, unscaled or scaled Rand-k) the master forms the union of the
-workers' index sets with the values summed in worker order — a merge of the n ascending index
+For sparse compressors (Top-k, unscaled or scaled Rand-k, and their per-tensor forms, whose
+tensors' indices are moved by the tensor's offset into global ones) the master forms the union
+of the workers' index sets with the values summed in worker order — a merge of the n ascending index
 lists (:func:`~decomp.kernels.fused.merge_sum`: sequential, no pass over d; the union comes out
 ascending, so every rank's scatter into g runs forwards), or a scatter into a dense
 accumulator kept zero outside the union (:func:`~decomp.kernels.fused.union_add`) for lists
@@ -30,6 +31,7 @@ import numpy as np
 
 from decomp.compress._wire import VDTYPE_CODE, VDTYPES
 from decomp.compress.base import HEADER_BYTES, MAGIC, Compressor, Header, read_header, write_header
+from decomp.compress.per_tensor import PerTensor
 from decomp.compress.randk import RandK
 from decomp.compress.topk import TopK
 from decomp.errors import PayloadError
@@ -50,7 +52,8 @@ def is_poison(payload: np.ndarray) -> bool:
     return payload.size == 0 or int(payload[0]) != MAGIC
 
 
-def sparse_parts(C: Any, payload: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray] | None:
+def sparse_parts(C: Any, payload: np.ndarray,
+                 d: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(values, indices) of a sparse compressor's payload, or None for a dense format.
 
     The values are the ones ``decode_add(payload, out)`` adds (Rand-k's are scaled already)."""
@@ -63,6 +66,14 @@ def sparse_parts(C: Any, payload: np.ndarray, d: int) -> tuple[np.ndarray, np.nd
     if type(C) is RandK:
         _, _, vals = C._parse(payload, d)
         return vals, C.indices(payload)
+    if type(C) is PerTensor and type(C.inner) in (TopK, RandK):
+        # per-tensor Top-k / Rand-k: each tensor's (values, local indices), the indices moved
+        # by the tensor's offset: global and ascending (tensors are in order)
+        parts = [(off, sparse_parts(C.inner, sec, None)) for off, sec in C.parts(payload, d)]
+        vals = np.concatenate([q[0] for _, q in parts])  # type: ignore[index]
+        idx = np.concatenate([q[1].astype(np.uint32) + np.uint32(off)  # type: ignore[index]
+                              for off, q in parts])
+        return vals, idx
     return None
 
 

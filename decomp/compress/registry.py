@@ -16,6 +16,7 @@ from typing import Any
 from decomp.compress.base import Compressor
 from decomp.compress.identity import Identity
 from decomp.compress.natural import Natural
+from decomp.compress.per_tensor import per_tensor
 from decomp.compress.qsgd import QSGD
 from decomp.compress.randk import RandK
 from decomp.compress.sign import ScaledSign, Sign
@@ -41,7 +42,11 @@ def register(name: str, factory: Callable[..., Compressor]) -> None:
 
 
 def make_compressor(spec: Compressor | str | Mapping[str, Any] | None) -> Compressor:
-    """Build a compressor from a config value: a name, a table with ``kind``, or an object."""
+    """Build a compressor from a config value: a name, a table with ``kind``, or an object.
+
+    ``per_tensor = true`` in a table gives the per-tensor form (an unbound
+    :class:`~decomp.compress.per_tensor.PerTensor`, bound to the model's layout by
+    ``env.codec``; Identity stays Identity)."""
     if spec is None:
         return Identity()
     if isinstance(spec, Compressor):
@@ -50,6 +55,9 @@ def make_compressor(spec: Compressor | str | Mapping[str, Any] | None) -> Compre
         spec = {"kind": spec}
     opts = dict(spec)
     kind = opts.pop("kind", None)
+    split = opts.pop("per_tensor", False)
+    if not isinstance(split, bool):
+        raise ConfigError(f"compressor option per_tensor must be true or false, got {split!r}")
     if kind is None:
         raise ConfigError(f"compressor table needs a 'kind' (one of {sorted(REGISTRY)})")
     if kind not in REGISTRY:
@@ -58,6 +66,9 @@ def make_compressor(spec: Compressor | str | Mapping[str, Any] | None) -> Compre
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(f"unknown compressor {kind!r}{hint} (known: {known})")
     try:
-        return REGISTRY[kind](**opts)
+        c = REGISTRY[kind](**opts)
     except TypeError as e:  # an unknown option name
         raise ConfigError(f"compressor {kind!r}: {e}") from None
+    if split:
+        return per_tensor(c)
+    return c

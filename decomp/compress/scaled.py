@@ -33,6 +33,10 @@ class Scaled(Compressor):
     def __init__(self, inner: Compressor | str | Mapping[str, Any]) -> None:
         if not isinstance(inner, Compressor):
             inner = make_compressor(inner)
+        if getattr(inner, "layout", False) is None:  # an unbound per-tensor recipe
+            raise ConfigError(f"Scaled({inner!r}): put per_tensor on the scaled table instead "
+                              "(compressor = { kind = \"scaled\", inner = ..., per_tensor = true "
+                              "}), which scales each tensor by its own 1/(omega_t + 1)")
         if not inner.is_unbiased:
             raise ConfigError(f"Scaled(C) needs an unbiased C (one with omega); {inner!r} is "
                               "not unbiased")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class FlatModel:
         grads: shape (d,), float32 — the gradient buffer every ``p.grad`` points into.
         buffers: shape (b,), float32 — floating-point module buffers (BatchNorm statistics).
         slots / buffer_slots: the layout (name, offset, size, shape) of each tensor.
+        layout: the parameters' slots as a :class:`decomp.layout.Layout` (what per-tensor
+            compressors, ``Env`` and checkpoints read).
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -78,6 +81,7 @@ class FlatModel:
         self._params_list = [p for _, p in named]
         self.slots = self._layout(named)
         self.d = sum(s.size for s in self.slots)
+        self.layout = Layout(self.slots)
         self.params = np.empty(self.d, dtype=np.float32)
         self.grads = np.zeros(self.d, dtype=np.float32)
         tp, tg = torch.from_numpy(self.params), torch.from_numpy(self.grads)
