@@ -16,6 +16,11 @@ once all ranks report success, rank 0 writes the pointer to ``m<i>.json.tmp`` an
 then removes the older step folders. A kill at any moment leaves the previous pointer and the
 files it names intact; a resume verifies each file's sha256 against the pointer.
 Randomness is a function of (seed, rank, step, purpose), so no generator state is saved.
+
+The pointer also records the model's :class:`~decomp.layout.Layout` (``"layout"``: its tensors'
+names, offsets and shapes) when the store knows it (``CheckpointStore(..., layout=)`` or the
+``layout`` attribute); loading a checkpoint whose layout differs from the run's is a
+ConfigError naming the first differing tensor (:func:`check_layout`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 
 _STATE = "state."
 _BUFFERS = "buffers."
@@ -88,14 +94,41 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class CheckpointStore:
-    """The checkpoints of one run folder ``run_dir`` over ``comm`` (the run's world)."""
+def check_layout(pointer: dict[str, Any], layout: Layout | None, where: str = "") -> None:
+    """Refuse (ConfigError) a checkpoint ``pointer`` recorded for another layout than
+    ``layout``; a pointer without one (older checkpoints) or ``layout=None`` is not checked."""
+    doc = pointer.get("layout")
+    if doc is None or layout is None:
+        return
+    where = f" {where}" if where else ""
+    try:
+        saved = Layout.from_dict(doc)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"checkpoint{where}: its recorded layout is malformed ({e}); remove "
+                          "the checkpoints to restart from step 0") from None
+    if saved == layout:
+        return
+    diff = next((f"tensor {t}: saved {a.name!r}{list(a.shape)}, now {b.name!r}{list(b.shape)}"
+                 for t, (a, b) in enumerate(zip(saved, layout, strict=False)) if a != b),
+                f"saved {len(saved)} tensors, now {len(layout)}")
+    raise ConfigError(f"--resume: checkpoint{where} was written for another model layout "
+                      f"({saved.describe()}; this run: {layout.describe()}; first difference: "
+                      f"{diff}). Resume with the model it was trained with, or start a new "
+                      "run (--overwrite or another run name)")
 
-    def __init__(self, run_dir: Path, comm: Any) -> None:
+
+class CheckpointStore:
+    """The checkpoints of one run folder ``run_dir`` over ``comm`` (the run's world).
+
+    layout: the model's layout, recorded in every pointer and checked on :meth:`load`
+    (None: not recorded, not checked); may be set after construction, once it is known."""
+
+    def __init__(self, run_dir: Path, comm: Any, layout: Layout | None = None) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.layout = layout
 
     def pointer_path(self, method: int) -> Path:
         return self.dir / f"m{method}.json"
@@ -132,6 +165,8 @@ class CheckpointStore:
         if self.rank == 0:
             pointer = {"method": method, "step": step, "world_size": self.size,
                        "fingerprint": fingerprint, "sha256": [d for d, _ in results]}
+            if self.layout is not None:
+                pointer["layout"] = self.layout.to_dict()
             old = self.read_pointer(method)
             _write_atomic(self.pointer_path(method),
                           (json.dumps(pointer, indent=1) + "\n").encode())
@@ -156,8 +191,10 @@ class CheckpointStore:
     def load(self, pointer: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[np.ndarray],
                                                      dict[str, Any]]:
         """This rank's (state arrays, buffers, meta) of ``pointer``, checked against its
-        sha256 (a corrupt or partial file is a ConfigError naming it)."""
+        sha256 (a corrupt or partial file is a ConfigError naming it) and its layout against
+        :attr:`layout` (:func:`check_layout`)."""
         method, step = int(pointer["method"]), int(pointer["step"])
+        check_layout(pointer, self.layout, self.pointer_path(method).name)
         path = self._step_dir(method, step) / f"rank{self.rank}.npz"
         if not path.exists():
             raise ConfigError(f"checkpoint file {path} is missing (the pointer "
