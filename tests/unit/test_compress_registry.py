@@ -12,8 +12,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from decomp.compress import HEADER_BYTES, REGISTRY, Compressor, Scaled, make_compressor, read_header
+from decomp.compress import (
+    HEADER_BYTES,
+    REGISTRY,
+    Compressor,
+    PerTensor,
+    Scaled,
+    bind_layout,
+    make_compressor,
+    read_header,
+)
+from decomp.compress.per_tensor import PER_TENSOR
 from decomp.errors import PayloadError
+from decomp.layout import Layout
 
 #: options for registered kinds that cannot be built from their name alone
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -66,3 +77,30 @@ def test_a_payload_of_another_kind_is_refused() -> None:
             if a != b:
                 with pytest.raises(PayloadError, match="kind"):
                     _build(a).decode(payloads[b])
+
+
+#: a layout of several tensors, for the per-tensor forms (``per_tensor = true``)
+LAYOUT = Layout.from_shapes([("w", (3, 4)), ("b", (4,)), ("s", ())])
+
+
+def _build_per_tensor(name: str) -> Compressor:
+    opts = {**OPTIONS.get(name, {}), **({"k": 1} if name in ("topk", "randk") else {})}
+    return bind_layout(make_compressor({"kind": name, **opts, "per_tensor": True}), LAYOUT)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_per_tensor_forms_write_their_own_kind(name: str) -> None:
+    """``per_tensor = true`` of every registered kind: Identity stays Identity (same wire);
+    the others write kind 0x80 | the flat kind and refuse the flat payload (and vice versa)."""
+    c = _build_per_tensor(name)
+    x = np.random.default_rng(0).standard_normal(LAYOUT.d)
+    p = c.encode(x, (1, 0, 0))
+    flat = _build(name)
+    if name == "identity":
+        assert type(c) is type(flat) and c.kind == flat.kind
+        return
+    assert isinstance(c, PerTensor) and c.kind == PER_TENSOR | flat.kind == int(p[1])
+    with pytest.raises(PayloadError, match="kind"):
+        flat.decode(p)
+    with pytest.raises(PayloadError, match="kind"):
+        c.decode(flat.encode(x, (1, 0, 0)))
