@@ -36,6 +36,7 @@ decode(encode(x)) bit for bit.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -260,4 +261,20 @@ def bind_layout(compressor: Any, layout: Layout | None) -> Any:
     return compressor
 
 
-__all__ = ["PER_TENSOR", "PerTensor", "UsageError", "bind_layout", "per_tensor"]
+def bind_attributes(obj: Any, layout: Layout | None) -> Any:
+    """``obj`` (e.g. an algorithm) with every :class:`PerTensor` attribute bound to ``layout``:
+    a shallow copy when some attribute changes (the caller's object is never mutated), ``obj``
+    itself otherwise (or when ``layout`` is None)."""
+    if layout is None or not hasattr(obj, "__dict__"):
+        return obj
+    changed = {k: v.bind(layout) for k, v in vars(obj).items()
+               if isinstance(v, PerTensor) and v.layout != layout}
+    if not changed:
+        return obj
+    new = copy.copy(obj)
+    new.__dict__.update(changed)
+    return new
+
+
+__all__ = ["PER_TENSOR", "PerTensor", "UsageError", "bind_attributes", "bind_layout",
+           "per_tensor"]

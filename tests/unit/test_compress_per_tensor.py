@@ -257,3 +257,17 @@ def test_downlink_sum_of_per_tensor_payloads(name: str, timed: bool) -> None:
 def test_compressor_type_is_kept() -> None:
     assert isinstance(build("topk"), Compressor)
     assert {build(n).kind for n in IDS} >= {PER_TENSOR | k for k in range(1, 7)}
+
+
+def test_bind_attributes_copies_never_mutates() -> None:
+    from decomp.algorithms.ef21 import EF21
+    from decomp.compress import bind_attributes
+
+    recipe = make_compressor({"kind": "topk", "ratio": 0.1, "per_tensor": True})
+    alg = EF21(recipe)
+    bound = bind_attributes(alg, LAYOUT)
+    assert bound is not alg and alg.compressor is recipe
+    assert bound.compressor == build("topk") and type(bound) is EF21
+    assert bind_attributes(bound, LAYOUT) is bound and bind_attributes(alg, None) is alg
+    flat = EF21(TopK(k=1))
+    assert bind_attributes(flat, LAYOUT) is flat
