@@ -77,6 +77,18 @@ def sparse_parts(C: Any, payload: np.ndarray,
     return None
 
 
+def sparse_count(C: Any, d: int) -> int | None:
+    """Entries of one payload :func:`sparse_parts` reads sparsely (Top-k / Rand-k: k; their
+    per-tensor forms: Σ_t k_t), or None for a compressor summed densely."""
+    if not isinstance(C, Compressor):  # a timing wrapper, as in sparse_parts
+        C = C.inner
+    if type(C) in (TopK, RandK):
+        return int(C.k_for(d))
+    if type(C) is PerTensor and type(C.inner) in (TopK, RandK) and C.layout is not None:
+        return sum(int(C.inner.k_for(n)) for n in C.layout.sizes if n)
+    return None
+
+
 class SumEncoder:
     """The master's buffers for one run: the dense sum, the union marks and the payload.
 
@@ -209,8 +221,8 @@ def sum_payload_bytes(C: Compressor, d: int, senders: float, dtype: Any = np.flo
 
     isz = np.dtype(dtype).itemsize
     dense = HEADER_BYTES + d * isz
-    inner = getattr(C, "inner", C)  # as sparse_parts
-    if type(inner) not in (TopK, RandK):
+    k = sparse_count(C, d)
+    if k is None:
         return dense
-    count = min(int(math.ceil(senders)) * inner.k_for(d), d)
+    count = min(int(math.ceil(senders)) * k, d)
     return min(dense, HEADER_BYTES + count * isz + packed_bytes(count, index_bits(d)))

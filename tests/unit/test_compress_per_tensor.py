@@ -271,3 +271,21 @@ def test_bind_attributes_copies_never_mutates() -> None:
     assert bind_attributes(bound, LAYOUT) is bound and bind_attributes(alg, None) is alg
     flat = EF21(TopK(k=1))
     assert bind_attributes(flat, LAYOUT) is flat
+
+
+def test_downlink_size_model_counts_per_tensor_entries() -> None:
+    """The cost model's sparse count mirrors sparse_parts: Σ_t k_t for per-tensor Top-k and
+    Rand-k, dense (None) for what the master sums densely; one payload's sum has exactly the
+    predicted size."""
+    from decomp.compress import Scaled
+    from decomp.compress.aggregate import sparse_count, sum_payload_bytes
+
+    k_sum = sum(max(1, round(0.1 * n)) for n in LAYOUT.sizes if n)
+    assert sparse_count(build("topk"), LAYOUT.d) == k_sum
+    assert sparse_count(TimedCodec(build("randk"), Stopwatch()), LAYOUT.d) == k_sum
+    assert sparse_count(build("qsgd"), LAYOUT.d) is None
+    assert sparse_count(Scaled(RandK(k=3)), 100) is None  # decoded densely by the master
+    assert sparse_count(TopK(k=3), 100) == 3
+    c = build("topk")
+    down = SumEncoder(LAYOUT.d, np.float64).encode(c, [c.encode(sample(np.float64), KEY)])
+    assert down.size == sum_payload_bytes(c, LAYOUT.d, 1)
