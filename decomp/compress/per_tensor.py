@@ -96,6 +96,7 @@ class PerTensor(Compressor):
         # the non-empty slots as (t, start, stop)
         self._parts: tuple[tuple[int, int, int], ...] = () if layout is None else tuple(
             (t, s.offset, s.stop) for t, s in enumerate(layout) if s.size > 0)
+        self._pos: dict[np.dtype, list[int]] = {}
         if layout is not None and not self._parts:
             raise ConfigError(f"PerTensor: the layout ({layout.describe()}) has no non-empty "
                               "tensor")
@@ -165,10 +166,15 @@ class PerTensor(Compressor):
 
     # --- wire format -------------------------------------------------------------------------
     def _offsets(self, dtype: Any) -> list[int]:
-        """Start of each part's inner payload, then the total (len = parts + 1)."""
-        pos = [HEADER_BYTES]
-        for _, a, b in self._parts:
-            pos.append(pos[-1] + align8(self.inner.payload_bytes(b - a, dtype)))
+        """Start of each part's inner payload, then the total (len = parts + 1); computed
+        once per input dtype."""
+        dtype = np.dtype(dtype)
+        pos = self._pos.get(dtype)
+        if pos is None:
+            pos = [HEADER_BYTES]
+            for _, a, b in self._parts:
+                pos.append(pos[-1] + align8(self.inner.payload_bytes(b - a, dtype)))
+            self._pos[dtype] = pos
         return pos
 
     def payload_bytes(self, d: int, dtype: np.dtype | type = np.float64) -> int:
