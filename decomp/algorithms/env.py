@@ -35,8 +35,9 @@ import numpy as np
 
 from decomp.comm.protocols import MasterWorkerTransport, NeighborTransport
 from decomp.comm.timing import Stopwatch, TimedCodec, TimedTransport
-from decomp.compress import Compressor
+from decomp.compress import Compressor, PerTensor, bind_layout
 from decomp.errors import UsageError
+from decomp.layout import Layout
 from decomp.problems import GradientOracle
 from decomp.rng import Key
 
@@ -124,7 +125,8 @@ class Env:
     problem: this rank's f_i (None on a dedicated master); n: workers (= nodes); seed: run
     seed; lr: step size γ (resolved, a float); watch: the per-section timer (reset it, do not
     replace it: the timed transport and codecs hold it); workspace: this run's scratch arrays
-    (:meth:`scratch`).
+    (:meth:`scratch`); layout: the model's tensors (:class:`~decomp.layout.Layout`; None = one
+    slot of a numpy problem's d), to which :meth:`codec` binds per-tensor compressors.
     """
 
     transport: MasterWorkerTransport | NeighborTransport
@@ -134,8 +136,9 @@ class Env:
     lr: float
     watch: Stopwatch = field(default_factory=Stopwatch)
     workspace: Workspace = field(default_factory=Workspace, repr=False)
-    _codecs: dict[int, TimedCodec] = field(default_factory=dict, init=False, repr=False,
-                                           compare=False)
+    layout: Layout | None = None
+    _codecs: dict[int, tuple[Any, TimedCodec]] = field(default_factory=dict, init=False,
+                                                       repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inner = self.transport
@@ -162,13 +165,27 @@ class Env:
 
     def codec(self, compressor: Compressor | TimedCodec) -> TimedCodec:
         """``compressor`` with its encode / decode timed into ``watch`` (one proxy per
-        compressor object, kept for the run, so steps allocate none)."""
+        compressor object, kept for the run, so steps allocate none); a per-tensor recipe
+        (:class:`~decomp.compress.PerTensor`) is bound to :attr:`layout` first."""
         if isinstance(compressor, TimedCodec):
             return compressor
-        c = self._codecs.get(id(compressor))
-        if c is None or c.inner is not compressor:
-            c = self._codecs[id(compressor)] = TimedCodec(compressor, self.watch)
-        return c
+        hit = self._codecs.get(id(compressor))
+        if hit is None or hit[0] is not compressor:
+            bound = bind_layout(compressor, self.model_layout()) \
+                if isinstance(compressor, PerTensor) else compressor
+            hit = self._codecs[id(compressor)] = (compressor, TimedCodec(bound, self.watch))
+        return hit[1]
+
+    def model_layout(self) -> Layout:
+        """:attr:`layout`, or (None) the problem's own (a numpy problem's one slot of d)."""
+        if self.layout is not None:
+            return self.layout
+        own = getattr(self.problem, "layout", None)
+        if not isinstance(own, Layout):
+            raise UsageError("a per-tensor compressor needs the model's layout, and Env.layout "
+                             "is None with no problem layout to fall back on: give "
+                             "Env(..., layout=...) (FlatModel.layout, or Layout.flat(d))")
+        return own
 
     def scratch(self, name: str, like: np.ndarray | None = None, *,
                 shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:

@@ -55,17 +55,9 @@ from decomp.compress.base import (
     write_header,
 )
 from decomp.compress.identity import Identity
-from decomp.errors import ConfigError, PayloadError
+from decomp.errors import ConfigError, PayloadError, UsageError
 from decomp.layout import Layout
 from decomp.rng import Key
-
-try:  # the error taxonomy's API-misuse class (decomp.errors, helper B)
-    from decomp.errors import UsageError
-except ImportError:  # pragma: no cover - until B's errors land
-    from decomp.errors import DecompError
-
-    class UsageError(DecompError, RuntimeError):  # type: ignore[no-redef]
-        """An API used the wrong way (not a config problem)."""
 
 #: header kind bit of a per-tensor payload: kind = PER_TENSOR | inner kind
 PER_TENSOR = 0x80

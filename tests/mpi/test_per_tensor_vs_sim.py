@@ -9,13 +9,14 @@ ratio 0.2 keeps 4 + 1 + 1 entries, where the flat Top-k(ratio 0.2) would keep 6 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 from _iterates import masterworker_setting, run_iterates
 
-from decomp.algorithms import EF21, NodeEnv
+from decomp.algorithms import EF21, Env
 from decomp.algorithms.choco import CHOCOSGD
 from decomp.comm import Neighborhood
 from decomp.compress import bind_attributes, make_compressor
@@ -44,8 +45,9 @@ def _recipe(name: str) -> Any:
 @pytest.mark.parametrize("master", ["shared", "dedicated"])
 def test_ef21_per_tensor_is_bit_for_bit_the_reference(comm, master: str, spec: str) -> None:
     tp, env, probs, x0 = masterworker_setting(comm, master, "float64", SEED, 0.1)
+    env = dataclasses.replace(env, layout=LAYOUT)
     assert x0.size == LAYOUT.d
-    alg = bind_attributes(EF21(_recipe(spec)), LAYOUT)
+    alg = bind_attributes(EF21(_recipe(spec)), env.layout)  # as a session does
     state, xs = run_iterates(alg, env, x0, STEPS)
     C = alg.compressor
     ref = simulate("ef21", probs, x0, lr=0.1, steps=STEPS, seed=SEED, compressor=C)
@@ -70,7 +72,8 @@ def test_choco_per_tensor_is_bit_for_bit_the_reference(comm, topology: str, spec
     W = mixing_matrix(topology, comm.size)
     tp = Neighborhood(W, comm)
     alg = bind_attributes(CHOCOSGD(_recipe(spec), gamma_c=0.3, batch_size=16), LAYOUT)
-    env = NodeEnv(tp, probs[comm.rank], comm.size, SEED, 0.2)
+    env = Env(tp, probs[comm.rank], comm.size, SEED, 0.2, layout=LAYOUT)
+    assert env.codec(_recipe(spec)).inner.layout == LAYOUT  # env.codec binds a recipe
     state, xs = run_iterates(alg, env, x0, STEPS)
     ref = simulate_decentralized("choco_sgd", probs, x0, W, lr=0.2, steps=STEPS, seed=SEED,
                                  batch_size=16, compressor=alg.compressor, gamma_c=0.3)
