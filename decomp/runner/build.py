@@ -18,6 +18,7 @@ import numpy as np
 
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 from decomp.runner.lifecycle import abort_on_error
 from decomp.runner.session import Session, open_transport
 
@@ -71,7 +72,7 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
                   topology: Any = None, weights: str = "metropolis",
                   topology_options: dict[str, Any] | None = None, exchange: str = "auto",
                   delay_s: float = 0.0, share: Sequence[np.ndarray] = (),
-                  abort: bool = True) -> Session:
+                  abort: bool = True, layout: Layout | None = None) -> Session:
     """This rank's :class:`Session` of ``algorithm`` (None: ``GD()``) on ``comm`` (None: the
     world).
 
@@ -83,7 +84,8 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
     method (a directed W only where the method allows it). share: arrays (x^0, model
     buffers) set to rank 0's values on every rank (set-up, not counted), before ``problem``
     is called. abort: install :func:`abort_on_error` (a user's script; ``decomp run``
-    handles errors itself).
+    handles errors itself). layout: the model's tensors (``FlatModel.layout``; None: the
+    problem's one slot), for per-tensor compressors (see :class:`Session`).
     """
     comm = world(comm, abort=abort)
     algorithm = default_algorithm(algorithm)
@@ -107,7 +109,8 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
         n = tp.size  # type: ignore[union-attr]
     else:
         worker, n = tp.worker, tp.n_workers  # type: ignore[union-attr]
-    return Session(algorithm, tp, problem(worker, n), lr=lr, seed=seed, delay_s=delay_s)
+    return Session(algorithm, tp, problem(worker, n), lr=lr, seed=seed, delay_s=delay_s,
+                   layout=layout)
 
 
 __all__ = ["ProblemFor", "build_session", "check_family", "default_algorithm", "world"]

@@ -106,7 +106,8 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
     with RunControl(comm, comm_timeout_s=cfg.run.comm_timeout_s) as control:
         try:
             work = prepare(cfg, n, local_workers(cfg, rank))
-            check_sizes(plans, work.d)
+            check_sizes(plans, work.d, work.layout)
+            store.layout = work.layout  # recorded in checkpoints, checked on resume
             meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
             out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume",
                           meta=meta, cfg=cfg)

@@ -13,8 +13,10 @@ from typing import Any
 
 from decomp.algorithms import registry
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY, AlgorithmSpec
+from decomp.compress import bind_attributes
 from decomp.config import Config, MethodConfig, TopologyConfig
 from decomp.errors import ConfigError, LaunchError
+from decomp.layout import Layout
 from decomp.runner.build import check_family
 from decomp.runner.workload import loader_for
 from decomp.theory import ef21_stepsize
@@ -91,10 +93,13 @@ def resolved_config(cfg: Config, plans: list[MethodPlan]) -> Config:
     return dataclasses.replace(cfg, methods=methods)
 
 
-def check_sizes(plans: list[MethodPlan], d: int) -> None:
+def check_sizes(plans: list[MethodPlan], d: int, layout: Layout | None = None) -> None:
     """Check every method's compressor against the model size d (k > d, biased compressor for
-    an algorithm that needs an unbiased one, ...) before the first method starts."""
+    an algorithm that needs an unbiased one, ...) before the first method starts; with the
+    model's ``layout``, per-tensor compressors are bound to it first (each plan then holds a
+    copy of its algorithm with them bound)."""
     for p in plans:
+        p.algorithm = bind_attributes(p.algorithm, layout)
         p.algorithm.check(d)
 
 

@@ -19,7 +19,9 @@ from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.comm import MasterWorker, Neighborhood
 from decomp.comm.delay import DelayedTransport
 from decomp.comm.timevarying import NEIGHBOURHOODS, TimeVaryingNeighborhood
+from decomp.compress import bind_attributes
 from decomp.errors import ConfigError, DivergenceError
+from decomp.layout import Layout
 from decomp.topologies import is_schedule
 
 #: "no bad step" in the min-reduction of first bad steps (larger than any step count)
@@ -45,15 +47,20 @@ class Session:
     """``algorithm`` on this rank over ``transport``.
 
     problem: this rank's f_i (None on a dedicated master); lr: the resolved step size γ;
-    seed: run seed. ``n`` is the number of workers (nodes); ``worker`` this rank's worker
-    index (None on a dedicated master); ``state`` the algorithm state after :meth:`init`;
-    ``wall_s`` the time spent inside init and steps (evaluation is off the clock).
+    seed: run seed; layout: the model's tensors (None: the problem's one slot), given to the
+    env; the session runs a copy of ``algorithm`` with its per-tensor compressors bound to
+    it. ``n`` is the number of workers (nodes); ``worker`` this rank's worker index (None on a
+    dedicated master); ``state`` the algorithm state after :meth:`init`; ``wall_s`` the time
+    spent inside init and steps (evaluation is off the clock).
     """
 
     def __init__(self, algorithm: Any,
                  transport: MasterWorker | Neighborhood | TimeVaryingNeighborhood, problem: Any,
-                 *, lr: float, seed: int, delay_s: float = 0.0) -> None:
-        self.algorithm = algorithm
+                 *, lr: float, seed: int, delay_s: float = 0.0,
+                 layout: Layout | None = None) -> None:
+        if layout is None:
+            layout = getattr(problem, "layout", None)
+        self.algorithm = bind_attributes(algorithm, layout)
         self.family = family_of(algorithm)
         self.transport = transport
         self.problem = problem
@@ -65,7 +72,7 @@ class Session:
         # emulated latency ([network] delay_ms) goes inside the env's timer
         wire = DelayedTransport(transport, delay_s, transport.comm.Get_size()) if delay_s > 0 \
             else transport
-        self.env = Env(wire, problem, self.n, self.seed, self.lr)
+        self.env = Env(wire, problem, self.n, self.seed, self.lr, layout=layout)
         self.state: Any = None
         self.wall_s = 0.0
         self.steps_done = 0

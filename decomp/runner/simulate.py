@@ -44,7 +44,7 @@ def simulate_config(cfg: Config, n_workers: int, *, write: bool = False) -> list
     plans = plan_methods(cfg)
     cfg = resolved_config(cfg, plans)
     work = prepare(cfg, n_workers)
-    check_sizes(plans, work.d)
+    check_sizes(plans, work.d, work.layout)
     mixing = mixing_for(cfg, plans, n_workers)
     out = Outputs(Path(cfg.out_dir) / cfg.name, dump_toml(cfg), write,
                   meta=sim_metadata(n_workers), cfg=cfg)

@@ -23,6 +23,7 @@ import numpy as np
 from decomp.config import Config
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 from decomp.problems import initial_point, make_problem, split_problem
 
 #: problem kind -> "module:object" of the :class:`WorkloadLoader` that builds its workload
@@ -50,6 +51,11 @@ class Workload(Protocol):
     @property
     def d(self) -> int:
         """The model size."""
+        ...
+
+    @property
+    def layout(self) -> Layout:
+        """The model's tensors (:class:`~decomp.layout.Layout`; a numpy problem: one slot)."""
         ...
 
     def description(self) -> str:
@@ -134,6 +140,10 @@ class NumpyWorkload:
     @property
     def d(self) -> int:
         return self.x0.size
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.flat(self.d)
 
     def description(self) -> str:
         return f"problem {self.kind} on {self.dataset}: d = {self.d}, L = {self.L:.6g}"

@@ -128,7 +128,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.session = build_session(
             algorithm, comm, problem=lambda worker, n: self.oracle, lr=env_lr, seed=seed,
             topology=topology, weights=weights, topology_options=topology_options,
-            exchange=exchange, share=(self.flat.params, self.flat.buffers))
+            exchange=exchange, share=(self.flat.params, self.flat.buffers),
+            layout=self.flat.layout)
         self.transport = self.session.transport
         self.mixing: Any = self.session.mixing
         self._probe: np.ndarray | None = None  # "update" with a torch optimizer: p = −ĝ

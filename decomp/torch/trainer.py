@@ -203,7 +203,8 @@ class Trainer:
         self.session = build_session(
             algorithm, comm, problem=shard, lr=self.lr, seed=self.seed, master=master,
             topology=topology, weights=weights, topology_options=topology_options,
-            exchange=exchange, share=(self.flat.params, self.flat.buffers))
+            exchange=exchange, share=(self.flat.params, self.flat.buffers),
+            layout=self.flat.layout)
         self.transport = self.session.transport
         self.mixing: Any = self.session.mixing
         if self.rank == 0 and verbose and self.mixing is not None:

@@ -31,6 +31,7 @@ from decomp.data.classification import (
     partition,
 )
 from decomp.errors import ConfigError, DataError
+from decomp.layout import Layout
 from decomp.problems import initial_point
 from decomp.runner.workload import restoring
 from decomp.torch.evaluation import TestEvaluator
@@ -78,6 +79,11 @@ class TorchWorkload:
     @property
     def L(self) -> float:  # noqa: N802 (the paper's name)
         return float("nan")
+
+    @property
+    def layout(self) -> Layout:
+        """The model's parameter tensors (:attr:`FlatModel.layout`)."""
+        return self.flat.layout
 
     @property
     def Ls(self) -> list[float]:  # noqa: N802
