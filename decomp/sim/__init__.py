@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from decomp.compress import Compressor, Identity
+from decomp.compress import Compressor, Identity, bind_attributes, bind_layout
 from decomp.errors import ConfigError
+from decomp.layout import Layout, layout_of
 from decomp.problems import Problem
 from decomp.sim._common import Trace
 from decomp.sim.decentralized import DecentralizedTrace
@@ -50,7 +51,8 @@ def reference_of(alg: Any) -> Callable[..., Any]:
 
 def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
               lr: float, steps: int, seed: int = 0, compressor: Compressor | None = None,
-              X0: np.ndarray | None = None) -> Trace | DecentralizedTrace:
+              X0: np.ndarray | None = None,
+              layout: Layout | None = None) -> Trace | DecentralizedTrace:
     """Run the reference of the algorithm object ``alg`` for ``steps`` iterations on
     n = len(problems) workers (nodes) from x0 (d,), with step size γ = lr and the run's seed.
 
@@ -59,11 +61,19 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
     array or a schedule W_t) of a decentralized method, None for a master–worker one. X0:
     optional (n, d) per-node start (decentralized). compressor: apply this one instead of
     ``alg.compressor`` (a wrapper of it, e.g. ``decomp sim``'s byte recorder); ignored by a
-    method that sends dense vectors.
+    method that sends dense vectors. layout: the model's tensors (None: one slot of x0's
+    length), to which per-tensor compressors (``alg``'s, and ``compressor``) are bound, as
+    ``Env.codec`` and the runner do; ``alg`` itself is not modified.
     """
     from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 
     fn = reference_of(alg)
+    try:
+        model = layout_of(x0.size, layout)
+    except ValueError as e:
+        raise ConfigError(f"decomp.sim: {e}") from None
+    alg = bind_attributes(alg, model)
+    compressor = bind_layout(compressor, model)
     if not getattr(alg, "uses_compressor", True):
         C: Compressor = Identity()
     else:
@@ -83,16 +93,16 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
 def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
              lr: float, steps: int, seed: int = 0, compressor: Any = None,
              batch_size: int | None = None, X0: np.ndarray | None = None,
-             **options: Any) -> Trace | DecentralizedTrace:
+             layout: Layout | None = None, **options: Any) -> Trace | DecentralizedTrace:
     """:func:`reference` of the registered method ``algorithm`` (a config name), built by the
     registry as ``decomp run`` builds it: compressor (a Compressor or a spec; None: the
     method's default), ``batch_size`` τ and its options (unknown ones refused, naming the
-    valid or renamed key)."""
+    valid or renamed key); ``layout`` as for :func:`reference`."""
     from decomp.algorithms.registry import get
 
     alg = get(algorithm).build(compressor=compressor, batch_size=batch_size, options=options,
                                label=f"decomp.sim {algorithm!r}")
-    return reference(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, X0=X0)
+    return reference(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, X0=X0, layout=layout)
 
 
 #: the decentralized spelling of :func:`simulate` (W the fourth argument)

@@ -23,7 +23,7 @@ from decomp.compress import bind_attributes, make_compressor
 from decomp.data import load_dataset
 from decomp.layout import Layout
 from decomp.problems import initial_point, split_problem
-from decomp.sim import simulate, simulate_decentralized
+from decomp.sim import reference, simulate
 from decomp.topologies import mixing_matrix
 
 SEED = 5
@@ -47,10 +47,11 @@ def test_ef21_per_tensor_is_bit_for_bit_the_reference(comm, master: str, spec: s
     tp, env, probs, x0 = masterworker_setting(comm, master, "float64", SEED, 0.1)
     env = dataclasses.replace(env, layout=LAYOUT)
     assert x0.size == LAYOUT.d
-    alg = bind_attributes(EF21(_recipe(spec)), env.layout)  # as a session does
+    recipe_alg = EF21(_recipe(spec))
+    alg = bind_attributes(recipe_alg, env.layout)  # as a session does
     state, xs = run_iterates(alg, env, x0, STEPS)
-    C = alg.compressor
-    ref = simulate("ef21", probs, x0, lr=0.1, steps=STEPS, seed=SEED, compressor=C)
+    # the reference binds the object's recipe to the layout itself
+    ref = reference(recipe_alg, probs, x0, lr=0.1, steps=STEPS, seed=SEED, layout=LAYOUT)
     ok = bool(np.array_equal(xs, ref.xs))
     sent = (tp.worker, tp.bytes.up)
     got = comm.allgather((ok, sent))
@@ -71,12 +72,12 @@ def test_choco_per_tensor_is_bit_for_bit_the_reference(comm, topology: str, spec
     x0 = initial_point("normal", ds.n_features, seed=SEED)
     W = mixing_matrix(topology, comm.size)
     tp = Neighborhood(W, comm)
-    alg = bind_attributes(CHOCOSGD(_recipe(spec), gamma_c=0.3, batch_size=16), LAYOUT)
+    recipe_alg = CHOCOSGD(_recipe(spec), consensus_step=0.3, batch_size=16)
+    alg = bind_attributes(recipe_alg, LAYOUT)
     env = Env(tp, probs[comm.rank], comm.size, SEED, 0.2, layout=LAYOUT)
     assert env.codec(_recipe(spec)).inner.layout == LAYOUT  # env.codec binds a recipe
     state, xs = run_iterates(alg, env, x0, STEPS)
-    ref = simulate_decentralized("choco_sgd", probs, x0, W, lr=0.2, steps=STEPS, seed=SEED,
-                                 batch_size=16, compressor=alg.compressor, gamma_c=0.3)
+    ref = reference(recipe_alg, probs, x0, W, lr=0.2, steps=STEPS, seed=SEED, layout=LAYOUT)
     ok = bool(np.array_equal(xs, ref.xs[:, comm.rank]))
     ok &= bool(np.array_equal(state.R[0], ref.state["Xhat"][comm.rank]))
     counts = (tp.bytes.up, int(ref.bytes_sent[comm.rank]))
@@ -85,3 +86,18 @@ def test_choco_per_tensor_is_bit_for_bit_the_reference(comm, topology: str, spec
     assert all(g[0] for g in got)
     assert all(up == want for _, (up, want) in got)
     assert np.abs(xs[-1] - xs[0]).max() > 0
+
+
+def test_reference_refuses_a_layout_of_another_length() -> None:
+    from decomp.errors import ConfigError
+
+    ds = load_dataset("breast_cancer", scale="standard", dtype="float64")
+    probs = split_problem(ds, "logistic", 2)
+    x0 = initial_point("normal", ds.n_features, seed=SEED)
+    with pytest.raises(ConfigError, match="d = 31"):
+        simulate("ef21", probs, x0, lr=0.1, steps=2, compressor=SPECS["topk"],
+                 layout=Layout.flat(31))
+    one = simulate("ef21", probs, x0, lr=0.1, steps=3, compressor=SPECS["topk"])  # one slot
+    flat = simulate("ef21", probs, x0, lr=0.1, steps=3, compressor={"kind": "topk",
+                                                                    "ratio": 0.2})
+    assert np.array_equal(one.xs, flat.xs)
