@@ -101,3 +101,31 @@ def test_reference_refuses_a_layout_of_another_length() -> None:
     flat = simulate("ef21", probs, x0, lr=0.1, steps=3, compressor={"kind": "topk",
                                                                     "ratio": 0.2})
     assert np.array_equal(one.xs, flat.xs)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ef21_per_tensor_on_a_torch_model_equals_the_reference(comm) -> None:
+    """The layout of a real model (FlatModel.layout of a 10-16-3 MLP: four tensors) into Env
+    and into the reference; float32 torch gradients, so a ulp-level tolerance as in
+    test_torch_vs_sim.py; the bytes exactly."""
+    pytest.importorskip("torch")
+    from _torch_case import SEED as TSEED
+    from _torch_case import problems as torch_problems
+
+    from decomp.comm import MasterWorker
+
+    tp = MasterWorker(comm, "shared")
+    probs = torch_problems(tp.n_workers, False)
+    layout = probs[0].flat.layout
+    assert len(layout) == 4
+    x0 = probs[0].flat.params.copy()
+    mine = torch_problems(tp.n_workers, False)[tp.worker]
+    env = Env(tp, mine, tp.n_workers, TSEED, 0.2, layout=layout)
+    recipe_alg = EF21(_recipe("topk"))
+    alg = bind_attributes(recipe_alg, layout)
+    _, xs = run_iterates(alg, env, x0, 8)
+    ref = reference(recipe_alg, probs, x0, lr=0.2, steps=8, seed=TSEED, layout=layout)
+    rel = float(np.abs(xs - ref.xs).max() / np.abs(ref.xs).max())
+    got = comm.allgather((rel, tp.worker, tp.bytes.up))
+    assert all(r <= 2e-6 for r, _, _ in got), got
+    assert all(b == ref.bytes_up[w] for _, w, b in got if w is not None)
