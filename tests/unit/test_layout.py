@@ -71,3 +71,16 @@ def test_flat_model_layout() -> None:
     for s in fm.layout:
         assert np.array_equal(fm.unflatten(fm.params)[s.name],
                               fm.params[s.offset:s.stop].reshape(s.shape))
+
+
+def test_layout_imports_nothing_from_decomp() -> None:
+    """Every layer may use the layout: it sits below them all."""
+    import ast
+    from pathlib import Path
+
+    import decomp.layout
+
+    tree = ast.parse(Path(decomp.layout.__file__).read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in names if m.split(".")[0] == "decomp"], names
