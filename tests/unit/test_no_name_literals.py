@@ -68,17 +68,7 @@ def _groups() -> dict[str, list[Path]]:
 
 
 GROUPS = _groups()
-#: helper A1 of issue 21 removes these (decomp.sim dispatching through the registry, the
-#: runner's simulate.py declarations); until that merges they may still spell names
-PENDING = {"decomp/sim", "decomp/runner"}
-
-
-_PENDING_MARK = pytest.mark.xfail(reason="still spells names (issue 21, helper A1)",
-                                  strict=False)
-
-
-@pytest.mark.parametrize("group", [pytest.param(g, marks=_PENDING_MARK) if g in PENDING else g
-                                   for g in sorted(GROUPS)])
+@pytest.mark.parametrize("group", sorted(GROUPS))
 def test_no_algorithm_name_literal_outside_the_algorithms(group: str) -> None:
     names = set(REGISTRY)
     hits = [h for p in GROUPS[group] for h in name_literals(p, names)]
