@@ -82,6 +82,16 @@ def _dense(W: Any) -> np.ndarray:
     return np.asarray(W.dense() if hasattr(W, "dense") else W, dtype=np.float64)
 
 
+def sum_in_rank_order(board: Board, rank: int, vec: np.ndarray) -> None:
+    """vec ← Σ_r vec_r over the ranks on ``board``, added in rank order (in place; every rank
+    gets the same bits)."""
+    got = board.publish(rank, vec.copy())
+    acc = got[0].copy()
+    for v in got[1:]:  # rank order
+        acc += v
+    vec[:] = acc
+
+
 class ThreadNeighborhood:
     """Node ``rank`` of W (or of a schedule W_t: anything with ``period`` and ``W(k)``) on a
     :class:`Board`: the :class:`~decomp.comm.protocols.NeighborTransport` protocol in memory.
@@ -194,11 +204,7 @@ class ThreadNeighborhood:
         self.bytes.down += vec.nbytes
 
     def allreduce_uncounted(self, vec: np.ndarray) -> None:
-        got = self.board.publish(self.rank, vec.copy())
-        acc = got[0].copy()
-        for v in got[1:]:  # rank order
-            acc += v
-        vec[:] = acc
+        sum_in_rank_order(self.board, self.rank, vec)
 
     def min_uncounted(self, value: int) -> int:
         return int(min(self.board.publish(self.rank, int(value))))
@@ -294,8 +300,4 @@ class ThreadMasterWorker:
         self.bytes.down += vec.nbytes
 
     def allreduce_uncounted(self, vec: np.ndarray) -> None:
-        got = self.board.publish(self.rank, vec.copy())
-        acc = got[0].copy()
-        for v in got[1:]:  # rank order
-            acc += v
-        vec[:] = acc
+        sum_in_rank_order(self.board, self.rank, vec)

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _methods import build_any
 from mpi4py import MPI
 
 from decomp.algorithms import REGISTRY, AlgorithmSpec, DecentralizedAlgorithm, family
 from decomp.algorithms.registry import family_of, names
-from decomp.compress import QSGD, TopK
 from decomp.config import load_config
 from decomp.data import load_dataset
 from decomp.errors import ConfigError
@@ -25,37 +25,11 @@ from decomp.sim import reference, reference_of, simulate
 from decomp.topologies import MixingMatrix
 
 REPO = Path(__file__).resolve().parents[2]
-#: values for the options a class takes without a default (by option, not by method)
-REQUIRED = {"consensus_step": 0.5}
-
-
-def _required(spec: AlgorithmSpec) -> dict[str, Any]:
-    """The options ``spec`` needs (no default in its class: empty or None), from
-    :data:`REQUIRED`."""
-    import inspect
-
-    need = [k for k, v in spec.options.items()
-            if v is inspect.Parameter.empty or (v is None and k in REQUIRED)]
-    missing = [k for k in need if k not in REQUIRED]
-    assert not missing, f"{spec.name}: give the test a value for {missing} in REQUIRED"
-    return {k: REQUIRED[k] for k in need}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
-    """The method with the first compressor its analysis accepts (its default, Top-2, else
-    QSGD-8; none for the dense methods)."""
-    last: Exception | None = None
-    candidates = ((None if spec.default_compressor else TopK(2), QSGD(levels=8))
-                  if spec.uses_compressor else (None,))
-    for C in candidates:
-        try:
-            alg = spec.build(compressor=C, batch_size=8 if spec.needs_batch else None,
-                             options=_required(spec))
-            alg.check(30)
-            return alg
-        except ConfigError as e:
-            last = e
-    raise AssertionError(f"{spec.name}: no compressor accepted: {last}")
+    """The method with a compressor it accepts (tests/unit/_methods.py)."""
+    return build_any(spec, 30, 8)
 
 
 @pytest.fixture(scope="module")

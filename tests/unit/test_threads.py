@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _methods import build_any
 
 from decomp.algorithms import REGISTRY, AlgorithmSpec, Env
 from decomp.comm.protocols import MasterWorkerTransport, NeighborTransport
 from decomp.comm.threads import Board, ThreadMasterWorker, ThreadNeighborhood, run_ranks
-from decomp.compress import QSGD, TopK
 from decomp.data import load_dataset
 from decomp.errors import ConfigError, PayloadError, UsageError
 from decomp.problems import Problem, initial_point, split_problem
@@ -24,30 +24,11 @@ from decomp.topologies import mixing_matrix, mixing_schedule
 STEPS = 4
 SEED = 5
 LR = 0.1
-#: values for the options a class takes without a default (by option, not by method)
-REQUIRED = {"consensus_step": 0.5}
-
-
-def _required(spec: AlgorithmSpec) -> dict[str, Any]:
-    """The options ``spec`` needs (no default in its class), from :data:`REQUIRED`."""
-    return {k: REQUIRED[k] for k, v in spec.options.items() if v is None and k in REQUIRED}
 
 
 def _build(spec: AlgorithmSpec) -> Any:
-    """The method with the first compressor its analysis accepts (its default, Top-2, else
-    QSGD-8; none for the dense methods)."""
-    last: Exception | None = None
-    candidates = ((None if spec.default_compressor else TopK(2), QSGD(levels=8))
-                  if spec.uses_compressor else (None,))
-    for C in candidates:
-        try:
-            alg = spec.build(compressor=C, batch_size=4 if spec.needs_batch else None,
-                             options=_required(spec))
-            alg.check(9)
-            return alg
-        except ConfigError as e:
-            last = e
-    raise AssertionError(f"{spec.name}: no compressor accepted: {last}")
+    """The method with a compressor it accepts (tests/unit/_methods.py)."""
+    return build_any(spec, 9, 4)
 
 
 def _problem(n: int, d: int = 9) -> tuple[list[Problem], np.ndarray]:
