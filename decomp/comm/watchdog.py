@@ -42,10 +42,19 @@ class Watchdog:
     ``beat(step)`` records this rank's progress (called by the loop after every step);
     ``start()`` / ``stop()`` bracket a run. ``on_silence(message)`` (default: print to stderr
     and ``MPI_Abort`` with exit code 124) is called once from the thread when peers fall silent.
+
+    Contract (tests/unit/test_watchdog_timing.py, with an injected clock): the thread wakes
+    every ``interval`` = min(5 s, timeout_s / 6) seconds; a peer is reported at the first
+    wake-up at which it has been silent (nothing received from it) for more than
+    ``timeout_s`` — so never before ``timeout_s`` of silence, and at most one interval after.
+    ``clock`` (default ``time.monotonic``) and ``sleep`` (wait that long or until stopped;
+    True = stopped; default the stop event's ``wait``) are there for that test.
     """
 
     def __init__(self, comm: Any, timeout_s: float, *, interval: float | None = None,
-                 on_silence: Callable[[str], None] | None = None) -> None:
+                 on_silence: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], bool] | None = None) -> None:
         from mpi4py import MPI
 
         if not timeout_s > 0:
@@ -65,6 +74,8 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_silence = on_silence or self._abort
+        self._clock = clock
+        self._sleep = sleep or self._stop.wait
 
     def beat(self, step: int) -> None:
         """This rank has finished ``step`` (a plain store; the thread sends it)."""
@@ -73,7 +84,7 @@ class Watchdog:
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
-        now = time.monotonic()
+        now = self._clock()
         self._heard = dict.fromkeys(self.peers, now)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="decomp-watchdog", daemon=True)
@@ -97,14 +108,14 @@ class Watchdog:
             MPI.Request.Waitall(self._reqs)  # 8-byte sends go eagerly: these are complete
             self._reqs = []
             self.comm.Barrier()
-            self._drain(time.monotonic())
+            self._drain(self._clock())
             self.comm.Free()
             self.comm = None
 
     # --- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            now = time.monotonic()
+        while not self._sleep(self.interval):
+            now = self._clock()
             self._send()
             self._drain(now)
             silent = [p for p in self.peers if now - self._heard[p] > self.timeout_s]
