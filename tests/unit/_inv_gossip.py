@@ -164,5 +164,41 @@ def deepsqueeze_error(name: str) -> None:
     assert np.any(snaps[0][STEPS]["e"] != 0)
 
 
+def dcd_difference(name: str) -> None:
+    """DCD-PSGD (Tang et al. 2018, Alg. 1): x_i^{t+1} = x_i^t + C(z_i), z_i = Σ_j W_ij x_j^t −
+    γ ∇F_i(x_i^t) − x_i^t (the replicas are exact), C the plain reference with node i's key."""
+    alg = _alg(name)
+    W, Wd = _ring()
+    problems, _, snaps = run_dec(alg, W, N, STEPS)
+    for t in range(STEPS):
+        X = stack(snaps, "x", t)
+        for i in range(N):
+            g = grads(problems, X[i], t + 1, alg.batch_size)[i]
+            z = Wd[i] @ X - LR * g - X[i]
+            want = X[i] + alg.compressor.reference(z, stream_key(SEED, i, N, t + 1))
+            close(snaps[i][t + 1]["x"], want, f"x_{i} step {t + 1}", ulps=256)
+
+
+def ecd_estimate(name: str) -> None:
+    """ECD-PSGD (Tang et al. 2018, Alg. 2), paper counter τ = t_start + t:
+    x_i^{t+1} = Σ_j W_ij ỹ_j − γ ∇F_i(x_i^t), z_i = (1 − τ/2) x_i^t + (τ/2) x_i^{t+1},
+    ỹ_i ← (1 − 2/τ) ỹ_i + (2/τ) C(z_i), C the plain reference with node i's key."""
+    alg = _alg(name)
+    W, Wd = _ring()
+    problems, _, snaps = run_dec(alg, W, N, STEPS)
+    for t in range(STEPS):
+        tau = alg.t_start + t
+        Y = np.stack([snaps[i][t]["R"][0] for i in range(N)])
+        for i in range(N):
+            x, xn = snaps[i][t]["x"], snaps[i][t + 1]["x"]
+            g = grads(problems, x, t + 1, alg.batch_size)[i]
+            close(xn, Wd[i] @ Y - LR * g, f"x_{i} step {t + 1}", ulps=256)
+            z = (1 - tau / 2) * x + (tau / 2) * xn
+            want = (1 - 2 / tau) * Y[i] + (2 / tau) * alg.compressor.reference(
+                z, stream_key(SEED, i, N, t + 1))
+            close(snaps[i][t + 1]["R"][0], want, f"ỹ_{i} step {t + 1}", ulps=256)
+
+
 CHECKS = {f.__name__: f for f in (mean_step, identical_models, replicas_agree,
-                                  mixing_sum_from_replicas, beer_tracking, deepsqueeze_error)}
+                                  mixing_sum_from_replicas, beer_tracking, deepsqueeze_error,
+                                  dcd_difference, ecd_estimate)}

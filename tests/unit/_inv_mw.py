@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from _inv_harness import LR, SEED, build, close, grads, ref_states, run_mw
 
+from decomp.algorithms.env import stream_key
 from decomp.compress import Identity, TopK
 from decomp.participation import participants
 
@@ -166,5 +167,47 @@ def mean_gradient_step(name: str) -> None:
         close(s[t + 1]["x"], s[t]["x"] - LR * g, f"{name} step {t + 1}")
 
 
+def markov_compressor(name: str) -> None:
+    """The EF21 mechanism on every worker: g_i^{t+1} = g_i^t + C(u_i − g_i^t) with u_i =
+    ∇F_i(x^{t+1}; ξ_i^{t+1}) (EF21-SGDM: u_i = v_i^{t+1} = (1 − η) v_i^t + η ∇F_i(x^{t+1});
+    EF21-PP: for i ∈ S_t only), C the compressor's plain reference with worker i's key."""
+    alg = build(name)
+    n = 3
+    problems, _, ranks = run_mw(alg, n, STEPS)
+    workers = _workers(ranks)
+    C = alg.compressor
+    for t in range(1, STEPS + 1):
+        x = ranks[0][1][t]["x"]  # x^{t+1} of the paper: the step descends first
+        G = grads(problems, x, t, alg.batch_size)
+        S = participants(SEED, t, n, alg.p, alg.sampling) if name == "ef21_pp" else \
+            np.ones(n, dtype=bool)
+        for i in range(n):
+            before, after = workers[i][t - 1], workers[i][t]
+            u = G[i]
+            if name == "ef21_sgdm":
+                u = (1.0 - alg.eta) * before["v"] + alg.eta * G[i]
+                close(after["v"], u, f"v_{i} step {t}")
+            if not S[i]:
+                continue
+            want = before["g_local"] + C.reference(u - before["g_local"],
+                                                   stream_key(SEED, i, n, t))
+            close(after["g_local"], want, f"{name} g_{i} step {t}")
+
+
+def compressed_mean_step(name: str) -> None:
+    """DCGD: x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)), C the compressor's plain reference with
+    worker i's key (not the runtime's encode/decode)."""
+    alg = build(name)
+    n = 3
+    problems, _, ranks = run_mw(alg, n, STEPS)
+    s = ranks[0][1]
+    for t in range(STEPS):
+        G = grads(problems, s[t]["x"], t + 1, alg.batch_size)
+        V = np.stack([alg.compressor.reference(G[i], stream_key(SEED, i, n, t + 1))
+                      for i in range(n)])
+        close(s[t + 1]["x"], s[t]["x"] - LR * V.mean(axis=0), f"{name} step {t + 1}")
+
+
 CHECKS = {f.__name__: f for f in (replicated_model, g_is_mean, pp_participation, bc_downlink,
-                                  ef_virtual_iterate, heavy_ball, mean_gradient_step)}
+                                  ef_virtual_iterate, heavy_ball, mean_gradient_step,
+                                  markov_compressor, compressed_mean_step)}
