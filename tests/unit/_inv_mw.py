@@ -41,20 +41,26 @@ def _aggregate_field(name: str) -> str:
 def g_is_mean(name: str) -> None:
     """EF21 family: g^t = (1/n) Σ_i g_i^t after init and every step, on every rank that keeps
     g (EF21-BC: the master's g̃ = (1/n) Σ_i g̃_i); EF21+: the master's G[i] is worker i's g_i
-    bit for bit. Then the same on the reference (its G and g after s steps)."""
-    alg = build(name)
+    bit for bit. Both downlinks where the method has the option, a shared and a dedicated
+    master. Then the same on the reference (its G and g after s steps)."""
+    from decomp.algorithms import REGISTRY
+
     n = 4
-    problems, x0, ranks = run_mw(alg, n, STEPS)
-    workers = _workers(ranks)
     agg = _aggregate_field(name)
-    for t in range(STEPS + 1):
-        G = np.stack([workers[i][t]["g_local"] for i in range(n)])
-        holders = [s[t][agg] for _, s in ranks if s[t].get(agg) is not None]
-        assert holders, f"{name}: nobody holds {agg}"
-        for g in holders:
-            close(g, G.mean(axis=0), f"{name} step {t}: {agg} vs mean of g_i")
-        if "G" in ranks[0][1][t] and ranks[0][1][t]["G"] is not None:
-            np.testing.assert_array_equal(ranks[0][1][t]["G"], G)
+    downlinks = ("compressed", "model") if "downlink" in REGISTRY[name].options else (None,)
+    for downlink in downlinks:
+        alg = build(name, **({"downlink": downlink} if downlink else {}))
+        for master in ("shared", "dedicated"):
+            problems, x0, ranks = run_mw(alg, n, STEPS, master=master)
+            workers = _workers(ranks)
+            for t in range(STEPS + 1):
+                G = np.stack([workers[i][t]["g_local"] for i in range(n)])
+                holders = [s[t][agg] for _, s in ranks if s[t].get(agg) is not None]
+                assert holders, f"{name}: nobody holds {agg}"
+                for g in holders:
+                    close(g, G.mean(axis=0), f"{name} {downlink} {master} step {t}: {agg}")
+                if ranks[0][1][t].get("G") is not None:
+                    np.testing.assert_array_equal(ranks[0][1][t]["G"], G)
     for s, tr in enumerate(ref_states(alg, problems, x0, STEPS)):
         close(tr.state[agg], tr.state["G"].mean(axis=0), f"{name} reference after {s} steps")
 
