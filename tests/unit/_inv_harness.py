@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from _methods import build_any, required_options
 
 from decomp.algorithms import REGISTRY, Env
 from decomp.comm.threads import Board, ThreadMasterWorker, ThreadNeighborhood, run_ranks
-from decomp.compress import QSGD, Compressor, TopK
+from decomp.compress import Compressor
 from decomp.data import load_dataset
 from decomp.problems import Problem, initial_point, oracle_grad, split_problem
 from decomp.sim import reference
@@ -31,15 +32,18 @@ def problem(n: int, d: int = D) -> tuple[list[Problem], np.ndarray]:
 
 
 def build(name: str, compressor: Compressor | None = None, **options: Any) -> Any:
-    """The registered method ``name`` with ``compressor`` (default: Top-2, QSGD-8 for a method
-    needing an unbiased one, its own default if it has one) and τ = 4 where it needs a batch."""
+    """The registered method ``name`` as tests/unit/_methods.py builds any method (its
+    default compressor, Top-2, else QSGD-8; the required options; τ = 4 where it needs a
+    batch), with ``compressor`` (ignored by a dense method) and ``options`` given here."""
     spec = REGISTRY[name]
-    C = None
-    if spec.uses_compressor and compressor is not None:
-        C = compressor
-    elif spec.uses_compressor and spec.default_compressor is None:
-        C = QSGD(levels=8) if spec.cls.requirement == "unbiased" else TopK(2)
-    return spec.build(compressor=C, batch_size=4 if spec.needs_batch else None, options=options)
+    if not spec.uses_compressor:
+        compressor = None  # a dense method takes none
+    if compressor is None and not options:
+        return build_any(spec, D, 4)
+    if compressor is None and spec.uses_compressor:
+        compressor = build_any(spec, D, 4).compressor
+    return spec.build(compressor=compressor, batch_size=4 if spec.needs_batch else None,
+                      options={**required_options(spec), **options})
 
 
 def snap(state: Any) -> dict[str, Any]:

@@ -71,16 +71,11 @@ def _cases() -> list[tuple[str, str]]:
             continue
         out.append((name, "ring"))
         try:
-            build(name, **_opts(name)).check_mixing(mixing_schedule("one-peer-hypercube", 4))
+            build(name).check_mixing(mixing_schedule("one-peer-hypercube", 4))
             out.append((name, "hypercube"))
         except ConfigError:
             pass
     return out
-
-
-def _opts(name: str) -> dict[str, Any]:
-    spec = REGISTRY[name]
-    return {"consensus_step": 0.5} if "consensus_step" in spec.options else {}
 
 
 def _fields_by_value(a: Any, b: Any, what: str) -> None:
@@ -105,7 +100,7 @@ def _poison(state: Any) -> None:
 @pytest.mark.parametrize("name,where", _cases(), ids=[f"{n}-{w}" for n, w in _cases()])
 def test_a_checkpoint_round_trip_keeps_every_state_field_by_value(
         tmp_path: Path, name: str, where: str) -> None:
-    alg = build(name, **_opts(name))
+    alg = build(name)
     mw = REGISTRY[name].family == "master_worker"
     n = 4 if where == "hypercube" else 3
     size = n + (where == "dedicated")
