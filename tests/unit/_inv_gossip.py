@@ -124,7 +124,7 @@ def mixing_sum_from_replicas(name: str) -> None:
 def beer_tracking(name: str) -> None:
     """BEER's gradient tracking: Σ_i v_i^t = Σ_i ∇F_i(x_i^t; ξ_i^t) (grad_prev is that
     gradient, checked against the oracle) and x̄^{t+1} = x̄^t − η v̄^t, on a ring and on the
-    one-peer hypercube; the reference's V and grad_prev on the ring too."""
+    one-peer hypercube; the reference's V and grad_prev on both too."""
     alg = _alg(name)
     W, _ = _ring()
     for mixing in (W, mixing_schedule("one-peer-hypercube", N)):
@@ -138,8 +138,9 @@ def beer_tracking(name: str) -> None:
             if t < STEPS:
                 close(stack(snaps, "x", t + 1).mean(axis=0), X.mean(axis=0) - LR * V.mean(axis=0),
                       f"x̄ at step {t + 1}")
-    for s, tr in enumerate(ref_states(alg, problems[:N], x0, STEPS, W)):
-        close(tr.state["V"].sum(axis=0), tr.state["grad_prev"].sum(axis=0), f"reference {s}")
+        for s, tr in enumerate(ref_states(alg, problems, x0, STEPS, mixing)):
+            close(tr.state["V"].sum(axis=0), tr.state["grad_prev"].sum(axis=0),
+                  f"reference {s}")
 
 
 def deepsqueeze_error(name: str) -> None:
