@@ -18,6 +18,8 @@ stream             number  kind        used by
 ``SECOND``         1       per worker  a second payload of the same step (EF21+'s
                                        broadcast candidate, BEER's g-payload)
 ``MASTER``         2       shared      the master's downlink compression (EF21-BC's C_M)
+``LOWRANK``        3       shared      a low-rank method's common random start (PowerSGD's
+                                       initial Q, the same on every rank)
 =================  ======  ==========  ==================================================
 
 A new purpose takes the next number (and says whether it is shared in :data:`SHARED`); the
@@ -50,10 +52,11 @@ class Stream(IntEnum):
     PAYLOAD = 0
     SECOND = 1
     MASTER = 2
+    LOWRANK = 3
 
 
 #: streams with one key per step for the whole run (not per worker)
-SHARED = frozenset({Stream.MASTER})
+SHARED = frozenset({Stream.MASTER, Stream.LOWRANK})
 
 
 def stream_key(seed: int, worker: int | None, n: int, step: int, stream: int = 0) -> Key:

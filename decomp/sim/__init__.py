@@ -17,6 +17,7 @@ randomness as the MPI runtime, so a multi-rank run must match it iterate for ite
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,7 +88,9 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
     if W is not None or X0 is not None:
         raise ConfigError(f"{alg.name} is a master–worker method: its reference takes no "
                           "mixing matrix W and no per-node start X0")
-    return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C)
+    # a reference that reads the model's tensors (low-rank methods) declares ``layout``
+    extra = {"layout": model} if "layout" in inspect.signature(fn).parameters else {}
+    return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C, **extra)
 
 
 def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
