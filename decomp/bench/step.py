@@ -60,7 +60,7 @@ METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
     "dpsgd ring": ("decomp", DPSGD, None, {}),
     "ddp": ("ddp", "allreduce", None, {}),
     "ddp fp16": ("ddp", "fp16", None, {}),
-    "ddp powersgd r4": ("ddp", "powersgd", None, {}),
+    "ddp powersgd r4": ("ddp", "powersgd_hook", None, {}),
     "local (no comm)": ("local", "", None, {}),
 }
 REFERENCE = "ddp"
@@ -173,7 +173,7 @@ def _torch_step(module: Any, data: tuple[Any, Any], batch: int, seed: int, rank:
 
 
 class _TorchRunner(_Runner):
-    """DDP (hook "allreduce" | "fp16" | "powersgd") or a local step with no communication."""
+    """DDP (hook "allreduce" | "fp16" | "powersgd_hook") or a local step with no communication."""
 
     def __init__(self, comm: Any, kind: str, hook: str, model: Any, data: tuple[Any, Any],
                  batch: int, lr: float, seed: int) -> None:
@@ -196,7 +196,7 @@ class _TorchRunner(_Runner):
             pg = dist.new_group(backend="gloo", pg_options=opts)
             # PowerSGD chains its all-reduces in gloo callbacks; with several buckets the next
             # bucket's all-reduce can overtake them on one rank only: one bucket for it
-            cap = {"bucket_cap_mb": 4096.0} if hook == "powersgd" else {}
+            cap = {"bucket_cap_mb": 4096.0} if hook == "powersgd_hook" else {}
             module = DDP(module, process_group=pg, **cap)
             ring = 2.0 * (n - 1) / n
             if hook == "fp16":
@@ -204,7 +204,7 @@ class _TorchRunner(_Runner):
 
                 module.register_comm_hook(None, default_hooks.fp16_compress_hook)
                 self.sent_per_step = ring * 2 * d
-            elif hook == "powersgd":
+            elif hook == "powersgd_hook":
                 from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
 
                 state = psgd.PowerSGDState(process_group=pg, matrix_approximation_rank=4,
