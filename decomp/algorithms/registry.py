@@ -32,6 +32,7 @@ from decomp.algorithms.ef21 import EF21, EF21Plus
 from decomp.algorithms.ef21_bc import EF21BC
 from decomp.algorithms.ef21_pp import EF21PP
 from decomp.algorithms.ef21_sgdm import EF21SGDM
+from decomp.algorithms.powersgd import PowerSGD
 from decomp.algorithms.sgdm import SGDM
 from decomp.compress import make_compressor
 from decomp.errors import ConfigError
@@ -169,6 +170,8 @@ _SPECS = (
     AlgorithmSpec("ef21_pp", EF21PP, "EF21-PP: partial participation (Fatkhullin et al. 2021)"),
     AlgorithmSpec("ef21_bc", EF21BC, "EF21-BC: bidirectional compression (Fatkhullin et al. "
                   "2021)"),
+    AlgorithmSpec("powersgd", PowerSGD, "PowerSGD: rank-r power iteration per tensor, error "
+                  "feedback, all-reduce (Vogels et al. 2019)"),
     AlgorithmSpec("dpsgd", DPSGD, "D-PSGD (Lian et al. 2017), dense gossip"),
     AlgorithmSpec("dcd_psgd", DCDPSGD, "DCD-PSGD: difference compression (Tang et al. 2018)"),
     AlgorithmSpec("ecd_psgd", ECDPSGD, "ECD-PSGD: extrapolation compression (Tang et al. 2018)"),
