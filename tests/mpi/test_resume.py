@@ -64,6 +64,9 @@ TORCH_METHODS = [
     {"algorithm": "ef21_sgdm", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.2,
      "batch_size": 8, "eta": 0.3},
     {"algorithm": "sgdm", "lr": 0.1, "batch_size": 8, "momentum": 0.9},
+    # per-tensor state (errors e_i, warm-started Q's) on the model's layout
+    {"algorithm": "powersgd", "lr": 0.2, "batch_size": 8, "rank": 2,
+     "min_compression_rate": 1.0},
     {"algorithm": "ef", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.2,
      "batch_size": 8},
     {"algorithm": "choco_sgd", "compressor": {"kind": "topk", "ratio": 0.05}, "lr": 0.3,

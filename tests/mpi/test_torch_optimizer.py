@@ -38,6 +38,7 @@ from decomp.algorithms import (
     GD,
     SGDM,
     AllreduceSGD,
+    PowerSGD,
 )
 from decomp.compress import QSGD, Identity, TopK
 from decomp.problems import minibatch_rows
@@ -65,6 +66,9 @@ MW: dict[str, tuple[Any, str, dict[str, Any], bool]] = {
                      {"compressor": TopK(ratio=0.05), "batch_size": B}, True),
     "ef21-sgdm": (lambda **k: EF21SGDM(TopK(ratio=0.05), eta=0.3, **k), "ef21_sgdm",
                   {"compressor": TopK(ratio=0.05), "eta": 0.3, "batch_size": B}, True),
+    # low rank on the model's own tensors (the reference gets FlatModel.layout)
+    "powersgd-r2": (lambda **k: PowerSGD(rank=2, min_compression_rate=1.0, **k), "powersgd",
+                    {"rank": 2, "min_compression_rate": 1.0}, False),
 }
 
 
@@ -77,7 +81,7 @@ def bitwise_vs_sim(case: str, n: int) -> bool:
     Allreduce over more than 2 ranks sums in its own tree order (design.md, Correctness)."""
     if case == "ecd-qsgd16bit":
         return False
-    if case in ("gd", "sgd", "sgdm", "allreduce-sgd", "choco-top10"):
+    if case in ("gd", "sgd", "sgdm", "allreduce-sgd", "choco-top10", "powersgd-r2"):
         return n == 2
     return True
 
@@ -135,6 +139,7 @@ def test_master_worker_under_a_user_loop_equals_the_reference(comm, case: str,
     probs, x0, opt, prob = _setup(comm, make, sgd)
     first = 0 if opt.kind == "estimator" else 1
     X = _loop(opt, prob, comm.Get_rank(), batch=batch, first=first)
+    kw = {**kw, "layout": probs[0].flat.layout}  # binds per-tensor recipes; PowerSGD's split
     tr = simulate(name, probs, x0, lr=LR, steps=STEPS, seed=SEED, **kw)
     ref = tr.xs[1:]
     exact = bool(np.array_equal(X, ref))
@@ -194,7 +199,7 @@ def _direct(comm, make, probs, x0, batch: bool, topology: str | None = None) -> 
     else:
         tp = open_transport("decentralized", comm,
                             mixing=mixing_matrix(topology, comm.Get_size()))
-    s = Session(alg, tp, probs[rank], lr=LR, seed=SEED)
+    s = Session(alg, tp, probs[rank], lr=LR, seed=SEED, layout=probs[rank].flat.layout)
     s.init(x0)
     probs[rank].flat.bind(s.state.x)
     xs = []

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from decomp.algorithms import CHOCOSGD, EF, EF21, GD, EF21Plus
+from decomp.algorithms import CHOCOSGD, EF, EF21, GD, EF21Plus, PowerSGD
 from decomp.compress import TopK
 from decomp.errors import ConfigError
 from decomp.torch import DistributedOptimizer
@@ -172,7 +172,8 @@ def test_refusals(comm, case: str, match: str) -> None:
             DistributedOptimizer(sgd, model, GD(), comm=comm, check_every=0)
 
 
-@pytest.mark.parametrize("case", ["ef21-sgd", "ef-adam", "gd-own", "choco-sgdm", "dpsgd-own"])
+@pytest.mark.parametrize("case", ["ef21-sgd", "ef-adam", "gd-own", "choco-sgdm", "dpsgd-own",
+                                  "powersgd-adam"])
 def test_a_step_allocates_no_full_size_numpy_array(comm, case: str) -> None:
     """tracemalloc sees numpy's allocations (torch's own tensors are not traced): none of
     d·4/4 bytes or more inside step() once warm, as tests/unit/test_hot_path.py bounds the
@@ -188,7 +189,8 @@ def test_a_step_allocates_no_full_size_numpy_array(comm, case: str) -> None:
             "ef-adam": (lambda: EF(TopK(ratio=0.01)), "adam"),
             "gd-own": (lambda: GD(lr=0.01), None),
             "choco-sgdm": (lambda: CHOCOSGD(TopK(ratio=0.01), consensus_step=0.5), "sgdm"),
-            "dpsgd-own": (lambda: DPSGD(lr=0.01), None)}[case]
+            "dpsgd-own": (lambda: DPSGD(lr=0.01), None),
+            "powersgd-adam": (lambda: PowerSGD(rank=4), "adam")}[case]
     inner = {"sgd": lambda: torch.optim.SGD(model.parameters(), lr=0.01),
              "adam": lambda: torch.optim.Adam(model.parameters(), lr=1e-3),
              "sgdm": lambda: torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
