@@ -123,7 +123,7 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
 
     alg = plan.algorithm  # the reference reads its hyper-parameters (C, τ, options)
     comp = _StepTagged(alg.compressor) if alg.uses_compressor else None
-    kw = {"lr": lr, "seed": cfg.seed, "compressor": comp}
+    kw = {"lr": lr, "seed": cfg.seed, "compressor": comp, "layout": work.layout}
     t = np.arange(steps + 1, dtype=np.float64)
     if plan.decentralized:
         tr = reference(alg, work.problems, work.x0, mixing, steps=steps, **kw)
@@ -133,9 +133,11 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     rec = (_StepTagged(alg.compressor, record=len(work.problems), like=work.x0)
            if comp is not None else None)
     tr = reference(alg, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
-    if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP, EF21-BC): per step
-        return _Trace(tr.xs, np.cumsum(tr.state["up_bytes"]),
-                      _per_step_downlink(cfg, plan, work, tr.state["down_bytes"]))
+    if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP, EF21-BC, PowerSGD)
+        up = np.cumsum(tr.state["up_bytes"])
+        if alg.downlink == "allreduce":  # every worker receives what it contributed
+            return _Trace(tr.xs, up, up.copy())
+        return _Trace(tr.xs, up, _per_step_downlink(cfg, plan, work, tr.state["down_bytes"]))
     if rec is not None:
         rec.finish()
     start = float(reference(alg, work.problems, work.x0, steps=0,
