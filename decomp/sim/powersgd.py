@@ -45,8 +45,9 @@ def gram_schmidt(A: np.ndarray) -> np.ndarray:
 def simulate_powersgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
                       steps: int, seed: int, C: Compressor, layout: Layout) -> Trace:
     """PowerSGD from x0 (d,) for ``steps`` steps on the model's ``layout``: state E (n, d)
-    the errors e_i, Q the last Q's (flat). Bytes per worker and step: d values in a dense
-    step; Σ_dense size + Σ_compressed r·(m + k) values in a compressed one."""
+    the errors e_i, Q the last Q's (flat), up_bytes (T+1,) the bytes a worker sends at step t
+    (the warm-up's differ): d values in a dense step; Σ_dense size + Σ_compressed r·(m + k)
+    values in a compressed one (each worker receives as many: all-reduces)."""
     del C
     n, d, dt = len(problems), x0.size, x0.dtype
     plan = low_rank_plan(layout, alg.rank, alg.min_compression_rate)
@@ -54,12 +55,14 @@ def simulate_powersgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, 
     draw_q(q, plan, seed, n, 0)
     x, xs, sent = x0.copy(), [x0.copy()], np.zeros(n, dtype=np.int64)
     E = np.zeros((n, d), dtype=dt)
+    up = np.zeros(steps + 1, dtype=np.float64)  # bytes a worker sends at step t
     for t in range(1, steps + 1):
         G = _grads(problems, x, seed, t, alg.batch_size)
         if t - 1 < alg.start_iter or not plan.blocks:
             x = x - lr * (G.sum(axis=0) / n)
             xs.append(x)
             sent += d * dt.itemsize
+            up[t] = d * dt.itemsize
             continue
         Ms = G + E
         U = np.empty(d, dtype=dt)
@@ -80,4 +83,5 @@ def simulate_powersgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, 
         x = x - lr * U
         xs.append(x)
         sent += (plan.first + plan.second) * dt.itemsize
-    return Trace(np.stack(xs), sent, {"E": E, "Q": q})
+        up[t] = (plan.first + plan.second) * dt.itemsize
+    return Trace(np.stack(xs), sent, {"E": E, "Q": q, "up_bytes": up})
