@@ -62,9 +62,10 @@ def _drive(alg: Any, env: Env, x0: np.ndarray, steps: int) -> Snaps:
     return out
 
 
-def run_mw(alg: Any, n: int, steps: int, *, lr: float = LR, d: int = D, master: str = "shared"
-           ) -> tuple[list[Problem], np.ndarray, list[tuple[int | None, Snaps]]]:
-    """(problems, x0, [(worker index or None, snapshots) per rank])."""
+def run_mw(alg: Any, n: int, steps: int, *, lr: float = LR, d: int = D, master: str = "shared",
+           layout: Any = None) -> tuple[list[Problem], np.ndarray, list[tuple[int | None, Snaps]]]:
+    """(problems, x0, [(worker index or None, snapshots) per rank]); layout: the model's
+    tensors given to the Env (None: one flat slot)."""
     problems, x0 = problem(n, d)
     size = n + (master == "dedicated")
     board = Board(size)
@@ -72,7 +73,7 @@ def run_mw(alg: Any, n: int, steps: int, *, lr: float = LR, d: int = D, master: 
     def rank(r: int) -> tuple[int | None, Snaps]:
         tp = ThreadMasterWorker(r, board, master)
         prob = problems[tp.worker] if tp.worker is not None else None
-        return tp.worker, _drive(alg, Env(tp, prob, n, SEED, lr), x0, steps)
+        return tp.worker, _drive(alg, Env(tp, prob, n, SEED, lr, layout=layout), x0, steps)
 
     return problems, x0, run_ranks(board, rank)
 

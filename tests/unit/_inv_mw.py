@@ -214,6 +214,42 @@ def compressed_mean_step(name: str) -> None:
         close(s[t + 1]["x"], s[t]["x"] - LR * V.mean(axis=0), f"{name} step {t + 1}")
 
 
+def low_rank_error_feedback(name: str) -> None:
+    """PowerSGD (Vogels et al. 2019, Alg. 1–2) on a model of a 3×2 matrix and a 3-vector: on
+    every worker and step, with M_i = ∇f_i(x^t) + e_i^t and U = (x^t − x^{t+1})/γ, the
+    matrix's update M̂ has rank ≤ r and is the projection of M̄ = (1/n) Σ_i M_i on its own
+    column space (M̂ = P̂ P̂ᵀ M̄), e_i^{t+1} = M_i − M̂ there; the vector takes the mean gradient
+    and keeps no error. Shared and dedicated master (whose e stays 0)."""
+    from decomp.layout import Layout
+
+    layout = Layout.from_shapes([("w", (3, 2)), ("b", (3,))])
+    alg = build(name, rank=1, min_compression_rate=1.0)
+    assert len(alg.plan(layout, 9).blocks) == 1
+    n = 3
+    for master in ("shared", "dedicated"):
+        problems, _, ranks = run_mw(alg, n, STEPS, master=master, layout=layout)
+        workers = _workers(ranks)
+        for t in range(STEPS):
+            x, x1 = ranks[0][1][t]["x"], ranks[0][1][t + 1]["x"]
+            U = (x - x1) / LR
+            G = grads(problems, x, t + 1, alg.batch_size)
+            M = G + np.stack([workers[i][t]["e"] for i in range(n)])
+            Mhat = U[:6].reshape(3, 2)
+            u, sv, _ = np.linalg.svd(Mhat)
+            assert sv[1] <= 1e-12 * max(sv[0], 1.0), f"rank of M̂ at step {t + 1}: {sv}"
+            Pi = np.outer(u[:, 0], u[:, 0])
+            close(Pi @ M.mean(axis=0)[:6].reshape(3, 2), Mhat, f"M̂ = P̂P̂ᵀM̄ step {t + 1}",
+                  ulps=1e4)  # U comes back from x's rounding: a few ulp of x, over γ
+            close(U[6:], G.mean(axis=0)[6:], f"dense mean step {t + 1}", ulps=1e4)
+            for i in range(n):
+                e1 = workers[i][t + 1]["e"]
+                close(e1[:6], M[i, :6] - U[:6], f"e_{i} step {t + 1}", ulps=1e4)
+                assert not e1[6:].any()
+            if master == "dedicated":
+                assert not ranks[0][1][t + 1]["e"].any()
+
+
 CHECKS = {f.__name__: f for f in (replicated_model, g_is_mean, pp_participation, bc_downlink,
                                   ef_virtual_iterate, heavy_ball, mean_gradient_step,
-                                  markov_compressor, compressed_mean_step)}
+                                  markov_compressor, compressed_mean_step,
+                                  low_rank_error_feedback)}

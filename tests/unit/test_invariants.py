@@ -55,6 +55,7 @@ INVARIANTS: dict[str, tuple[str, ...] | str] = {
     "ef21_sgdm": ("replicated_model", "g_is_mean", "markov_compressor"),
     "ef21_pp": ("replicated_model", "g_is_mean", "pp_participation", "markov_compressor"),
     "ef21_bc": ("replicated_model", "g_is_mean", "bc_downlink", "markov_compressor"),
+    "powersgd": ("replicated_model", "low_rank_error_feedback"),
     "dpsgd": ("mean_step",),
     "dcd_psgd": ("replicas_agree", "dcd_difference"),
     "ecd_psgd": ("replicas_agree", "ecd_estimate"),
