@@ -21,6 +21,7 @@ import numpy as np
 from decomp.algorithms.decentralized_base import DecentralizedAlgorithm, Env, encode_or_zeros
 from decomp.algorithms.dense import allreduce_descend
 from decomp.comm.pattern import Call, CodecOp
+from decomp.layout import Layout
 from decomp.theory import TOPOLOGY_FREE
 
 #: compressor of ``allreduce_qsgd`` when the config gives none
@@ -55,7 +56,7 @@ class AllreduceSGD(DecentralizedAlgorithm):
     steps_scaling = replace(TOPOLOGY_FREE, baseline=True)
 
     def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
-                     dtype: Any = np.float64) -> list[Call]:
+                     dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
         return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, n, what="dense gradient sum")]
 
 
@@ -89,7 +90,7 @@ class AllreduceCompressed(DecentralizedAlgorithm):
     steps_scaling = TOPOLOGY_FREE  # the same update on every rank
 
     def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
-                     dtype: Any = np.float64) -> list[Call]:
+                     dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
         return [Call("allgather", self.compressor.payload_bytes(d, dtype), 1, n,
                      what="compressed gradients")]
 

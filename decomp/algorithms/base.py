@@ -32,6 +32,7 @@ from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison, sum_payload_bytes
 from decomp.errors import ConfigError, DivergenceError
 from decomp.kernels.fused import all_finite, apply_dense, descend
+from decomp.layout import Layout
 from decomp.problems import oracle_grad
 from decomp.theory import TOPOLOGY_FREE, StepsScaling
 
@@ -306,10 +307,12 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
     decodes_own: ClassVar[bool] = True
 
     def comm_pattern(self, d: int, n: int, degree: int = 0, *, master: str = "shared",
-                     dtype: Any = np.float64) -> list[Call]:
+                     dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
         """The calls of one step for n workers and a d-vector of ``dtype`` (degree: unused
         here). Dense methods all-reduce the gradient; the others gather the workers' payloads
-        at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`)."""
+        at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`).
+        layout: the model's tensors (None: one slot), for a method whose traffic depends on
+        the shapes (PowerSGD); a per-tensor compressor is bound to it beforehand."""
         world, fanin = master_world(n, master)
         if not self.uses_compressor:
             return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, world,

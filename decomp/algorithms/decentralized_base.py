@@ -56,6 +56,7 @@ from decomp.comm.timing import COMM, COMPRESS, COMPUTE, SECTIONS, Stopwatch, Tim
 from decomp.compress import Compressor
 from decomp.errors import ConfigError
 from decomp.kernels.fused import gossip_mix
+from decomp.layout import Layout
 from decomp.problems import oracle_grad
 from decomp.rng import Key
 from decomp.theory import StepsScaling
@@ -250,7 +251,7 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     dense_mixing: ClassVar[bool] = False
 
     def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
-                     dtype: Any = np.float64) -> list[Call]:
+                     dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
         """The calls of one step on n nodes of degree ``degree`` for a d-vector of ``dtype``
         (master: unused here): each of :attr:`exchanges` sends one message of
         :meth:`payload_bytes` to every neighbour."""

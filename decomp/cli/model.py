@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             return cal.estimate_compute(cfg, n, spec.batch_size)
     rows = predict_config(cfg, args.ranks, topos, link, d=d, compute_s=compute, costs=costs,
                           reference=reference, allreduce=args.allreduce, hops=args.hops,
-                          transient=args.transient)
+                          transient=args.transient, layout=cal.model_layout(cfg))
     head = (f"# {cfg.name}: d = {d}, {link.source}; allreduce {args.allreduce}, hops "
             f"{args.hops}; compute {'given' if args.compute_ms is not None else 'timed here'}; "
             f"codec costs {costs.path}")

@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from decomp.compress import Compressor
+from decomp.compress import Compressor, PerTensor
 from decomp.compress.randk import RandK
 from decomp.compress.topk import TopK
 from decomp.errors import ConfigError
 
 __all__ = ["BASE_LATENCY_S", "CodecCosts", "Link", "default_cache", "estimate_compute",
-           "link_from_json", "link_params", "model_dim", "shard_rows", "parse_delay", "parse_rate"]
+           "link_from_json", "link_params", "model_dim", "model_layout", "shard_rows",
+           "parse_delay", "parse_rate"]
 
 #: per-message latency of the MPI stack added to a user-given delay (seconds)
 BASE_LATENCY_S = 30e-6
@@ -226,7 +227,11 @@ class CodecCosts:
         return entry
 
     def seconds(self, op: str, C: Compressor | None, d: int, dtype: Any = np.float64) -> float:
-        """Seconds of one ``op`` (encode | decode | axpy) of C on a length-d vector."""
+        """Seconds of one ``op`` (encode | decode | axpy) of C on a length-d vector. A
+        per-tensor compressor is priced as its inner one on the whole vector: it runs the same
+        codec over the same d values, tensor by tensor (the per-tensor headers aside)."""
+        if isinstance(C, PerTensor):
+            C = C.inner
         dt = np.dtype(dtype)
         key = f"{'axpy' if C is None else repr(C)}|{dt.name}"
         entry = self.entries.get(key) or self._measure(key, C, dt)
@@ -275,6 +280,12 @@ def shard_rows(cfg: Any, n: int) -> int | None:
 def model_dim(cfg: Any) -> int:
     """d of the config's problem (loads its data set once; numpy and torch problems)."""
     return int(_workload(cfg, 1).x0.size)
+
+
+def model_layout(cfg: Any) -> Any:
+    """The config's model as a list of tensors (:class:`decomp.layout.Layout`: one slot for
+    a numpy problem, the torch model's parameters otherwise)."""
+    return _workload(cfg, 1).layout
 
 
 _WORK: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,10 @@ import numpy as np
 from decomp.algorithms import registry
 from decomp.comm.delay import rounds
 from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls
-from decomp.compress import Compressor, make_compressor
+from decomp.compress import Compressor, bind_attributes, make_compressor
 from decomp.compress.aggregate import sum_payload_bytes
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 
 __all__ = ["ALLREDUCE_ALGORITHMS", "BCAST_LONG", "BCAST_SHORT", "HOPS", "Call", "CodecOp",
            "MethodSpec", "bcast_bytes_calls", "call_time", "codec_ops", "hops", "link_bytes",
@@ -122,7 +123,8 @@ def _check_allreduce(name: str) -> str:
 class MethodSpec:
     """A method as the cost model needs it: registry name, compressor (None: dense), resolved
     options (the class defaults overridden by the config), batch size, label, and the
-    algorithm object (``alg``) that declares its traffic (``comm_pattern``, ``codec_ops``)."""
+    algorithm object (``alg``) that declares its traffic (``comm_pattern``, ``codec_ops``),
+    its per-tensor compressors bound to the model's ``layout`` (None: one slot)."""
 
     algorithm: str
     compressor: Compressor | None
@@ -130,6 +132,7 @@ class MethodSpec:
     batch_size: int | None = None
     label: str = ""
     alg: Any = field(default=None, hash=False, compare=False, repr=False)
+    layout: Layout | None = field(default=None, hash=False, compare=False, repr=False)
 
     @property
     def family(self) -> str:
@@ -152,13 +155,16 @@ def _build(s: MethodSpec) -> Any:
     return spec.cls(batch_size=s.batch_size, **kwargs)
 
 
-def method_spec(method: Any) -> MethodSpec:
+def method_spec(method: Any, layout: Layout | None = None) -> MethodSpec:
     """A :class:`MethodSpec` from a registry name, a ``[[methods]]`` table (dict), a
     :class:`decomp.config.MethodConfig` or a MethodSpec. Options not given take the class
     defaults; a required option without a default (the consensus_step of CHOCO, BEER) does not
-    change the traffic and is left out (the class's ``pricing_options`` stand in for it)."""
+    change the traffic and is left out (the class's ``pricing_options`` stand in for it).
+    layout: the model's tensors (per-tensor compression, low-rank methods; None: one slot)."""
     if isinstance(method, MethodSpec):
-        return method
+        if layout is None or layout == method.layout:
+            return method
+        return replace(method, alg=bind_attributes(_build(method), layout), layout=layout)
     if isinstance(method, str):
         method = {"algorithm": method}
     if isinstance(method, Mapping):
@@ -190,7 +196,8 @@ def method_spec(method: Any) -> MethodSpec:
     else:
         c = None
     s = MethodSpec(name, c, resolved, batch, label or name)
-    return MethodSpec(name, c, resolved, batch, label or name, _build(s))
+    return MethodSpec(name, c, resolved, batch, label or name,
+                      bind_attributes(_build(s), layout), layout)
 
 
 def step_pattern(method: Any, d: int, n: int, degree: int = 2, *, master: str = "shared",
@@ -202,7 +209,8 @@ def step_pattern(method: Any, d: int, n: int, degree: int = 2, *, master: str = 
     s = method_spec(method)
     if n < 1 or d < 1:
         raise ConfigError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
-    return s.algorithm_object.comm_pattern(d, n, degree, master=master, dtype=dtype)
+    return s.algorithm_object.comm_pattern(d, n, degree, master=master, dtype=dtype,
+                                           layout=s.layout)
 
 
 def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:

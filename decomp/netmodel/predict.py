@@ -23,6 +23,7 @@ import numpy as np
 
 from decomp.algorithms import registry
 from decomp.errors import ConfigError
+from decomp.layout import Layout
 from decomp.netmodel.calibrate import CodecCosts, Link
 from decomp.netmodel.patterns import (
     MethodSpec,
@@ -167,7 +168,8 @@ def _dense_rho(t: Any, n: int) -> float:
 def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], link: Link, *,
                    d: int, compute_s: ComputeArg, costs: CodecCosts | None,
                    reference: StepsReference | None, allreduce: str = "rabenseifner",
-                   hops: str = "algorithm", transient: str = "measured") -> list[Prediction]:
+                   hops: str = "algorithm", transient: str = "measured",
+                   layout: Layout | None = None) -> list[Prediction]:
     """Every method of ``cfg`` at every (topology, n): step time, steps to target (scaled
     from ``reference`` by :func:`decomp.netmodel.steps.scale_steps`; without one, the
     config's ``run.steps``) and time to target.
@@ -176,11 +178,12 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     config's baseline method (the dense all-reduce: its class's ``steps_scaling.baseline``)
     and only the excess over it scales (no excess measured: no scaling); ``bound`` — the
     upper bound S_ref · max(1, q_ref/q) over every split of S_ref
-    (:func:`decomp.netmodel.steps.scale_steps`)."""
+    (:func:`decomp.netmodel.steps.scale_steps`). layout: the model's tensors (the workload's;
+    None: one slot of d), which per-tensor compressors and low-rank methods are priced on."""
     if transient not in ("measured", "bound"):
         raise ConfigError(f"transient must be 'measured' or 'bound', got {transient!r}")
     dtype = np.dtype(cfg.problem.dtype or "float64")
-    specs = [method_spec(m) for m in cfg.methods]
+    specs = [method_spec(m, layout) for m in cfg.methods]
     needs_w = any(rule_for(s.algorithm).measure != "none" for s in specs)
     rho_ref = reference_rho(cfg, reference.n_ref) if reference is not None and needs_w \
         else float("nan")

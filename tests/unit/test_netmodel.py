@@ -465,3 +465,28 @@ def test_cli_errors(args: list[str], message: str, capsys: pytest.CaptureFixture
         base += ["--ranks", "16"]
     assert main([*base, *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_the_model_prices_per_tensor_and_low_rank_methods_on_the_layout() -> None:
+    """Given the model's tensors, a per-tensor Top-k costs Σ_t k_t entries (not k of the flat
+    vector) and PowerSGD r·(m + k) per compressed matrix (not the dense gradient); the bytes
+    are what the bound algorithm object itself declares."""
+    from decomp.algorithms import PowerSGD
+    from decomp.compress import bind_layout
+    from decomp.layout import Layout
+    from decomp.netmodel.patterns import method_spec
+
+    layout = Layout.from_shapes([("w1", (64, 32)), ("b1", (64,)), ("w2", (10, 64))])
+    d = layout.d
+    per = {"algorithm": "ef21", "compressor": {"kind": "topk", "ratio": 0.01,
+                                               "per_tensor": True}}
+    calls = step_pattern(method_spec(per, layout), d, 4)
+    bound = bind_layout(make_compressor(per["compressor"]), layout)
+    assert calls[0].nbytes == bound.payload_bytes(d, np.float64)
+    assert calls[0].nbytes != TopK(ratio=0.01).payload_bytes(d, np.float64)
+    with pytest.raises(Exception, match="not bound to a layout"):
+        step_pattern(per, d, 4)  # no layout: the per-tensor form cannot be priced
+    low = step_pattern(method_spec({"algorithm": "powersgd", "rank": 2}, layout), d, 4)
+    assert sum(c.nbytes for c in low) == 8 * (2 * (64 + 32) + 64 + 2 * (10 + 64))
+    assert low == PowerSGD(rank=2).comm_pattern(d, 4, layout=layout)
+    assert step_pattern("powersgd", d, 4)[0].nbytes == 8 * d  # one flat slot: dense, as GD
