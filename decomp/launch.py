@@ -10,7 +10,10 @@ Launch context. ``decomp run`` logs, at start, the SLURM job (id, array task, no
 the MPI world (ranks, ranks per node) and the MPI library, and refuses to start when SLURM
 started several tasks but MPI sees a world of one rank: that is ``srun`` without the right PMI
 (``srun --mpi=none``, or an MPI built without SLURM support), which otherwise runs N silent copies
-of a one-rank job, each writing the same outputs. Set ``DECOMP_ALLOW_SINGLETON=1`` to run anyway.
+of a one-rank job, each writing the same outputs; so does torchrun (``WORLD_SIZE``) or another MPI
+library's launcher (``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``) around a one-rank world. The torch
+front ends (``DistributedOptimizer``, ``Trainer``) run the same check
+(:func:`check_script_launch`). Set ``DECOMP_ALLOW_SINGLETON=1`` to run anyway.
 """
 
 from __future__ import annotations
@@ -190,33 +193,106 @@ def launch_context(comm: Any, env: Mapping[str, str] | None = None) -> LaunchCon
     return ctx
 
 
+#: variables a launcher sets to the number of processes it started, and who sets them
+LAUNCHER_SIZES = (("WORLD_SIZE", "torchrun"), ("OMPI_COMM_WORLD_SIZE", "mpirun (Open MPI)"),
+                  ("PMI_SIZE", "an MPI launcher (PMI: MPICH/Intel mpiexec)"))
+
+
+def launcher_tasks(env: Mapping[str, str]) -> tuple[str, str, int] | None:
+    """(variable, launcher, count) of the first launcher variable saying several processes
+    (torchrun's ``WORLD_SIZE``, Open MPI's ``OMPI_COMM_WORLD_SIZE``, PMI's ``PMI_SIZE``)."""
+    for name, who in LAUNCHER_SIZES:
+        n = _int(env, name)
+        if n is not None and n > 1:
+            return name, who, n
+    return None
+
+
+def _allowed(env: Mapping[str, str]) -> bool:
+    return env.get(ALLOW_SINGLETON, "").strip() in ("1", "true", "yes")
+
+
+def refuse_singleton(ctx: LaunchContext, env: Mapping[str, str], command: str = "decomp run ...",
+                     single_rank: str = f"pass --single-rank (or set {ALLOW_SINGLETON}=1)",
+                     ) -> None:
+    """Raise :class:`LaunchError` when this one-rank MPI world was started as one of several
+    processes: ``srun`` without a PMI this MPI understands (:func:`singleton_problem`),
+    torchrun (``WORLD_SIZE``), a launcher of another MPI library (``OMPI_COMM_WORLD_SIZE``,
+    ``PMI_SIZE``), or N copies in a multi-task SLURM batch step (``SLURM_NTASKS``). The
+    message names the variable and the command that works (``command``: what to launch,
+    e.g. ``python train.py``). ``DECOMP_ALLOW_SINGLETON=1`` runs anyway, with a warning
+    (``single_rank``: how the message says so, naming the front end's own switch). Every
+    front end calls this one check."""
+    if ctx.world_size != 1:
+        return
+    problem = singleton_problem(ctx)
+    if problem is not None:
+        problem = problem.replace("decomp run ...", command)
+    claimed = launcher_tasks(env) if problem is None else None
+    if claimed is not None:
+        name, who, n = claimed
+        problem = (f"{name}={n}: {who} started {n} processes, but MPI sees a world of 1 rank "
+                   f"here: each would train alone, as its own one-rank copy, all writing the "
+                   f"same files. ")
+        if name == "WORLD_SIZE":
+            problem += ("decomp communicates over MPI, not torch.distributed: launch with "
+                        f"`mpiexec -n {n} {command}` instead of torchrun (on SLURM: `srun "
+                        f"--mpi=pmi2 -n {n} {command}`; docs/torch.md maps torchrun's flags)")
+        else:
+            problem += ("the launcher belongs to another MPI library than the one mpi4py was "
+                        f"built with: launch with that library's `mpiexec -n {n} {command}` "
+                        "(`python -m mpi4py --mpi-library` names it; on SLURM: `srun "
+                        f"--mpi=pmi2 -n {n} {command}`)")
+        problem += f". If one-rank copies are really wanted, set {ALLOW_SINGLETON}=1."
+    if problem is not None:
+        if not _allowed(env):
+            task = env.get("SLURM_PROCID")
+            where = f"SLURM task {task}: " if task is not None and claimed is None else ""
+            raise LaunchError(where + problem)
+        LOGGER.warning("launch: %s=1: running one-rank copies as asked", ALLOW_SINGLETON)
+    elif ctx.job_tasks is not None and ctx.job_tasks > 1 and ctx.step_tasks is None:
+        # N copies started by hand in a batch script would all write the same run folder
+        if not _allowed(env):
+            raise LaunchError(
+                f"SLURM job {ctx.job_id} has {ctx.job_tasks} tasks but this run has 1 MPI "
+                f"rank: started without srun (SLURM_NTASKS={ctx.job_tasks})? Launch it as "
+                f"`srun --mpi=pmi2 {command}` (or `mpiexec -n {ctx.job_tasks} {command}`) to "
+                f"use them all; if one rank is intended, {single_rank}")
+        LOGGER.warning("launch: SLURM job %s has %d tasks; running on 1 rank as asked",
+                       ctx.job_id, ctx.job_tasks)
+
+
+def script_command(argv: list[str] | None = None) -> str:
+    """How this process was started, as a launch line's tail: ``python train.py``."""
+    argv = sys.argv if argv is None else argv
+    script = argv[0] if argv and argv[0] not in ("", "-c", "-") else "script.py"
+    return f"python {script}"
+
+
+def check_script_launch(env: Mapping[str, str] | None = None, world_size: int | None = None,
+                        argv: list[str] | None = None) -> None:
+    """The launch check of a user's script (``DistributedOptimizer``, ``Trainer``): as
+    ``decomp run``'s (:func:`refuse_singleton`) on ``MPI.COMM_WORLD``'s size (not the
+    communicator given, which may be a deliberate sub-communicator); no MPI call but the size,
+    no log."""
+    env = os.environ if env is None else env
+    if world_size is None:
+        from mpi4py import MPI
+
+        world_size = MPI.COMM_WORLD.Get_size()
+    refuse_singleton(slurm_context(env, world_size), env, script_command(argv),
+                     single_rank=f"set {ALLOW_SINGLETON}=1")
+
+
 def check_launch(comm: Any, env: Mapping[str, str] | None = None) -> LaunchContext:
     """Detect, check and log the launch context at the start of ``decomp run``.
 
-    Raises :class:`LaunchError` when SLURM started several tasks in this step but MPI sees one
-    rank (see :func:`singleton_problem`), unless ``DECOMP_ALLOW_SINGLETON=1``. Logs the context
-    on rank 0.
+    Raises :class:`LaunchError` for a one-rank world started as several processes (see
+    :func:`refuse_singleton`), unless ``DECOMP_ALLOW_SINGLETON=1``. Logs the context on rank 0.
     """
     env = os.environ if env is None else env
     ctx = launch_context(comm, env)
-    problem = singleton_problem(ctx)
-    if problem is not None:
-        if env.get(ALLOW_SINGLETON, "").strip() not in ("1", "true", "yes"):
-            task = env.get("SLURM_PROCID")
-            where = f"SLURM task {task}: " if task is not None else ""
-            raise LaunchError(where + problem)
-        LOGGER.warning("launch: %s=1: running one-rank copies as asked", ALLOW_SINGLETON)
-    elif ctx.world_size == 1 and ctx.job_tasks is not None and ctx.job_tasks > 1 \
-            and ctx.step_tasks is None:
-        # N copies started by hand in a batch script would all write the same run folder
-        if env.get(ALLOW_SINGLETON, "").strip() not in ("1", "true", "yes"):
-            raise LaunchError(
-                f"SLURM job {ctx.job_id} has {ctx.job_tasks} tasks but this run has 1 MPI "
-                f"rank: started without srun? Launch it as `srun --mpi=pmi2 decomp run ...` "
-                f"(or `mpiexec -n {ctx.job_tasks} decomp run ...`) to use them all; if one "
-                f"rank is intended, pass --single-rank (or set {ALLOW_SINGLETON}=1)")
-        LOGGER.warning("launch: SLURM job %s has %d tasks; running on 1 rank as asked",
-                       ctx.job_id, ctx.job_tasks)
+    refuse_singleton(ctx, env)
     if comm.Get_rank() == 0:
         for line in ctx.describe():
             LOGGER.info("launch: %s", line)

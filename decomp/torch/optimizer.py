@@ -48,6 +48,7 @@ from decomp.algorithms.base import diverged
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
+from decomp.launch import check_script_launch
 from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
@@ -87,6 +88,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                  seed: int = 0, find_unused_parameters: bool = False,
                  check_every: int = 50) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
+        check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         algorithm = default_algorithm(algorithm)
         self.kind = driver_kind(algorithm)
         self.family = check_family(algorithm,

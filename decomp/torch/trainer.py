@@ -62,7 +62,7 @@ from torch import nn
 from decomp.data.classification import SplitDataset, format_label_counts, label_counts
 from decomp.data.classification import load as load_dataset
 from decomp.errors import ConfigError, DivergenceError
-from decomp.launch import configure_threads
+from decomp.launch import check_script_launch, configure_threads
 from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
@@ -140,6 +140,7 @@ class Trainer:
                  verbose: bool = True, check_every: int = 50,
                  comm_timeout_s: float | None = 300.0) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
+        check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         self.comm = comm
         self.comm_timeout_s = comm_timeout_s
         self.rank: int = comm.Get_rank()

@@ -9,6 +9,7 @@ import pytest
 from decomp.errors import LaunchError
 from decomp.launch import (
     check_launch,
+    check_script_launch,
     detect_launcher,
     singleton_problem,
     slurm_context,
@@ -99,3 +100,75 @@ def test_context_from_slurm_variables() -> None:
 ])
 def test_launcher_guess(env: dict[str, str], launcher: str) -> None:
     assert detect_launcher(env, 1 if not env else 4) == launcher
+
+
+TORCHRUN = {"WORLD_SIZE": "2", "LOCAL_RANK": "0", "RANK": "0", "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+def test_torchrun_around_a_one_rank_world_is_refused_naming_mpiexec() -> None:
+    """torchrun --nproc-per-node 2 train.py: two one-rank trainings, refused in each."""
+    with pytest.raises(LaunchError) as e:
+        check_script_launch(TORCHRUN, world_size=1, argv=["train.py"])
+    msg = str(e.value)
+    assert msg.startswith("WORLD_SIZE=2: torchrun started 2 processes, but MPI sees a world "
+                          "of 1 rank")
+    assert "`mpiexec -n 2 python train.py`" in msg
+    assert "`srun --mpi=pmi2 -n 2 python train.py`" in msg and "DECOMP_ALLOW_SINGLETON=1" in msg
+
+
+@pytest.mark.parametrize(("name", "who"), [("OMPI_COMM_WORLD_SIZE", "mpirun (Open MPI)"),
+                                           ("PMI_SIZE", "an MPI launcher (PMI")])
+def test_another_mpi_librarys_launcher_is_refused(name: str, who: str) -> None:
+    with pytest.raises(LaunchError) as e:
+        check_script_launch({name: "4"}, world_size=1, argv=["t.py"])
+    msg = str(e.value)
+    assert msg.startswith(f"{name}=4: {who}")
+    assert "another MPI library" in msg and "`mpiexec -n 4 python t.py`" in msg
+
+
+def test_srun_without_pmi_names_the_script() -> None:
+    with pytest.raises(LaunchError) as e:
+        check_script_launch(SRUN_STEP, world_size=1, argv=["train.py"])
+    assert "`srun --mpi=pmi2 python train.py`" in str(e.value)
+    assert str(e.value).startswith("SLURM task 2: SLURM started 4 tasks in step 0")
+
+
+def test_batch_step_of_a_multi_task_job_names_slurm_ntasks_for_a_script() -> None:
+    env = {k: v for k, v in SRUN_STEP.items() if not k.startswith("SLURM_STEP")}
+    with pytest.raises(LaunchError, match=r"SLURM_NTASKS=4.*`srun --mpi=pmi2 python x.py`.*"
+                                          r"if one rank is intended, set DECOMP_ALLOW_SINGLETON=1"):
+        check_script_launch(env, world_size=1, argv=["x.py"])
+
+
+@pytest.mark.parametrize(("env", "world"), [
+    (TORCHRUN, 2),                                        # mpiexec world that also sets WORLD_SIZE
+    ({"WORLD_SIZE": "1", "PMI_SIZE": "1"}, 1),            # mpiexec -n 1 / torchrun of one
+    ({"OMPI_COMM_WORLD_SIZE": "4"}, 4),                   # mpirun, right library
+    ({**TORCHRUN, "DECOMP_ALLOW_SINGLETON": "1"}, 1),     # asked for
+])
+def test_script_launches_that_pass(env: dict[str, str], world: int) -> None:
+    check_script_launch(env, world_size=world, argv=["train.py"])
+
+
+def test_decomp_run_refuses_torchrun_too() -> None:
+    """One implementation: ``decomp run``'s check also reads the launchers' variables."""
+    with pytest.raises(LaunchError, match=r"WORLD_SIZE=2.*`mpiexec -n 2 decomp run \.\.\.`"):
+        check_launch(FakeComm(), TORCHRUN)
+
+
+def test_front_ends_check_the_launch_before_anything_else(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DistributedOptimizer and Trainer refuse a torchrun launch in their constructor."""
+    torch = pytest.importorskip("torch")
+    from decomp.torch import DistributedOptimizer
+    from decomp.torch.trainer import Trainer
+
+    for k, v in TORCHRUN.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DECOMP_ALLOW_SINGLETON", raising=False)
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(LaunchError, match="WORLD_SIZE=2: torchrun"):
+        DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model)
+    with pytest.raises(LaunchError, match="WORLD_SIZE=2: torchrun"):
+        Trainer(model, None, None)  # type: ignore[arg-type]
