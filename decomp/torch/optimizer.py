@@ -50,6 +50,7 @@ from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
 from decomp.launch import check_script_launch
 from decomp.runner.build import build_session, check_family, default_algorithm, world
+from decomp.torch import compat
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
 from decomp.torch.state import check_meta, from_torch, to_torch
@@ -107,6 +108,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.find_unused = bool(find_unused_parameters) and not decentralized
         self.check_every = int(check_every)
+        compat.warn_sync_batchnorm(model)
         self.flat = FlatModel(model)
         self._flat_ids = {id(p) for p in self.flat.parameters()}
         if optimizer is None:
@@ -218,6 +220,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         optimizer's step with ĝ as the gradient (or x ← x − γ ĝ). Decentralized: the wrapped
         optimizer's local step, then the algorithm's step (its gossip). ``closure``
         re-evaluates the loss and gradients first, as for torch optimizers."""
+        compat.refuse_grad_scaler(self)  # the same on every rank, before any collective
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -244,6 +247,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise ConfigError("synchronize() called twice before step()")
         self._aggregate()
         self._synced = True
+
+    _step_supports_amp_scaling = True  # GradScaler.step always calls step(): refused there
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip what step() applies: ĝ^t (master–worker; synchronizes first) or this node's
+        gradient (decentralized); :func:`decomp.torch.compat.clip_grad_norm_`."""
+        return compat.clip_grad_norm_(self, max_norm, norm_type)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """No-op, for DDP code: backward accumulates; only step() communicates."""
+        yield
 
     def _start(self) -> None:
         """The algorithm's init at the model's x^0; the model is then bound (zero-copy) to
