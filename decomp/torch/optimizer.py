@@ -148,7 +148,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._ready = True  # from here on param_groups, state, defaults are the wrapped ones
 
     # the wrapped optimizer's param_groups / state / defaults, also after its load_state_dict
-    # replaces them, so LR schedulers and GradScaler act on the wrapped optimizer
+    # replaces them, so LR schedulers act on the wrapped optimizer
     def _inner_attr(self, name: str) -> Any:
         d = self.__dict__
         if d.get("_ready") and d.get("optimizer") is not None:
