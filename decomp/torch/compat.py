@@ -37,7 +37,8 @@ GRAD_SCALER = (
 def refuse_grad_scaler(opt: Any) -> None:
     """Raise :class:`ConfigError` if an enabled GradScaler called ``opt.step()`` (it set
     ``found_inf``, the contract of ``_step_supports_amp_scaling``): the same on every rank."""
-    if "found_inf" in vars(opt) or "grad_scale" in vars(opt):
+    found = [vars(opt).pop(k) for k in ("found_inf", "grad_scale") if k in vars(opt)]
+    if found:  # removed as torch would after its step: a later plain step() is not refused
         raise ConfigError(GRAD_SCALER)
 
 

@@ -52,6 +52,8 @@ def test_an_enabled_grad_scaler_is_refused_in_step_and_nothing_moves(comm,
                                           "autocast.*before any collective"):
         scaler.step(opt)
     assert np.array_equal(opt.flat.params, x) and opt.session.state is None and opt.steps == 0
+    opt.step()  # without the scaler the same optimizer steps
+    assert opt.steps == 1
 
 
 def test_a_disabled_grad_scaler_steps_as_without_it(comm) -> None:
