@@ -14,15 +14,24 @@ of a one-rank job, each writing the same outputs; so does torchrun (``WORLD_SIZE
 library's launcher (``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``) around a one-rank world. The torch
 front ends (``DistributedOptimizer``, ``Trainer``) run the same check
 (:func:`check_script_launch`). Set ``DECOMP_ALLOW_SINGLETON=1`` to run anyway.
+
+MPI start-up. Before ``MPI_Init`` an ``srun`` task checks for shared memory that an earlier run
+of the same SLURM job left behind (:func:`stale_start_state`: MPICH names it after the PMI job id
+``<job>.<step>``, which a requeued job repeats, and opening a stale one hangs or aborts
+``MPI_Init``), and a start-up deadline (:func:`start_deadline`, ``DECOMP_START_TIMEOUT_S``) ends a
+rank whose ``MPI_Init`` and first collective have not finished in time, with a message, instead
+of leaving it hanging until the job's time limit.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from decomp.errors import ConfigError, LaunchError
@@ -297,3 +306,135 @@ def check_launch(comm: Any, env: Mapping[str, str] | None = None) -> LaunchConte
         for line in ctx.describe():
             LOGGER.info("launch: %s", line)
     return ctx
+
+
+# ---- MPI start-up: state left by an earlier run of the job, a deadline -----------------------
+
+SHM_DIR = Path("/dev/shm")
+START_TIMEOUT = "DECOMP_START_TIMEOUT_S"
+DEFAULT_START_TIMEOUT_S = 300.0
+
+
+def fnv1a_32(text: str) -> int:
+    """32-bit FNV-1a of ``text``: how MPICH turns its PMI job id into the world id."""
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def mpich_segments(pmi_job: str, shm_dir: Path = SHM_DIR) -> list[Path]:
+    """The start-up shared-memory files of the MPICH world whose PMI job id is ``pmi_job``:
+    ``mpich_shm_<world id>_<node>`` and ``mpich_vci_<world id>_<node>`` (MPICH >= 4.1,
+    ch4:posix). Every local rank opens the one file; the first creates it; MPI_Finalize
+    removes it, so a rank killed before that leaves it behind."""
+    world = f"{fnv1a_32(pmi_job):x}"
+    return sorted(p for kind in ("shm", "vci") for p in shm_dir.glob(f"mpich_{kind}_{world}_*"))
+
+
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch, from /proc), or None."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in
+                     Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def stale_start_state(env: Mapping[str, str] | None = None,
+                      shm_dir: Path = SHM_DIR) -> str | None:
+    """Why ``MPI_Init`` would hang in this ``srun`` task, or None. Call it before MPI starts.
+
+    Under ``srun --mpi=pmi2`` MPICH names its start-up shared memory after ``PMI_JOBID``,
+    ``<job>.<step>``. A requeued job keeps its job id and numbers its steps from 0 again, so a
+    segment left by ranks that were killed before MPI_Finalize (SIGKILL at the end of SLURM's
+    KillWait, a node's OOM killer) is opened by the next run's ranks: none of them initialises
+    it, and MPI_Init hangs or aborts ("Message truncated" in the netmod's set-up). A segment
+    last modified before the process that started this task (slurmstepd) began cannot belong
+    to this step: its first rank creates (and sizes) it only once running.
+    """
+    env = os.environ if env is None else env
+    pmi_job = env.get("PMI_JOBID", "")
+    if not pmi_job or "SLURM_STEP_ID" not in env:
+        return None
+    started = _started_at(os.getppid()) or _started_at(os.getpid())
+    if started is None:
+        return None
+    stale = []
+    for path in mpich_segments(pmi_job, shm_dir):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed meanwhile
+        if st.st_mtime < started - 2.0:  # created (or last written) before the step began
+            stale.append(str(path))
+    if not stale:
+        return None
+    world = f"{fnv1a_32(pmi_job):x}"
+    return (f"MPI start-up would hang: {', '.join(stale)} is MPICH's start-up shared memory "
+            f"for PMI job {pmi_job} (SLURM job {env.get('SLURM_JOB_ID', '?')}, step "
+            f"{env.get('SLURM_STEP_ID', '?')}), left by an earlier run of this job whose ranks "
+            f"were killed before MPI_Finalize (a requeued job reuses its job id and step "
+            f"numbers). Remove it before srun starts the ranks: rm -f "
+            f"{shm_dir}/mpich_shm_{world}_* {shm_dir}/mpich_vci_{world}_* (the job scripts "
+            f"of jobs/slurm/ and `decomp slurm` do this)")
+
+
+#: the watchdog process of :func:`start_deadline`: waits for its stdin to close (start-up
+#: done, or the rank gone); on the deadline prints the message and kills the rank
+_DEADLINE_CHILD = """
+import os, select, signal, sys
+pid, limit, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([0], [], [], limit)[0]:
+    os.write(2, message.encode())
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+def start_timeout(env: Mapping[str, str] | None = None) -> float:
+    """``DECOMP_START_TIMEOUT_S`` in seconds (default 300; 0 turns the deadline off)."""
+    env = os.environ if env is None else env
+    try:
+        value = float(env.get(START_TIMEOUT, DEFAULT_START_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_START_TIMEOUT_S
+    return value if value >= 0 else DEFAULT_START_TIMEOUT_S
+
+
+def start_deadline(env: Mapping[str, str] | None = None) -> Callable[[], None]:
+    """Arm the start-up deadline; returns the call that disarms it (start-up done).
+
+    ``MPI_Init`` holds the interpreter, so no Python thread or signal handler can act while
+    it hangs: a small watchdog process does. If the returned call has not been made after
+    :func:`start_timeout` seconds, it prints why and kills this rank with SIGKILL (``srun
+    --kill-on-bad-exit`` or mpiexec then end the others): a start-up that hangs (a stale
+    shared-memory segment, a launcher whose PMI this MPI does not speak, a rank that never
+    started) fails with a message instead of running into the job's time limit silently.
+    """
+    env = os.environ if env is None else env
+    limit = start_timeout(env)
+    if limit == 0:
+        return lambda: None
+    rank = env.get("PMI_RANK") or env.get("SLURM_PROCID") or env.get("OMPI_COMM_WORLD_RANK")
+    message = (f"[rank {rank if rank is not None else '?'}] ERROR: MPI start-up (MPI_Init and "
+               f"the first collective) has not finished after {limit:g} s: ending this rank "
+               f"(pid {os.getpid()}). Likely causes: a launcher whose PMI this MPI does not "
+               f"speak (`srun --mpi=pmi2` for the MPICH wheel), a rank that never started, "
+               f"shared memory in /dev/shm left by killed ranks of an earlier run with the "
+               f"same job id. Set {START_TIMEOUT} to change the limit (0: no limit).\n")
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _DEADLINE_CHILD, str(os.getpid()), str(limit),
+             message], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    except OSError as e:
+        LOGGER.warning("launch: no start-up deadline (%s)", e)
+        return lambda: None
+
+    def disarm() -> None:
+        if child.stdin is not None and not child.stdin.closed:
+            child.stdin.close()
+            child.wait()
+
+    return disarm

@@ -6,7 +6,7 @@ import argparse
 import traceback
 from typing import Any
 
-from decomp.cli._common import EXIT_DIVERGED, fail, quote, world
+from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, fail, quote, world
 from decomp.errors import DecompError
 
 
@@ -58,13 +58,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Every rank: run the config; any error on any rank ends the whole job (MPI_Abort); a
     stop signal ends it with 128 + the signal's number after a checkpoint."""
     import os
+    import sys
 
     from decomp.config import load_config
-    from decomp.launch import ALLOW_SINGLETON, check_launch, configure_threads
+    from decomp.launch import (
+        ALLOW_SINGLETON,
+        check_launch,
+        configure_threads,
+        stale_start_state,
+        start_deadline,
+    )
     from decomp.log import setup_logging
     from decomp.runner import format_table, run
     from decomp.runner.lifecycle import SIGNALS, Interrupted
 
+    problem = stale_start_state()  # before MPI_Init, which it would hang
+    if problem is not None:
+        rank = os.environ.get("PMI_RANK", os.environ.get("SLURM_PROCID", "?"))
+        print(f"[rank {rank}] ERROR: {problem}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    started = start_deadline()  # MPI_Init and the first collective, or a message and exit
     SIGNALS.__enter__()  # from here on a stop signal ends the job with 128 + its number
     try:
         comm = world()
@@ -75,6 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.single_rank:
             os.environ[ALLOW_SINGLETON] = "1"
         check_launch(comm)  # logs SLURM/MPI context; refuses N one-rank copies under srun
+        started()
         configure_threads(comm, args.threads)
         cfg = load_config(args.config, overrides(args))
         mode = ({"always": "resume", "auto": "auto"}[args.resume] if args.resume

@@ -9,15 +9,19 @@ does not need a SLURM.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from decomp.launch import fnv1a_32
+from tests.conftest import libsvm_dir
 from tests.e2e.conftest import BIN, REPO
 
 pytestmark = pytest.mark.skipif(
@@ -44,11 +48,56 @@ def slurm_answers() -> None:
 UCX_INIT_FLAKE = "UCX  ERROR failed to unpack address"
 
 
-def decomp_slurm(out_dir: Path, data_dir: Path, *args: str) -> tuple[str, str]:
-    """`decomp slurm EF21 ARGS --submit` -> (job id, decomp slurm's output)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+@dataclass
+class Pace:
+    """This machine's pace now (load included): a straight `mpiexec -n 4 decomp run` of the
+    EF21 config for STEPS steps, split into start-up (imports, MPI_Init, data, compilation,
+    exit) and stepping. The tests' limits follow it instead of a fixed guess."""
+
+    STEPS = 2000
+    total_s: float
+    step_s: float  # the method's wall time for STEPS steps
+    metrics: Path
+
+    @property
+    def startup_s(self) -> float:
+        return max(self.total_s - self.step_s, 1.0)
+
+    def run_limit(self, steps: int) -> float:
+        """A generous bound on a job of `steps` steps once it runs: 4x the measured pace."""
+        return 60 + 4 * (self.startup_s + self.step_s * steps / self.STEPS)
+
+    @property
+    def start_timeout_s(self) -> float:
+        """DECOMP_START_TIMEOUT_S for the jobs: a hung MPI start-up fails, not the test."""
+        return max(60.0, 4 * self.startup_s)
+
+
+@pytest.fixture(scope="module")
+def pace(tmp_path_factory: pytest.TempPathFactory) -> Pace:
+    out = tmp_path_factory.mktemp("straight")
+    data_dir = libsvm_dir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", DECOMP_PROGRESS="0")
+    t0 = time.monotonic()
+    r = subprocess.run([str(BIN / "mpiexec"), "-n", "4", str(BIN / "decomp"), "run", str(EF21),
+                        "--out", str(out), "--data-dir", str(data_dir),
+                        "--steps", str(Pace.STEPS)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    total = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = metrics(out / "ef21-a9a" / "metrics.jsonl")
+    p = Pace(total_s=total, step_s=rows[-1]["wall_s"], metrics=out / "ef21-a9a" / "metrics.jsonl")
+    print(f"\npace: {Pace.STEPS} steps in {p.step_s:.1f} s, start-up and exit {p.startup_s:.1f} s")
+    return p
+
+
+def decomp_slurm(out_dir: Path, data_dir: Path, *args: str, time_limit: str = "00:05:00",
+                 env: dict[str, str] | None = None) -> tuple[str, str]:
+    """`decomp slurm EF21 ARGS --submit` -> (job id, decomp slurm's output). The job inherits
+    the environment (sbatch --export=ALL), with ``env`` added."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     r = subprocess.run([str(BIN / "decomp"), "slurm", str(EF21), "--out", str(out_dir),
-                        "--data-dir", str(data_dir), "--time", "00:05:00", *args, "--submit"],
+                        "--data-dir", str(data_dir), "--time", time_limit, *args, "--submit"],
                        capture_output=True, text=True, timeout=60, env=env, cwd=out_dir.parent)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"^submitted batch job (\d+);", r.stdout, re.MULTILINE)
@@ -175,50 +224,141 @@ def test_mpiexec_inside_the_allocation(tmp_path: Path, data_dir: Path) -> None:
     assert metrics(runs / "ef21-a9a" / "metrics.jsonl")[-1]["step"] == 100
 
 
-@pytest.mark.timeout(900)
-def test_a_requeued_job_resumes_to_the_uninterrupted_result(tmp_path: Path,
-                                                             data_dir: Path) -> None:
+def time_limit(seconds: float) -> str:
+    """An sbatch --time of at least ``seconds`` plus the templates' USR1 notice (120 s)."""
+    minutes = math.ceil((seconds + 120) / 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def wait_until(what: str, job: str, out_dir: Path, timeout: float, done) -> dict[str, str]:
+    """Poll the job's record until ``done(record)``; cancel and fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [rec] = job_records(job)
+        if done(rec):
+            return rec
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], timeout=30, check=False)
+    pytest.fail(f"job {job}: {what} not within {timeout:.0f} s: {job_records(job)}\n"
+                f"{job_logs(out_dir, job)}")
+
+
+@pytest.mark.timeout(1800)
+def test_a_requeued_job_resumes_to_the_uninterrupted_result(tmp_path: Path, data_dir: Path,
+                                                             pace: Pace) -> None:
     """`scontrol requeue` in the middle of a run: the ranks get SIGTERM, checkpoint and exit
     143; SLURM runs the job again (SLURM_RESTART_COUNT=1) once its requeue delay has passed
-    (slurmctld makes a requeued batch job eligible about two minutes later), the template adds
-    --resume auto, and the job completes with metrics identical to an uninterrupted run."""
-    steps = "2000"
+    (cred_expire, 30 s in the local SLURM), the template removes MPI shared memory left by the
+    first run and adds --resume auto, and the job completes with metrics identical to an
+    uninterrupted run. Every limit follows the measured pace (the `pace` fixture)."""
+    steps = Pace.STEPS
     out_dir = tmp_path / "requeue"
     job, _ = decomp_slurm(out_dir, data_dir, "--nodes", "1", "--ntasks-per-node", "4",
-                          "--steps", steps, "--set", "run.checkpoint_every=100")
+                          "--steps", str(steps), "--set", "run.checkpoint_every=100",
+                          time_limit=time_limit(600 + 2 * pace.run_limit(steps)),
+                          env={"DECOMP_START_TIMEOUT_S": f"{pace.start_timeout_s:.0f}"})
     metrics_file = out_dir / "ef21-a9a" / "metrics.jsonl"
-    deadline = time.monotonic() + WAIT_S
+    limit = max(WAIT_S, pace.run_limit(300))
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:  # inside the step loop: a few rows logged
         if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 4:
             break
         time.sleep(0.2)
     else:
-        pytest.fail(f"job {job} logged no metrics\n{job_logs(out_dir, job)}")
+        subprocess.run(["scancel", job], timeout=30, check=False)
+        pytest.fail(f"job {job} logged no metrics in {limit:.0f} s\n{job_logs(out_dir, job)}")
+    [first] = job_records(job)
     r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    time.sleep(2)  # the record may still say COMPLETED/RUNNING of the first start briefly
-    deadline = time.monotonic() + 5 * WAIT_S  # the requeue delay, then the run
-    while time.monotonic() < deadline:
-        [rec] = job_records(job)
-        if rec.get("Restarts") == "1" and rec.get("JobState") in TERMINAL:
-            break
-        time.sleep(0.5)
-    else:
-        subprocess.run(["scancel", job], timeout=30, check=False)
-        pytest.fail(f"job {job} did not finish after its requeue: {job_records(job)}\n"
-                    f"{job_logs(out_dir, job)}")
+    t_requeue = time.monotonic()
+    # SLURM's part: the first run ends (KillWait 30 s at most), the requeue delay passes, the
+    # scheduler starts it again
+    wait_until("no second start", job, out_dir, 300,
+               lambda rec: rec.get("Restarts") == "1" and rec.get("JobState") in
+               TERMINAL | {"RUNNING"} and rec.get("StartTime") != first["StartTime"])
+    t_restart = time.monotonic()
+    rec = wait_until("the requeued run did not finish", job, out_dir, pace.run_limit(steps),
+                     lambda rec: rec.get("JobState") in TERMINAL)
     log = job_logs(out_dir, job)
-    print(f"\n--- requeued job {job}: {rec['JobState']} {rec['ExitCode']} ---\n{log}")
-    assert (rec["JobState"], rec["ExitCode"]) == ("COMPLETED", "0:0"), log
+    print(f"\n--- requeued job {job}: {rec['JobState']} {rec['ExitCode']}; started again "
+          f"{t_restart - t_requeue:.0f} s after the requeue, ran {time.monotonic() - t_restart:.0f}"
+          f" s ---\n{log}")
+    assert (rec["Restarts"], rec["JobState"], rec["ExitCode"]) == ("1", "COMPLETED", "0:0"), log
     assert "resumed from its checkpoint at step" in log
-    straight = tmp_path / "straight"
-    env = dict(os.environ, OMP_NUM_THREADS="1", DECOMP_PROGRESS="0")
-    r = subprocess.run([str(BIN / "mpiexec"), "-n", "4", str(BIN / "decomp"), "run", str(EF21),
-                        "--out", str(straight), "--data-dir", str(data_dir), "--steps", steps],
-                       capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
 
     def rows(path: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in metrics(path)]
 
-    assert rows(metrics_file) == rows(straight / "ef21-a9a" / "metrics.jsonl")
+    assert rows(metrics_file) == rows(pace.metrics)
+
+
+def plant_segment(job: str, *, mtime: float) -> Path:
+    """A zeroed MPICH start-up segment under the name step 0 of ``job`` will use, as ranks
+    killed before MPI_Finalize leave it (their flags aside: zeros make MPI_Init wait forever
+    for a creator that never comes; a killed run's contents make it abort or hang)."""
+    path = Path("/dev/shm") / f"mpich_shm_{fnv1a_32(f'{job}.0'):x}_0"
+    path.write_bytes(bytes(1 << 20))
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def held_job(tmp_path: Path, data_dir: Path, pace: Pace, *args: str) -> tuple[str, Path]:
+    """A held 4-task EF21 job of 100 steps by `decomp slurm --submit` (job id, out dir)."""
+    out_dir = tmp_path / "runs"
+    job, _ = decomp_slurm(out_dir, data_dir, "--ntasks-per-node", "4", "--steps", "100",
+                          "--sbatch=--hold", *args,
+                          env={"DECOMP_START_TIMEOUT_S": f"{pace.start_timeout_s:.0f}"})
+    return job, out_dir
+
+
+def test_a_job_removes_the_mpi_shared_memory_an_earlier_run_left(tmp_path: Path,
+                                                                  data_dir: Path,
+                                                                  pace: Pace) -> None:
+    """What made the requeued job hang or abort in MPI_Init: a segment of its job id and step
+    left in /dev/shm. The job script removes it before srun, and the job completes."""
+    job, out_dir = held_job(tmp_path, data_dir, pace)
+    seg = plant_segment(job, mtime=time.time() + 3600)  # "fresh": the ranks' check passes it
+    try:
+        subprocess.run(["scontrol", "release", job], check=True, timeout=30)
+        [rec] = wait_for(job, out_dir, WAIT_S + pace.run_limit(100))
+    finally:
+        seg.unlink(missing_ok=True)
+    log = job_logs(out_dir, job)
+    assert (rec["JobState"], rec["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert f"decomp job {job}: removing {seg} (left by an earlier run)" in log
+
+
+@pytest.mark.parametrize("age", ["old", "new"])
+def test_srun_with_stale_shared_memory_fails_fast_with_a_message(tmp_path: Path,
+                                                                 data_dir: Path, pace: Pace,
+                                                                 age: str) -> None:
+    """Without the job script's clean-up (srun started by hand): a segment older than the
+    step is refused before MPI_Init; one that looks new hangs MPI_Init, and the start-up
+    deadline ends the ranks with a message. Either way the job fails, in bounded time."""
+    out_dir = tmp_path / "runs"
+    (out_dir / "slurm").mkdir(parents=True)
+    timeout_s = 20 if age == "new" else pace.start_timeout_s
+    r = subprocess.run(
+        ["sbatch", "--parsable", "--hold", "-n", "4", "-t", time_limit(600),
+         "-o", str(out_dir / "slurm" / "stale-%j.out"),
+         "--export", f"ALL,DECOMP_START_TIMEOUT_S={timeout_s:.0f},DECOMP_PROGRESS=0",
+         "--wrap", f"srun --mpi=pmi2 --kill-on-bad-exit=1 {BIN / 'decomp'} run {EF21} "
+                   f"--out {out_dir} --data-dir {data_dir} --steps 100"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    seg = plant_segment(job, mtime=time.time() + (3600 if age == "new" else -3600))
+    try:
+        subprocess.run(["scontrol", "release", job], check=True, timeout=30)
+        [rec] = wait_for(job, out_dir, WAIT_S + timeout_s + pace.startup_s)
+    finally:
+        seg.unlink(missing_ok=True)
+    log = job_logs(out_dir, job)
+    assert rec["JobState"] == "FAILED", log
+    if age == "old":
+        assert f"ERROR: MPI start-up would hang: {seg} is MPICH's start-up shared memory for " \
+               f"PMI job {job}.0 (SLURM job {job}, step 0)" in log
+    else:
+        assert "ERROR: MPI start-up (MPI_Init and the first collective) has not finished " \
+               f"after {timeout_s} s: ending this rank" in log
+    assert not (out_dir / "ef21-a9a").exists()

@@ -252,6 +252,11 @@ echo "LAUNCH $(basename "$0") $* | OMP=$OMP_NUM_THREADS SRUN_CPUS=$SRUN_CPUS_PER
 """
 
 
+#: the job id of the scripts run here: above SLURM's default MaxJobId (67043328), so the
+#: scripts' clean-up of their job's MPI shared memory in /dev/shm never meets a real job's
+FAKE_JOB = "99999999"
+
+
 def _run_rendered(tmp_path: Path, text: str, env: dict[str, str], *args: str) -> str:
     """Execute a rendered script with fake srun/mpiexec/module that print their arguments."""
     fake = tmp_path / "fakebin"
@@ -261,7 +266,7 @@ def _run_rendered(tmp_path: Path, text: str, env: dict[str, str], *args: str) ->
         (fake / name).chmod(0o755)
     script = tmp_path / "run.sbatch"
     script.write_text(text)
-    full = {"PATH": f"{fake}:/usr/bin:/bin", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "6",
+    full = {"PATH": f"{fake}:/usr/bin:/bin", "SLURM_JOB_ID": FAKE_JOB, "SLURM_NTASKS": "6",
             "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "n[1-2]",
             "SLURM_CPUS_PER_TASK": "3", **env}
     r = subprocess.run(["bash", str(script), *args], env=full, capture_output=True, text=True,
@@ -280,7 +285,7 @@ def test_rendered_script_launches_decomp(tmp_path: Path, launcher: str) -> None:
     assert line.startswith(f"{head} decomp run {EF21} --out {tmp_path / 'runs'} "
                            "--set run.steps=9")
     assert line.endswith("| OMP=3 SRUN_CPUS=3")
-    assert "decomp job 7 on n[1-2]: 2 node(s), 6 task(s), 3 thread(s) per task" in out
+    assert f"decomp job {FAKE_JOB} on n[1-2]: 2 node(s), 6 task(s), 3 thread(s) per task" in out
     assert "exit status 0" in out
     # a config given to sbatch as the script's argument replaces CONFIG; more args go to decomp
     out = _run_rendered(tmp_path, text, {}, "other.toml", "--steps", "3")
@@ -306,3 +311,39 @@ def test_decentralized_config_gets_the_decentralized_template(tmp_path: Path) ->
     assert "decentralized methods (D-PSGD" in text
     assert sbatch_options(text)["ntasks-per-node"] == "8"
     assert script_variable(text, "CONFIG") == str(REPO / "jobs/configs/decentralized.toml")
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
+def test_a_script_removes_mpi_shared_memory_left_by_its_job(tmp_path: Path,
+                                                            template: Path) -> None:
+    """MPICH names its start-up segment after "<job>.<step>" (32-bit FNV-1a), which a
+    requeued job repeats: the script removes its own job's (steps 0-15), no other job's."""
+    from decomp.launch import fnv1a_32
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    ours = [shm / f"mpich_shm_{fnv1a_32(f'{FAKE_JOB}.{s}'):x}_0" for s in (0, 1, 15)]
+    ours.append(shm / f"mpich_vci_{fnv1a_32(f'{FAKE_JOB}.0'):x}_1")
+    other = shm / f"mpich_shm_{fnv1a_32(f'{FAKE_JOB}.16'):x}_0"  # not a step it would run
+    try:
+        for path in (*ours, other):
+            path.write_bytes(b"\0" * 64)
+        text = render(tmp_path, str(SWEEP if template.stem == "sweep" else EF21), "--venv", "",
+                      "--template", str(template))
+        env = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "7"}
+        out = _run_rendered(tmp_path, text, env)
+        assert not any(p.exists() for p in ours) and other.exists()
+        for path in ours:
+            assert f"decomp job {FAKE_JOB}: removing {path} (left by an earlier run)" in out
+        assert "LAUNCH srun --nodes" not in out  # a first start: no clean-up step
+        # after a requeue, a job of several nodes cleans every node in a step of its own
+        out = _run_rendered(tmp_path, text, {**env, "SLURM_RESTART_COUNT": "1"})
+        [line] = [s for s in out.splitlines() if s.startswith("LAUNCH srun --nodes")]
+        assert line.startswith("LAUNCH srun --nodes=2 --ntasks=2 --ntasks-per-node=1 "
+                               "--cpus-per-task=1 --mpi=none bash -c rm -f $1 _ "
+                               f"/dev/shm/mpich_shm_{fnv1a_32(f'{FAKE_JOB}.0'):x}_* ")
+        assert "--resume auto" in out
+    finally:
+        for path in (*ours, other):
+            path.unlink(missing_ok=True)

@@ -5,7 +5,8 @@
 #
 # Without root, or without SLURM and apt to install it, the tests are skipped with a message
 # saying so; with DECOMP_TEST_SLURM=1 (as .ci/run sets) that is a failure instead.
-# PYTHON: the interpreter with decomp and pytest (default: the repository's .venv).
+# PYTHON: the interpreter with decomp and pytest (default: the repository's .venv). Arguments
+# go to pytest, e.g. `bash jobs/local/slurm-test/test.sh -k requeue`.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
@@ -42,7 +43,7 @@ trap 'bash "$HERE/down.sh"' EXIT
 timeout 300 bash "$HERE/up.sh" || unavailable "could not stand up SLURM (messages above)"
 echo "test-slurm: SLURM up after $((SECONDS - t0)) s; running tests/e2e/test_slurm.py"
 DECOMP_SLURM_UP=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-    "$PY" -m pytest -q -p no:cacheprovider --timeout=300 -rs "$REPO/tests/e2e/test_slurm.py"
+    "$PY" -m pytest -q -p no:cacheprovider --timeout=300 -rs "$REPO/tests/e2e/test_slurm.py" "$@"
 status=$?
 echo "test-slurm: exit $status after $((SECONDS - t0)) s (stand-up, tests; teardown follows)"
 exit "$status"

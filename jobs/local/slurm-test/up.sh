@@ -70,7 +70,12 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=600
-KillWait=5
+# SIGTERM to SIGKILL: time for ranks to checkpoint, MPI_Finalize (which removes MPICH's
+# /dev/shm segment) and exit on a loaded machine (SLURM's default; 5 s killed them mid-exit)
+KillWait=30
+# step credential lifetime, also how long a requeued job waits before it may start again
+# (default 120 s): shorter, so the requeue test does not idle for two minutes
+AuthInfo=cred_expire=30
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
