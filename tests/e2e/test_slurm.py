@@ -64,8 +64,9 @@ class Pace:
         return max(self.total_s - self.step_s, 1.0)
 
     def run_limit(self, steps: int) -> float:
-        """A generous bound on a job of `steps` steps once it runs: 4x the measured pace."""
-        return 60 + 4 * (self.startup_s + self.step_s * steps / self.STEPS)
+        """A generous bound on a job of `steps` steps once it runs: 8x the measured pace (the
+        load may grow after the measurement: 4x was nearly used up once, at load 14)."""
+        return 120 + 8 * (self.startup_s + self.step_s * steps / self.STEPS)
 
     @property
     def start_timeout_s(self) -> float:
