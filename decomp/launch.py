@@ -386,6 +386,8 @@ def stale_start_state(env: Mapping[str, str] | None = None,
 #: done, or the rank gone); on the deadline prints the message and kills the rank
 _DEADLINE_CHILD = """
 import os, select, signal, sys
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)  # the rank's signals are the rank's: EOF ends this
 pid, limit, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 if not select.select([0], [], [], limit)[0]:
     os.write(2, message.encode())
