@@ -115,6 +115,35 @@ def _binary_labels(y: np.ndarray, name: str) -> np.ndarray:
     return np.where(y == vals[1], 1.0, -1.0)
 
 
+#: the CSV file scikit-learn ships for each bundled set (sklearn/datasets/data/)
+_SKLEARN_FILES = {"breast_cancer": "breast_cancer.csv", "digits": "digits.csv.gz"}
+
+
+def _sklearn_set(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and integer targets of a scikit-learn bundled set, the values its
+    ``load_breast_cancer`` / ``load_digits`` return. The CSV file is read directly when it is
+    where scikit-learn keeps it, so a run does not import scikit-learn (~1 s a rank, with
+    scipy.stats); otherwise (another layout) through scikit-learn itself."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or spec.origin is None:
+        raise DataError(f"dataset {name!r} is scikit-learn's bundled set: install "
+                        "scikit-learn (pip install scikit-learn)")
+    path = Path(spec.origin).parent / "datasets" / "data" / _SKLEARN_FILES[name]
+    if path.is_file():
+        if name == "digits":  # as load_digits: np.loadtxt, the last column is the digit
+            data = np.loadtxt(path, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(int)
+        # as load_csv_data: header "n_samples,n_features,names...", rows "x...,target"
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
+        return rows[:, :-1], rows[:, -1].astype(int)
+    from sklearn import datasets
+
+    bunch = datasets.load_breast_cancer() if name == "breast_cancer" else datasets.load_digits()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+
+
 def load_dataset(name: str, *, directory: str | os.PathLike[str] | None = None,
                  dtype: str = "float64", scale: str = "none", seed: int = 0,
                  n_samples: int = 1000, n_features: int = 20) -> Dataset:
@@ -123,12 +152,8 @@ def load_dataset(name: str, *, directory: str | os.PathLike[str] | None = None,
         raise ConfigError(f"problem.scale must be one of {SCALINGS}, got {scale!r}")
     A: np.ndarray | sp.csr_matrix
     if name in SKLEARN_SETS:
-        from sklearn import datasets
-
-        bunch = datasets.load_breast_cancer() if name == "breast_cancer" else datasets.load_digits()
-        A = np.asarray(bunch.data, dtype=np.float64)
-        y = bunch.target if name == "breast_cancer" else bunch.target % 2
-        b = _binary_labels(y, name)
+        A, y = _sklearn_set(name)
+        b = _binary_labels(y if name == "breast_cancer" else y % 2, name)
     elif name == "synthetic":
         if n_samples < 1 or n_features < 1:
             raise ConfigError(f"synthetic dataset needs n_samples >= 1 and n_features >= 1, got "
