@@ -103,8 +103,8 @@ def predict_step_time(method: Any, d: int, n: int, topology: str = "ring",
                       costs: CodecCosts | None = None) -> StepTime | dict[str, StepTime]:
     """Predicted seconds of one step.
 
-    method: a registry name (``"ef21"``), a ``[[methods]]``-like dict
-        (``{"algorithm": "choco_sgd", "compressor": {"kind": "topk", "ratio": 0.1}}``), a
+    method: a registry name (a key of ``decomp.algorithms.REGISTRY``), a ``[[methods]]``-like
+        dict (``{"algorithm": <name>, "compressor": {"kind": "topk", "ratio": 0.1}}``), a
         :class:`decomp.config.MethodConfig`, a :class:`MethodSpec` — or a whole
         :class:`decomp.config.Config`, then a dict {method label: StepTime} (its ``run.master``
         and ``problem.dtype`` are used).
