@@ -70,6 +70,10 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=600
+# job ids that do not repeat across stand-ups (the state is new each time, so SLURM would count
+# from 1 again): a killed job of an earlier stand-up can leave /dev/shm/mpich_shm_<hash of
+# job id.step>, which a new job of the same id would open in MPI_Init (docs/reliability.md)
+FirstJobId=$(( $(date +%s) % 60000000 + 1000 ))
 # SIGTERM to SIGKILL: time for ranks to checkpoint, MPI_Finalize (which removes MPICH's
 # /dev/shm segment) and exit on a loaded machine (SLURM's default; 5 s killed them mid-exit)
 KillWait=30
