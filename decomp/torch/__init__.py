@@ -51,9 +51,13 @@ def __getattr__(name: str) -> object:
         from decomp.torch.optimizer import DistributedOptimizer
 
         return DistributedOptimizer
+    if name == "MetricsWriter":
+        from decomp.torch.metrics_writer import MetricsWriter
+
+        return MetricsWriter
     raise AttributeError(f"module 'decomp.torch' has no attribute {name!r}")
 
 
-__all__ = ["DatasetRows", "DistributedOptimizer", "FlatModel", "ShardSampler", "Slot",
-           "TorchProblem", "dataset_labels", "evaluate_model", "is_buffer",
+__all__ = ["DatasetRows", "DistributedOptimizer", "FlatModel", "MetricsWriter", "ShardSampler",
+           "Slot", "TorchProblem", "dataset_labels", "evaluate_model", "is_buffer",
            "launched_with_several_ranks", "make_torch_problems", "shard_indices"]

@@ -30,8 +30,7 @@ are in docs/torch.md, "What the wrapped optimizer sees"):
 
 Lifecycle: under MPI with several ranks the constructor installs
 :func:`decomp.runner.lifecycle.abort_on_error` (an exception on one rank ends the job);
-:meth:`~DistributedOptimizer.state_dict` holds the algorithm state (error-feedback memories,
-estimators, replicas), so ``torch.save`` of model + optimizer per rank resumes exactly.
+``should_stop``, ``save``/``load`` (one folder, bit for bit), ``export``: decomp.torch.saving.
 """
 
 from __future__ import annotations
@@ -53,10 +52,11 @@ from decomp.runner.build import build_session, check_family, default_algorithm, 
 from decomp.torch import compat
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
+from decomp.torch.saving import LoopMethods
 from decomp.torch.state import check_meta, from_torch, to_torch
 
 
-class DistributedOptimizer(torch.optim.Optimizer):
+class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
     """Wrap ``optimizer`` (any ``torch.optim.Optimizer``, or None) so that ``step()`` runs
     ``algorithm`` across the ranks of ``comm``.
 
