@@ -131,7 +131,7 @@ class LoopMethods:
         after ``timeout_s`` (default: ``comm_timeout``, else 300 s) and writes nothing.
         Returns ``directory``."""
         d = Path(directory)
-        agree(self.comm, "save", self.steps, str(d.resolve()), self._timeout(timeout_s))
+        agree(self.comm, "opt.save", self.steps, str(d.resolve()), self._timeout(timeout_s))
         step, size = self.steps, self.comm.Get_size()
         state = {"format": FORMAT, "rank": self.rank, "world": size, "step": step,
                  "model": _plain(self.flat.module.state_dict()),
@@ -182,7 +182,7 @@ class LoopMethods:
         Returns the saved ``extra`` (None if none). ``missing_ok``: a folder without a
         checkpoint returns None and changes nothing (the first start of a requeued job)."""
         d = Path(directory)
-        agree(self.comm, "load", self.steps, str(d.resolve()), self._timeout(timeout_s))
+        agree(self.comm, "opt.load", self.steps, str(d.resolve()), self._timeout(timeout_s))
         answer: tuple[str, Any] = ("", None)
         if self.rank == 0:
             try:
@@ -245,7 +245,7 @@ class LoopMethods:
         master–worker one, with every rank's float buffers (BatchNorm statistics) averaged
         (:meth:`averaged`). Load it with ``model.load_state_dict(torch.load(path))``."""
         p = Path(path)
-        agree(self.comm, "export", self.steps, str(p.resolve()), self._timeout(timeout_s))
+        agree(self.comm, "opt.export", self.steps, str(p.resolve()), self._timeout(timeout_s))
         error = ""
         with self.averaged() as model:  # type: ignore[attr-defined]
             if self.rank == 0:
