@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-slurm`: stand up the local single-node SLURM (up.sh), run the SLURM end-to-end tests
-# (tests/e2e/test_slurm.py: real sbatch jobs) against it, and tear it down (down.sh) afterwards,
-# also when a test fails or the run is interrupted.
+# (tests/e2e/test_slurm.py and test_slurm_torch.py: real sbatch jobs) against it, and tear it
+# down (down.sh) afterwards, also when a test fails or the run is interrupted.
 #
 # Without root, or without SLURM and apt to install it, the tests are skipped with a message
 # saying so; with DECOMP_TEST_SLURM=1 (as .ci/run sets) that is a failure instead.
@@ -41,9 +41,10 @@ fi
 t0=$SECONDS
 trap 'bash "$HERE/down.sh"' EXIT
 timeout 300 bash "$HERE/up.sh" || unavailable "could not stand up SLURM (messages above)"
-echo "test-slurm: SLURM up after $((SECONDS - t0)) s; running tests/e2e/test_slurm.py"
+echo "test-slurm: SLURM up after $((SECONDS - t0)) s; running tests/e2e/test_slurm.py and test_slurm_torch.py"
 DECOMP_SLURM_UP=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-    "$PY" -m pytest -q -p no:cacheprovider --timeout=300 -rs "$REPO/tests/e2e/test_slurm.py" "$@"
+    "$PY" -m pytest -q -p no:cacheprovider --timeout=300 -rs "$REPO/tests/e2e/test_slurm.py" \
+    "$REPO/tests/e2e/test_slurm_torch.py" "$@"
 status=$?
 echo "test-slurm: exit $status after $((SECONDS - t0)) s (stand-up, tests; teardown follows)"
 exit "$status"
