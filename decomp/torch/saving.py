@@ -152,7 +152,7 @@ class LoopMethods:
             problem = self._write_pointer(d, step, [dg for dg, _ in results])
         problem = self.comm.bcast(problem, root=0)
         if problem:
-            raise OSError(f"save({d}) at step {step}: nothing new written ({problem})")
+            raise OSError(f"opt.save({d}) at step {step}: nothing new written ({problem})")
         return d
 
     def _write_pointer(self, d: Path, step: int, digests: list[str]) -> str:
@@ -197,7 +197,7 @@ class LoopMethods:
         if pointer is None:
             if missing_ok:
                 return None
-            raise ConfigError(f"load({d}): no checkpoint there ({d / POINTER} is missing); "
+            raise ConfigError(f"opt.load({d}): no checkpoint there ({d / POINTER} is missing); "
                               "pass missing_ok=True to start from scratch when there is none")
         state, error = None, ""
         path = d / f"s{pointer['step']}" / f"rank{self.rank}.pt"
@@ -210,10 +210,10 @@ class LoopMethods:
             error = f"{path} cannot be read: {e}"
         errors = [e for e in self.comm.allgather(error) if e]
         if errors:
-            raise ConfigError(f"load({d}): " + "; ".join(errors))
+            raise ConfigError(f"opt.load({d}): " + "; ".join(errors))
         assert state is not None
         if (scheduler is None) != (state["scheduler"] is None):
-            raise ConfigError(f"load({d}): the checkpoint was saved "
+            raise ConfigError(f"opt.load({d}): the checkpoint was saved "
                               f"{'without' if state['scheduler'] is None else 'with'} an LR "
                               "scheduler: pass scheduler= to load() as it was passed to save()")
         self.flat.module.load_state_dict(state["model"])
@@ -226,16 +226,16 @@ class LoopMethods:
     def _check_pointer(self, d: Path, pointer: dict[str, Any]) -> None:
         size = self.comm.Get_size()
         if int(pointer["world_size"]) != size:
-            raise ConfigError(f"load({d}): saved by {pointer['world_size']} MPI rank(s), this "
+            raise ConfigError(f"opt.load({d}): saved by {pointer['world_size']} MPI rank(s), this "
                               f"run has {size}: launch with mpiexec -n {pointer['world_size']}")
         for key, mine in (("algorithm", self.algorithm.name), ("mode", self._mode),
                           ("d", self.flat.d)):
             if pointer.get(key) != mine:
-                raise ConfigError(f"load({d}): saved with {key} {pointer.get(key)!r}, this "
+                raise ConfigError(f"opt.load({d}): saved with {key} {pointer.get(key)!r}, this "
                                   f"optimizer has {mine!r}: load it into the same set-up")
         saved = Layout.from_dict(pointer["layout"])
         if saved != self.flat.layout:
-            raise ConfigError(f"load({d}): saved for another model ({saved.describe()}); this "
+            raise ConfigError(f"opt.load({d}): saved for another model ({saved.describe()}); this "
                               f"model: {self.flat.layout.describe()}")
 
     # --- export --------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ class LoopMethods:
                     error = f"{type(e).__name__}: {e}"
         error = self.comm.bcast(error, root=0) if self.comm.Get_size() > 1 else error
         if error:
-            raise OSError(f"export({p}): {error}")
+            raise OSError(f"opt.export({p}): {error}")
         return p
 
 
