@@ -57,20 +57,28 @@ def rows(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted EF21 run."""
-    out = tmp_path_factory.mktemp("straight")
-    r = launch(out, "ef21")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return out
+def straight(tmp_path_factory: pytest.TempPathFactory):
+    """straight(algorithm): the folder of the uninterrupted run (run once per algorithm)."""
+    runs: dict[str, Path] = {}
+
+    def get(algorithm: str) -> Path:
+        if algorithm not in runs:
+            out = tmp_path_factory.mktemp(f"straight-{algorithm}")
+            r = launch(out, algorithm)
+            assert r.returncode == 0, r.stdout + r.stderr
+            runs[algorithm] = out
+        return runs[algorithm]
+
+    return get
 
 
+@pytest.mark.parametrize("algorithm", ["ef21", "choco"])
 def test_sigterm_stops_every_rank_at_one_step_and_load_resumes_bit_for_bit(
-        tmp_path: Path, straight: Path) -> None:
+        tmp_path: Path, straight, algorithm: str) -> None:
     out = tmp_path / "preempted"
     out.mkdir()
     pause = 12
-    proc = subprocess.Popen(_cmd(out, "ef21", "--pause-at", str(pause)), env=_env(),
+    proc = subprocess.Popen(_cmd(out, algorithm, "--pause-at", str(pause)), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -89,21 +97,22 @@ def test_sigterm_stops_every_rank_at_one_step_and_load_resumes_bit_for_bit(
     for r in range(4):
         assert f"rank {r}: stopped by signal 15, saved at step {stop}" in stdout, stdout
     pointer = json.loads((out / "ckpt" / "checkpoint.json").read_text())
-    assert (pointer["step"], pointer["world_size"], pointer["algorithm"]) == (stop, 4, "ef21")
+    assert (pointer["step"], pointer["world_size"]) == (stop, 4)
+    assert pointer["algorithm"] == {"ef21": "ef21", "choco": "choco_sgd"}[algorithm]
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["checkpoint.json", f"s{stop}"]
     assert sorted(p.name for p in (out / "ckpt" / f"s{stop}").iterdir()) == \
         [f"rank{r}.pt" for r in range(4)]
     summary = json.loads((out / "run" / "summary.json").read_text())["methods"][0]
     assert summary["status"] == "interrupted" and f"SIGTERM at step {stop}" in summary["message"]
 
-    r = launch(out, "ef21")  # the same command again: resumes from the folder
+    r = launch(out, algorithm)  # the same command again: resumes from the folder
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"rank 0: resumed at step {stop} (step {stop})" in r.stdout
-    for mine, theirs in zip(finals(out), finals(straight), strict=True):
+    for mine, theirs in zip(finals(out), finals(straight(algorithm)), strict=True):
         assert mine.keys() == theirs.keys()
         for k in mine:  # parameters, BatchNorm statistics: identical
             assert torch.equal(mine[k], theirs[k]), k
-    assert rows(out) == rows(straight)
+    assert rows(out) == rows(straight(algorithm))
     assert [row["step"] for row in rows(out)] == list(range(5, STEPS + 1, 5))
     summary = json.loads((out / "run" / "summary.json").read_text())["methods"][0]
     assert (summary["status"], summary["steps"]) == ("ok", STEPS)
@@ -119,13 +128,12 @@ def test_a_rank0_only_save_is_refused_and_writes_nothing(tmp_path: Path) -> None
 
 
 def test_export_of_a_gossip_method_is_the_average_and_loads_into_a_fresh_model(
-        tmp_path: Path) -> None:
-    r = launch(tmp_path, "choco")
-    assert r.returncode == 0, r.stdout + r.stderr
-    nodes = finals(tmp_path)
+        straight) -> None:
+    out = straight("choco")
+    nodes = finals(out)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2),
                           nn.Linear(16, 3))
-    exported = torch.load(tmp_path / "model.pt")  # weights_only: a plain state_dict
+    exported = torch.load(out / "model.pt")  # weights_only: a plain state_dict
     model.load_state_dict(exported)
     weight = nodes[0]["0.weight"]
     assert not all(torch.equal(weight, n["0.weight"]) for n in nodes)  # the nodes differ
@@ -135,19 +143,22 @@ def test_export_of_a_gossip_method_is_the_average_and_loads_into_a_fresh_model(
             assert torch.allclose(v.double(), mean, rtol=1e-6, atol=1e-7), k
         else:
             assert torch.equal(v, nodes[0][k]), k
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["methods"][0]
+    summary = json.loads((out / "run" / "summary.json").read_text())["methods"][0]
     assert summary["family"] == "decentralized" and summary["consensus_distance"] > 0
 
 
-def test_metrics_writer_folders_are_read_by_compare_and_plot(tmp_path: Path,
-                                                             straight: Path) -> None:
-    r = run_cli(["compare", str(straight / "run"), "--target", "loss<=10"])
+def test_metrics_writer_folders_are_read_by_compare_and_plot(tmp_path: Path, straight) -> None:
+    folders = [str(straight(a) / "run") for a in ("ef21", "choco")]
+    r = run_cli(["compare", *folders, "--target", "loss<=10"])
     assert r.returncode == 0, r.stderr
-    head, _, line = r.stdout.splitlines()[:3]
-    for col in ("method", "status", "steps", "loss", "bits_up", "bits_down", "wall_s"):
+    head, _, *lines = r.stdout.splitlines()
+    for col in ("method", "status", "steps", "loss", "consensus_distance", "bits_up",
+                "bits_down", "wall_s"):
         assert col in head.split(), head
-    assert "ef21-topk" in line and " ok " in line and f" {STEPS} " in line
+    assert len(lines) == 2
+    for line, name in zip(lines, ("ef21-topk", "choco-topk"), strict=True):
+        assert name in line and " ok " in line and f" {STEPS} " in line, line
     png = tmp_path / "loss.png"
-    r = run_cli(["plot", str(straight / "run"), "-x", "bits", "-y", "loss", "-o", str(png)])
+    r = run_cli(["plot", *folders, "-x", "bits", "-y", "loss", "-o", str(png)])
     assert r.returncode == 0, r.stderr
     assert png.stat().st_size > 1000
