@@ -167,8 +167,11 @@ class LoopMethods:
                    "layout": self.flat.layout.to_dict(), "sha256": digests}
         try:
             old = _read_pointer(d)
+        except ConfigError:  # not ours or damaged: replaced, its files left alone
+            old = None
+        try:
             _write_atomic(d / POINTER, (json.dumps(pointer, indent=1) + "\n").encode())
-        except (OSError, ConfigError) as e:
+        except OSError as e:
             return f"{type(e).__name__}: {e}"
         if old is not None and int(old["step"]) != step:
             shutil.rmtree(d / f"s{old['step']}", ignore_errors=True)
