@@ -49,7 +49,7 @@ def test_a_requeued_user_script_resumes_to_the_uninterrupted_result(tmp_path: Pa
     (out / "slurm").mkdir(parents=True)
     sub = subprocess.run(
         ["sbatch", "--parsable", "--nodes", "1", "--ntasks-per-node", "4", "--cpus-per-task",
-         "1", "--time", time_limit(2 * WAIT_S), "--output", str(out / "slurm" / "%j.out"),
+         "1", "--time", time_limit(2 * WAIT_S), "--output", str(out / "slurm" / "script-%j.out"),
          "--export", "ALL,OMP_NUM_THREADS=1", str(TEMPLATE), str(SCRIPT), str(out), "ef21",
          str(STEPS), "--pause-at", "12"],
         capture_output=True, text=True, timeout=60, cwd=REPO)
