@@ -9,11 +9,13 @@ after every step, ``opt.save``/``opt.load`` into one folder, ``opt.export`` and 
 OUT/ckpt: the checkpoint folder (loaded with missing_ok, so a second launch resumes);
 OUT/run: the MetricsWriter's run folder; OUT/final/rank<r>.pt: every rank's final model;
 OUT/model.pt: the export. ``--pause-at T``: rank 1 writes its pid to OUT/pid after step T and
-waits until OUT/sent exists (the test signals it in between): the stop is agreed one step later.
+waits until a stop signal has reached it (the test sends it; the others wait in step T + 1's
+collective), so the stop is agreed after step T + 1 whatever the signal's delivery delay.
 ``--rank0-save-at T``: the DDP habit, ``if rank == 0: opt.save(...)`` after step T.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from torch import nn
 import decomp.torch
 from decomp.algorithms import CHOCOSGD, EF21
 from decomp.compress import TopK
+from decomp.runner.lifecycle import SIGNALS  # the flag should_stop() votes on
 
 p = argparse.ArgumentParser()
 p.add_argument("out", type=Path)
@@ -64,10 +67,10 @@ while opt.steps < args.steps:
     sched.step()
     if opt.steps % 5 == 0 or opt.steps == args.steps:
         writer.log(loss=loss.item())
-    if opt.steps == args.pause_at and rank == 1:
-        (args.out / "pid").write_text(str(__import__("os").getpid()))
-        deadline = time.monotonic() + 120
-        while not (args.out / "sent").exists() and time.monotonic() < deadline:
+    if opt.steps == args.pause_at and rank == 1:  # test only: hold until the signal is here
+        (args.out / "pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 300
+        while not SIGNALS.signum and time.monotonic() < deadline:
             time.sleep(0.02)
     if opt.steps == args.rank0_save_at and rank == 0:
         opt.save(args.out / "ckpt", timeout_s=5)
