@@ -54,6 +54,27 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def resume_command(args: argparse.Namespace, world_size: int = 1) -> str:
+    """The command that continues this run: the same config, --out, --steps, --set,
+    --data-dir and every other flag of this one, ``--resume`` instead of ``--overwrite`` or
+    ``--resume auto``, under ``mpiexec -n <world size>`` (a resume needs the same size)."""
+    import shlex
+
+    words = ["mpiexec", "-n", str(world_size)] if world_size > 1 else []
+    words += ["decomp", "run", args.config]
+    for flag, value in (("--out", args.out), ("--data-dir", args.data_dir),
+                        ("--steps", args.steps), ("--threads", args.threads),
+                        ("--checkpoint-every", args.checkpoint_every),
+                        ("--comm-timeout", args.comm_timeout)):
+        if value is not None:
+            words += [flag, str(value)]
+    for s in args.set or []:
+        words += ["--set", s]
+    words += [f for f, on in (("--no-progress", args.no_progress),
+                              ("--single-rank", args.single_rank)) if on]
+    return shlex.join([*words, "--resume"])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Every rank: run the config; any error on any rank ends the whole job (MPI_Abort); a
     stop signal ends it with 128 + the signal's number after a checkpoint."""
@@ -93,13 +114,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides(args))
         mode = ({"always": "resume", "auto": "auto"}[args.resume] if args.resume
                 else "overwrite" if args.overwrite else "new")
-        results = run(cfg, comm, progress=False if args.no_progress else None, mode=mode)
+        results = run(cfg, comm, progress=False if args.no_progress else None, mode=mode,
+                      resume_hint=resume_command(args, comm.Get_size()))
     except Interrupted as e:  # agreed: every rank, at the same step, after the checkpoint
         if not e.agreed:  # this rank alone, before the loop: end the job now
             return fail(comm, str(e), code=e.exit_code)
         if comm.Get_rank() == 0:
             print(f"interrupted: {e}; outputs and checkpoint in {cfg.out_dir}/{cfg.name}/ "
-                  f"(continue with: decomp run {args.config} --resume)", flush=True)
+                  f"(continue with: {resume_command(args, comm.Get_size())})", flush=True)
         return e.exit_code
     except DecompError as e:
         return fail(comm, str(e))

@@ -12,7 +12,7 @@ from typing import Any
 
 from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, quote
 from decomp.cli.run import overrides
-from decomp.errors import DecompError
+from decomp.errors import ConfigError, DecompError
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +27,9 @@ def add_parser(sub: Any) -> None:
                    "summary.json to OUT/<name>/ as decomp run does (default: print the table "
                    "only; a sweep always writes, to OUT/<sweep name>/<task>/, OUT default: the "
                    "config's out_dir)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="with --out: replace the results of an existing OUT/<name>/ (as "
+                   "decomp run --overwrite; without it an existing run folder is refused)")
     g = s.add_argument_group("sweeps")
     g.add_argument("--sweep", action="append", default=[], metavar="KEY=[V1, V2, ...]",
                    help="sweep a config key over values (repeatable; as decomp slurm --sweep)")
@@ -47,7 +50,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if src.is_sweep:
             return _sweep(args, src)
         cfg = load_config(src.config, overrides(args))
-        results = simulate_config(cfg, args.workers, write=args.out is not None)
+        if args.overwrite and args.out is None:
+            raise ConfigError("--overwrite needs --out (decomp sim writes a run folder only "
+                              "with --out)")
+        results = simulate_config(cfg, args.workers, write=args.out is not None,
+                                  mode="overwrite" if args.overwrite else "new")
     except DecompError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -57,13 +64,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_DIVERGED if any(r.status == "diverged" for r in results) else 0
 
 
-def _task(config: str, sets: list[str], n_workers: int) -> tuple[str, list[Any]]:
+def _task(config: str, sets: list[str], n_workers: int,
+          mode: str = "new") -> tuple[str, list[Any]]:
     """One sweep task in this process: (run folder, results)."""
     from decomp.config import load_config
     from decomp.runner import simulate_config
 
     cfg = load_config(config, sets)
-    return f"{cfg.out_dir}/{cfg.name}", simulate_config(cfg, n_workers, write=True)
+    return f"{cfg.out_dir}/{cfg.name}", simulate_config(cfg, n_workers, write=True, mode=mode)
 
 
 def _sweep(args: argparse.Namespace, src: Any) -> int:
@@ -88,11 +96,12 @@ def _sweep(args: argparse.Namespace, src: Any) -> int:
     diverged = 0
     pool = ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else None
     try:
-        pending = {t: pool.submit(_task, str(src.config), sets, args.workers) if pool else None
-                   for t, sets in jobs.items()}
+        mode = "overwrite" if args.overwrite else "new"
+        pending = {t: pool.submit(_task, str(src.config), sets, args.workers, mode)
+                   if pool else None for t, sets in jobs.items()}
         for t, fut in pending.items():
             where, results = fut.result() if fut else _task(str(src.config), jobs[t],
-                                                            args.workers)
+                                                            args.workers, mode)
             diverged += any(r.status == "diverged" for r in results)
             summary = "; ".join(f"{r.method}: {r.status}, ||grad f||^2 {r.grad_norm_sq:.3e}"
                                 for r in results)

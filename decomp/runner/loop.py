@@ -43,7 +43,7 @@ from decomp.runner.plan import (
 )
 from decomp.runner.results import MethodResult
 from decomp.runner.resume import check_resume, fingerprint
-from decomp.runner.rundir import claim_run_dir
+from decomp.runner.rundir import Claim, claim_run_dir
 from decomp.runner.workload import Workload, local_workers, prepare
 
 __all__ = ["drive", "run", "run_method"]
@@ -74,13 +74,14 @@ def _running(plan: Any) -> MethodResult:
                         message="started; no result yet (a killed job leaves this mark)")
 
 
-def run(cfg: Config, comm: Any, *, progress: bool | None = None,
-        mode: str = "new") -> list[MethodResult]:
+def run(cfg: Config, comm: Any, *, progress: bool | None = None, mode: str = "new",
+        resume_hint: str = "decomp run CONFIG --resume") -> list[MethodResult]:
     """Run every method of ``cfg`` on ``comm``; rank 0 writes the outputs.
 
     mode: ``new`` (the run folder must not exist), ``overwrite`` (replace decomp's files in
     it), ``resume`` (continue it from its checkpoints; see :mod:`decomp.runner.resume`) or
-    ``auto`` (resume if the folder holds a run, else new).
+    ``auto`` (resume if the folder holds a run, else new). resume_hint: the command that
+    continues this run, written into an interrupted method's summary entry.
     Raises :class:`~decomp.runner.lifecycle.Interrupted` after a stop signal (the results
     so far, the interrupted method included, are in ``summary.json``).
     """
@@ -92,7 +93,22 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
         raise ConfigError("two [[methods]] have the same name: give each its own name (the "
                           "metrics rows and checkpoints are keyed by it)")
     mixing = mixing_for(cfg, plans, n)
-    run_dir, mode = claim_run_dir(cfg.out_dir, cfg.name, mode, comm)
+    claim = claim_run_dir(cfg.out_dir, cfg.name, mode, comm)  # the lock, before any write
+    ok = False
+    try:
+        results = _run_claimed(cfg, comm, plans, mixing, n, claim, progress, resume_hint)
+        ok = True
+    finally:
+        note = claim.end(ok)  # --overwrite: the old results kept or put back
+        if note:
+            LOGGER.warning("%s", note)
+        claim.release()
+    return results
+
+
+def _run_claimed(cfg: Config, comm: Any, plans: list[Any], mixing: Any, n: int, claim: Claim,
+                 progress: bool | None, resume_hint: str) -> list[MethodResult]:
+    run_dir, mode = claim.run_dir, claim.mode
     store = CheckpointStore(run_dir, comm)
     fp = fingerprint(cfg)
     pointers: list[dict[str, Any] | None] = [None] * len(plans)
@@ -109,6 +125,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
             check_sizes(plans, work.d, work.layout)
             store.layout = work.layout  # recorded in checkpoints, checked on resume
             meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
+            claim.start()  # every check passed: --overwrite moves the old results aside
             out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume",
                           meta=meta, cfg=cfg)
             if mode == "resume":
@@ -122,7 +139,7 @@ def run(cfg: Config, comm: Any, *, progress: bool | None = None,
                 try:
                     r = run_method(cfg, plan, comm, work, out, progress and rank == 0, mixing,
                                    index=i, store=store, control=control, pointer=pointers[i],
-                                   fingerprint=fp)
+                                   fingerprint=fp, resume_hint=resume_hint)
                 except Interrupted as e:
                     results.append(e.result)  # type: ignore[attr-defined]
                     raise

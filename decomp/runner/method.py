@@ -126,7 +126,8 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
                progress: bool, mixing: Any = None, *, index: int = 0,
                store: CheckpointStore | None = None, control: RunControl | None = None,
                pointer: dict[str, Any] | None = None,
-               fingerprint: dict[str, Any] | None = None) -> MethodResult:
+               fingerprint: dict[str, Any] | None = None,
+               resume_hint: str = "decomp run CONFIG --resume") -> MethodResult:
     """Run one method to ``run.steps`` (or divergence) and return its summary.
 
     store: where checkpoints go (None: none); control: signals, stop vote and watchdog (None:
@@ -196,7 +197,7 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         if mr.last.get("step") != e.step:  # the summary reports where the method stopped
             mr.log(e.step)
         mr.status = "interrupted"
-        mr.message = (f"{e}; checkpointed: continue with decomp run CONFIG --resume"
+        mr.message = (f"{e}; checkpointed: continue with {resume_hint}"
                       if save is not None else str(e))
         LOGGER.warning("%s: %s", m.label, mr.message)
         e.result = mr.result()  # type: ignore[attr-defined]

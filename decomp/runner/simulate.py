@@ -10,6 +10,7 @@ bits_down, consensus_distance; decentralized: loss_local; the workload's test me
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from decomp.config import Config, dump_toml
-from decomp.errors import DivergenceError
+from decomp.errors import ConfigError, DivergenceError
 from decomp.runner.metadata import sim_metadata
 from decomp.runner.outputs import Outputs
 from decomp.runner.plan import (
@@ -29,23 +30,48 @@ from decomp.runner.plan import (
     resolved_config,
 )
 from decomp.runner.results import MethodResult
+from decomp.runner.rundir import Claim, claim_run_dir
 from decomp.runner.workload import Workload, prepare
 
 
-def simulate_config(cfg: Config, n_workers: int, *, write: bool = False) -> list[MethodResult]:
+def simulate_config(cfg: Config, n_workers: int, *, write: bool = False,
+                    mode: str = "new") -> list[MethodResult]:
     """Run every method with the single-process reference :mod:`decomp.sim` (no MPI).
 
     Same problems, step sizes, W, options and randomness as ``run`` with n_workers workers
     (nodes); metrics at x (master–worker) or x̄ (decentralized) at every log step. A
     non-finite iterate, or a loss above ``run.loss_blowup`` × its start, ends the method as
     ``diverged`` with the rows logged before it (as ``decomp run`` does). write: also write
-    ``config.toml``, ``metrics.jsonl`` and ``summary.json`` to ``<out_dir>/<name>/``.
+    ``config.toml``, ``metrics.jsonl`` and ``summary.json`` to ``<out_dir>/<name>/``, under
+    the same name, lock and overwrite rules as ``decomp run`` (mode: ``new`` or
+    ``overwrite``; :func:`~decomp.runner.rundir.claim_run_dir`).
     """
+    if mode not in ("new", "overwrite"):
+        raise ConfigError(f"decomp sim writes a new run folder or overwrites one (mode new or "
+                          f"overwrite), got {mode!r}")
     plans = plan_methods(cfg)
     cfg = resolved_config(cfg, plans)
+    claim = claim_run_dir(cfg.out_dir, cfg.name, mode) if write else None
+    ok = False
+    try:
+        results = _simulate_claimed(cfg, plans, n_workers, write, claim)
+        ok = True
+    finally:
+        if claim is not None:
+            note = claim.end(ok)
+            if note:
+                print(note, file=sys.stderr)
+            claim.release()
+    return results
+
+
+def _simulate_claimed(cfg: Config, plans: list[MethodPlan], n_workers: int, write: bool,
+                      claim: Claim | None) -> list[MethodResult]:
     work = prepare(cfg, n_workers)
     check_sizes(plans, work.d, work.layout)
     mixing = mixing_for(cfg, plans, n_workers)
+    if claim is not None:
+        claim.start()
     out = Outputs(Path(cfg.out_dir) / cfg.name, dump_toml(cfg), write,
                   meta=sim_metadata(n_workers), cfg=cfg)
     results = []
