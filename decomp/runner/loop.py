@@ -29,6 +29,7 @@ from decomp.config import Config, dump_toml
 from decomp.errors import ConfigError
 from decomp.log import LOGGER
 from decomp.runner.checkpoint import CheckpointStore
+from decomp.runner.datahash import DATA_KEY, data_digest
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.runner.metadata import mpi_metadata
@@ -42,7 +43,7 @@ from decomp.runner.plan import (
     resolved_config,
 )
 from decomp.runner.results import MethodResult
-from decomp.runner.resume import check_resume, fingerprint
+from decomp.runner.resume import check_data, check_resume, fingerprint
 from decomp.runner.rundir import Claim, claim_run_dir
 from decomp.runner.workload import Workload, local_workers, prepare
 
@@ -124,6 +125,9 @@ def _run_claimed(cfg: Config, comm: Any, plans: list[Any], mixing: Any, n: int, 
             work = prepare(cfg, n, local_workers(cfg, rank))
             check_sizes(plans, work.d, work.layout)
             store.layout = work.layout  # recorded in checkpoints, checked on resume
+            fp = {**fp, DATA_KEY: data_digest(work, comm)}  # collective: the data's hash
+            if mode == "resume":
+                check_data(cfg, pointers, fp[DATA_KEY])
             meta = mpi_metadata(comm, n)  # collective: the hosts of all ranks
             claim.start()  # every check passed: --overwrite moves the old results aside
             out = Outputs(run_dir, dump_toml(cfg), rank == 0, resume=mode == "resume",

@@ -32,6 +32,33 @@ def write_atomic(path: Path, text: str) -> None:
 BACKUP = ".metrics.resume.jsonl"
 
 
+def check_rows(run_dir: Path, label: str, step: int, log_every: int) -> None:
+    """Resume: refuse (ConfigError) a run folder whose ``metrics.jsonl`` (with the resume
+    backup) lacks rows ``label`` logged before its checkpoint at ``step`` (step 0 and the
+    multiples of ``log_every`` below it): rows removed or the file replaced by another."""
+    from decomp.errors import ConfigError
+
+    seen: set[Any] = set()
+    for source in (run_dir / BACKUP, run_dir / "metrics.jsonl"):
+        if source.exists():
+            for line in source.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and row.get("method") == label:
+                    seen.add(row.get("step"))
+    want = [0, *range(log_every, step, log_every)] if step > 0 and log_every > 0 else []
+    missing = [t for t in want if t not in seen]
+    if missing:
+        shown = ", ".join(map(str, missing[:6])) + (" ..." if len(missing) > 6 else "")
+        raise ConfigError(
+            f"--resume: {run_dir / 'metrics.jsonl'} lacks {len(missing)} of the "
+            f"{len(want)} rows {label} logged before its checkpoint at step {step} (steps "
+            f"{shown}): rows were removed or the file replaced; put the file back, or start "
+            "again with --overwrite")
+
+
 class Outputs:
     """The run folder ``directory`` (rank 0 writes; no-op where ``active`` is False).
 

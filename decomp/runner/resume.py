@@ -14,6 +14,8 @@ from typing import Any
 from decomp.config import Config, load_config, to_dict
 from decomp.errors import ConfigError
 from decomp.runner.checkpoint import CheckpointStore
+from decomp.runner.datahash import DATA_KEY
+from decomp.runner.outputs import check_rows
 from decomp.runner.plan import plan_methods, resolved_config
 from decomp.runner.session import Session
 from decomp.runner.workload import Workload
@@ -91,14 +93,29 @@ def _pointers(cfg: Config, run_dir: Path, store: CheckpointStore,
             raise ConfigError(f"--resume: {label} was checkpointed with {p['world_size']} MPI "
                               f"rank(s); this run has {world_size}. Launch with mpiexec -n "
                               f"{p['world_size']}")
-        if p.get("fingerprint") != fingerprint(cfg):
+        saved = {k: v for k, v in (p.get("fingerprint") or {}).items() if k != DATA_KEY}
+        if saved != fingerprint(cfg):
             raise ConfigError(f"--resume: the checkpoint of {label} was written for another "
                               f"config: " + "; ".join(config_differences(
-                                  p.get("fingerprint") or {}, fingerprint(cfg))[:8]))
+                                  saved, fingerprint(cfg))[:8]))
         if int(p["step"]) > cfg.run.steps:
             raise ConfigError(f"--resume: {label} is checkpointed at step {p['step']} but "
                               f"run.steps = {cfg.run.steps}; run.steps may grow, not shrink")
+        check_rows(run_dir, label, int(p["step"]), cfg.run.log_every)
     return pointers
+
+
+def check_data(cfg: Config, pointers: list[dict[str, Any] | None], digest: str) -> None:
+    """Refuse a resume whose loaded data hash to another value than the checkpoints record
+    (every rank holds the same pointers and digest: every rank raises alike)."""
+    for m, p in zip(cfg.methods, pointers, strict=True):
+        saved = (p or {}).get("fingerprint", {}).get(DATA_KEY)
+        if saved is not None and saved != digest:
+            raise ConfigError(
+                f"--resume: {m.label} was checkpointed on other data (sha256 of the loaded "
+                f"arrays {saved[:16]}... then, {digest[:16]}... now: the data file, "
+                f"problem.dataset or data_dir changed); resume with the data it was trained "
+                "on, or start a new run (--overwrite or another name)")
 
 
 def session_meta(session: Session, first: dict[str, Any], last: dict[str, Any],

@@ -219,3 +219,34 @@ def test_a_requeued_template_passes_arguments_decomp_run_accepts(
     from decomp.cli import build_parser
 
     build_parser().parse_args(["run", *run])  # argparse exits 2 on a usage error
+
+
+@pytest.mark.parametrize("change,message", [
+    ("labels flipped", "was checkpointed on other data (sha256 of the loaded arrays"),
+    ("rows deleted", "rows were removed or the file replaced"),
+])
+def test_a_resume_on_changed_data_or_lost_rows_is_refused(tmp_path: Path, change: str,
+                                                          message: str) -> None:
+    rng = __import__("numpy").random.default_rng(0)
+    lines = [f"{1 if rng.random() < 0.5 else -1} " + " ".join(
+        f"{j + 1}:{rng.normal():.4f}" for j in range(5)) for _ in range(64)]
+    data = tmp_path / "d.svm"
+    data.write_text("\n".join(lines) + "\n")
+    cfg = _write(tmp_path, "data", steps=200, every=100)
+    sets = ["--set", 'problem.dataset="d.svm"', "--set", "methods.1.compressor.k=1"]
+    assert _run(tmp_path, cfg, *sets).returncode == 0
+    run_dir = tmp_path / "runs" / "data"
+    if change == "labels flipped":
+        data.write_text("\n".join(("-1" if ln.startswith("1 ") else "1") + ln[ln.index(" "):]
+                                  for ln in lines) + "\n")
+    else:
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+        (run_dir / "metrics.jsonl").write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+    before = _digest(run_dir)
+    t0 = time.monotonic()
+    r = _run(tmp_path, cfg, *sets, "--resume", "--steps", "400")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert time.monotonic() - t0 < RUN_BOUND_S
+    assert message in first_error_line(r.stderr), r.stderr[-2000:]
+    assert _digest(run_dir) == before
+    assert not left_running(str(tmp_path / "runs"))
