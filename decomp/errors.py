@@ -30,6 +30,11 @@ class UsageError(DecompError, RuntimeError):
     ``RuntimeError``, so ``except RuntimeError`` sites keep catching it."""
 
 
+class StorageError(DecompError, OSError):
+    """A file of a run could not be written (disk full, quota, permissions): the message
+    names the file, the bytes it needed and the fix."""
+
+
 class LaunchError(DecompError, RuntimeError):
     """The MPI world cannot run this config (rank count, launch context)."""
 

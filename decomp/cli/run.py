@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return e.exit_code
     except DecompError as e:
         return fail(comm, str(e))
+    except OSError as e:  # a file the run reads or writes: name it and the cause
+        where = f" {e.filename}" if e.filename else ""
+        return fail(comm, f"cannot access{where}: {e.strerror or e} (errno {e.errno}); check "
+                    "the path, its permissions and the free space")
     except BaseException:  # noqa: BLE001 (KeyboardInterrupt, SystemExit: end every rank too)
         return fail(comm, "unexpected error\n" + traceback.format_exc())
     if comm.Get_rank() == 0:

@@ -28,15 +28,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from decomp.errors import ConfigError
+from decomp.errors import ConfigError, StorageError
 from decomp.layout import Layout
+from decomp.runner.ckcheck import check_members, meta_problem, pointer_problem
+from decomp.runner.diskfull import storage_error, write_bytes_atomic
 
 _STATE = "state."
 _BUFFERS = "buffers."
@@ -86,12 +87,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data, "checkpoint file")
 
 
 def check_layout(pointer: dict[str, Any], layout: Layout | None, where: str = "") -> None:
@@ -136,6 +132,11 @@ class CheckpointStore:
     def _step_dir(self, method: int, step: int) -> Path:
         return self.dir / f"m{method}-s{step}"
 
+    def rank_file(self, pointer: dict[str, Any]) -> Path:
+        """This rank's file of the checkpoint ``pointer`` names."""
+        return self._step_dir(int(pointer["method"]), int(pointer["step"])) / \
+            f"rank{self.rank}.npz"
+
     def save(self, method: int, step: int, state: Any, meta: dict[str, Any],
              buffers: list[np.ndarray], fingerprint: dict[str, Any]) -> Path:
         """Collective: write this rank's file for ``step`` of method ``method``, then (rank 0)
@@ -151,17 +152,25 @@ class CheckpointStore:
         error = ""
         digest = ""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise storage_error(e, path.parent, None, "checkpoint folder") from None
             buf = io.BytesIO()
             np.savez(buf, **payload)
             _write_atomic(path, buf.getvalue())
             digest = _sha256(path)
-        except OSError as e:
+        except OSError as e:  # StorageError included: it names the file and the bytes
             error = f"rank {self.rank}: {e}"
         results = self.comm.allgather((digest, error))  # control traffic, once per checkpoint
         errors = [err for _, err in results if err]
-        if errors:
-            raise OSError(f"checkpoint of step {step} not written: {'; '.join(errors)}")
+        if errors:  # the step is not kept: no file of it is left behind
+            path.unlink(missing_ok=True)
+            self.comm.Barrier()
+            if self.rank == 0:
+                shutil.rmtree(path.parent, ignore_errors=True)
+            raise StorageError(f"checkpoint of step {step} not written (the previous one is "
+                               f"kept): {'; '.join(errors)}")
         if self.rank == 0:
             pointer = {"method": method, "step": step, "world_size": self.size,
                        "fingerprint": fingerprint, "sha256": [d for d, _ in results]}
@@ -186,6 +195,10 @@ class CheckpointStore:
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{p}: not a decomp checkpoint pointer ({e}); remove it to "
                               "restart that method from step 0") from None
+        problem = pointer_problem(doc, method)
+        if problem:
+            raise ConfigError(f"{p}: {problem}; the pointer is damaged: remove it to restart "
+                              "that method from step 0") from None
         return dict(doc)
 
     def load(self, pointer: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[np.ndarray],
@@ -202,14 +215,19 @@ class CheckpointStore:
         if _sha256(path) != pointer["sha256"][self.rank]:
             raise ConfigError(f"checkpoint file {path} is corrupt (its sha256 differs from "
                               f"the one recorded in {self.pointer_path(method).name})")
+        check_members(path)  # no field may declare more than the file holds
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k[len(_STATE):]: z[k] for k in z.files if k.startswith(_STATE)}
                 nbuf = sum(k.startswith(_BUFFERS) for k in z.files)
                 buffers = [z[f"{_BUFFERS}{k}"] for k in range(nbuf)]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError) as e:
             raise ConfigError(f"checkpoint file {path} cannot be read: {e}") from None
+        problem = meta_problem(meta, step)
+        if problem:
+            raise ConfigError(f"checkpoint file {path}: {problem}; the file is damaged: "
+                              "remove the checkpoints to restart from step 0")
         return arrays, buffers, meta
 
     def remove_all(self) -> None:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from decomp.runner.diskfull import storage_error
 from decomp.runner.results import MethodResult
 
 
@@ -21,11 +22,15 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` all at once (a temporary file in the same folder, then a
     rename): readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: no temporary file left, a message with the path
+        tmp.unlink(missing_ok=True)
+        raise storage_error(e, path, len(text.encode()), "run file") from None
 
 
 #: where a resume keeps the rows it read until the run ends (in the run folder)
@@ -125,8 +130,13 @@ class Outputs:
 
     def metrics(self, row: dict[str, Any]) -> None:
         if self.active:
-            self._metrics.write(json.dumps(row) + "\n")
-            self._metrics.flush()
+            line = json.dumps(row) + "\n"
+            try:
+                self._metrics.write(line)
+                self._metrics.flush()
+            except OSError as e:
+                raise storage_error(e, self.dir / "metrics.jsonl", len(line), "metrics row "
+                                    "to") from None
 
     def summary(self, results: list[MethodResult]) -> None:
         """summary.json = {"run": metadata + numeric step sizes, "methods": [...]}; config.toml

@@ -14,6 +14,7 @@ from typing import Any
 from decomp.config import Config, load_config, to_dict
 from decomp.errors import ConfigError
 from decomp.runner.checkpoint import CheckpointStore
+from decomp.runner.ckcheck import SESSION_KEYS, meta_problem
 from decomp.runner.datahash import DATA_KEY
 from decomp.runner.outputs import check_rows
 from decomp.runner.plan import plan_methods, resolved_config
@@ -131,6 +132,10 @@ def restore_session(session: Session, store: CheckpointStore, pointer: dict[str,
     """Put the checkpointed state into a freshly initialised ``session`` (in place) and
     return the checkpoint's meta (first/last metrics rows, status)."""
     arrays, buffers, meta = store.load(pointer)
+    problem = meta_problem(meta, int(pointer["step"]), SESSION_KEYS)
+    if problem:
+        raise ConfigError(f"checkpoint file {store.rank_file(pointer)}: {problem}; the file is "
+                          "damaged: remove the checkpoints to restart from step 0")
     session.load_state_dict({"state": {**arrays, **meta["state_scalars"]},
                              "steps_done": meta["step"], "wall_s": meta["wall_s"],
                              "bytes": meta["bytes"], "split": meta.get("split")})
