@@ -129,7 +129,7 @@ def resolve_mixing(topology: object, n: int, weights: str = "metropolis",
         if options:
             raise TopologyError("topology options apply to a named topology, not to an "
                                 "explicit W")
-        return MixingMatrix(np.asarray(topology, dtype=np.float64)).validate(n)
+        return MixingMatrix(topology).validate(n)  # as_csr: real float64 (complex refused)
     if not isinstance(topology, (str, os.PathLike)):
         raise TopologyError(f"topology must be a name, a W file, an (n, n) array or a "
                             f"MixingMatrix, got {type(topology).__name__}")

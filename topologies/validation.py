@@ -42,6 +42,13 @@ def _fmt(x: float) -> str:
     return f"{float(x):.6g}"
 
 
+def _complex_entries(w: object) -> bool:
+    try:
+        return bool(np.iscomplexobj(w))
+    except (TypeError, ValueError):
+        return False
+
+
 def as_csr(w: object) -> sp.csr_array:
     """Convert a dense array-like or a scipy sparse matrix/array to canonical ``float64`` CSR.
 
@@ -51,6 +58,11 @@ def as_csr(w: object) -> sp.csr_array:
     Raises:
         TopologyError: not numeric, not 2-D, not square, or a NaN/inf entry.
     """
+    if getattr(getattr(w, "dtype", None), "kind", "") == "c" or \
+            (not sp.issparse(w) and _complex_entries(w)):
+        raise TopologyError(f"W has complex entries (dtype {getattr(w, 'dtype', 'complex')}): a "
+                            "mixing matrix is real; save W with real weights (e.g. W.real "
+                            "after checking the imaginary part is 0)")
     try:
         if sp.issparse(w):
             m = sp.csr_array(w, dtype=np.float64)

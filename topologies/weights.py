@@ -82,7 +82,7 @@ def load_matrix(path: str | os.PathLike[str]) -> sp.csr_array:
         if p.endswith(".npy"):
             arr = np.load(p, allow_pickle=False)
         elif p.endswith(".npz"):
-            return sp.csr_array(sp.load_npz(p), dtype=np.float64)
+            return as_csr(sp.load_npz(p))
         else:
             with open(p, encoding="utf-8") as fh:
                 text = fh.read()

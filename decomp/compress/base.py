@@ -14,9 +14,12 @@ what crosses MPI and what metrics report. Header layout (little endian)::
 long as the header says, so a corrupted or truncated buffer is refused, never decoded to garbage.
 The length check comes before ``decode`` allocates its output, so a header claiming d = 2**40
 is a :class:`PayloadError`, not a 8 TiB allocation (pass ``d`` when the expected length is
-known). ``decode_add`` accumulates into a caller's 1-D float32/float64 ``out`` (in ``out``'s
-precision); any other ``out`` (int64, complex, float16, 2-D) is refused with a TypeError,
-never silently truncated or cast.
+known); without ``d``, a sparse payload (Top-k, Rand-k) whose header claims an output larger
+than 256 MiB and 4096 times the payload is refused too. The value dtype byte must be the one
+the compressor writes (a float16/bfloat16 swap is refused, not decoded). ``decode_add``
+accumulates into a caller's 1-D float32/float64 ``out`` (in ``out``'s precision); any other
+``out`` (int64, complex, float16, 2-D) is refused with a TypeError, never silently truncated
+or cast.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from decomp.compress._wire import VDTYPES, wire_code
+from decomp.compress._wire import VDTYPE_CODE, VDTYPES, wire_code
 from decomp.errors import ConfigError, PayloadError
 from decomp.rng import Key
 
@@ -83,6 +86,26 @@ def read_header(payload: np.ndarray, kind: int, d: int | None = None) -> Header:
     if d is not None and h.d != d:
         raise PayloadError(f"payload is for a vector of length {h.d}, expected {d}")
     return h
+
+
+def check_vdtype(h: Header, value_dtype: str | None, who: str) -> None:
+    """Refuse a header whose value dtype byte is not what this compressor writes: its
+    ``value_dtype``'s code, or (None) float32/float64. float16 and bfloat16 have the same
+    size, so a swapped byte would otherwise decode every value wrongly without a sign."""
+    allowed = (VDTYPE_CODE[value_dtype],) if value_dtype else (0, 1)
+    if h.vdtype not in allowed:
+        names = {c: n for n, c in VDTYPE_CODE.items()}
+        raise PayloadError(f"{who} payload carries {names.get(h.vdtype, h.vdtype)} values but "
+                           f"this compressor sends {' or '.join(names[c] for c in allowed)}: "
+                           "corrupted header or another compressor configuration")
+
+
+#: decode without ``d=`` allocates at most this many bytes beyond what the payload's own
+#: length justifies (:meth:`Compressor.checked_header`)
+DECODE_LIMIT_BYTES = 1 << 28
+#: ... where a payload justifies an output this many times its size (a sparse payload of k
+#: entries of a length-d vector is about k·12 bytes)
+DECODE_RATIO = 1 << 12
 
 
 def check_vector(x: np.ndarray) -> np.ndarray:
@@ -156,6 +179,8 @@ class Compressor(ABC):
     name: ClassVar[str]
     is_unbiased: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
+    #: the header's value dtype byte is this compressor's ``value_dtype`` (checked on decode)
+    value_dtype_on_wire: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every ``decode_add`` a subclass defines checks ``out`` first (:func:`check_out`),
@@ -211,6 +236,8 @@ class Compressor(ABC):
         """The header of ``payload`` after checking its total size against
         :meth:`payload_bytes` for the header's d, before anything of size d is allocated."""
         h = read_header(payload, self.kind, d)
+        if self.value_dtype_on_wire:
+            check_vdtype(h, getattr(self, "value_dtype", None), type(self).__name__)
         try:
             self.check(h.d)  # e.g. RandK: d < 2**32
             want = self.payload_bytes(h.d, out_dtype(h.vdtype))
@@ -220,6 +247,11 @@ class Compressor(ABC):
             raise PayloadError(f"payload of {payload.size} bytes does not match {self!r} for "
                                f"the length d={h.d} its header claims: corrupted, truncated or "
                                "written by another compressor configuration")
+        size = h.d * np.dtype(out_dtype(h.vdtype)).itemsize
+        if d is None and size > max(DECODE_LIMIT_BYTES, DECODE_RATIO * payload.size):
+            raise PayloadError(f"payload header claims d={h.d}: decoding it would allocate "
+                               f"{size / 2**30:.1f} GiB for a {payload.size}-byte payload; pass "
+                               "decode(payload, d=...) with the length you expect")
         return h
 
     def decode_dtype(self, dtype: np.dtype | type) -> np.dtype:

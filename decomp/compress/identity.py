@@ -21,6 +21,7 @@ from decomp.compress.base import (
     HEADER_BYTES,
     Compressor,
     Header,
+    check_vdtype,
     check_vector,
     nonfinite_error,
     read_header,
@@ -32,6 +33,7 @@ from decomp.rng import Key
 
 class Identity(Compressor):
     """C(x) = x, sent densely. ``value_dtype`` as for :class:`TopK`."""
+    value_dtype_on_wire = True
 
     kind = 0
     name = "identity"
@@ -63,6 +65,7 @@ class Identity(Compressor):
 
     def decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
         h = read_header(payload, self.kind, out.size)
+        check_vdtype(h, self.value_dtype, "Identity")
         want = HEADER_BYTES + h.d * itemsize(h.vdtype)
         if h.count != h.d or payload.size != want:
             raise PayloadError(f"Identity payload has {payload.size} bytes, expected {want} "

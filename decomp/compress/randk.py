@@ -34,6 +34,7 @@ from decomp.compress.base import (
     HEADER_BYTES,
     Compressor,
     Header,
+    check_vdtype,
     check_vector,
     read_header,
     write_header,
@@ -50,6 +51,7 @@ class RandK(Compressor):
     """Rand-k with a shared seed. Give exactly one of ``k`` or ``ratio`` (k = max(1,
     round(ratio * d))). ``scaled=True``: unbiased, omega = d/k - 1; ``scaled=False``:
     contractive, alpha = k/d. ``value_dtype`` as for :class:`TopK`."""
+    value_dtype_on_wire = True
 
     kind = 2
     name = "randk"
@@ -128,6 +130,7 @@ class RandK(Compressor):
 
     def _parse(self, payload: np.ndarray, d: int | None) -> tuple[Header, int, np.ndarray]:
         h = read_header(payload, self.kind, d)
+        check_vdtype(h, self.value_dtype, "RandK")
         if h.flags != int(self.scaled):
             raise PayloadError(f"RandK payload has scaled={bool(h.flags & 1)}, this compressor "
                                f"is {self!r}")

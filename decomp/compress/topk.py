@@ -26,6 +26,7 @@ from decomp.compress.base import (
     HEADER_BYTES,
     Compressor,
     Header,
+    check_vdtype,
     check_vector,
     nonfinite_error,
     read_header,
@@ -48,6 +49,7 @@ class TopK(Compressor):
     alpha = k/d. ``value_dtype`` (None, "float32", "float16", "bfloat16", "float64") sets the
     wire dtype of the kept values; None keeps the input's dtype, so float64 runs are exact.
     """
+    value_dtype_on_wire = True
 
     kind = 1
     name = "topk"
@@ -119,6 +121,7 @@ class TopK(Compressor):
 
     def _sections(self, payload: np.ndarray, d: int | None) -> tuple[np.ndarray, np.ndarray]:
         h = read_header(payload, self.kind, d)
+        check_vdtype(h, self.value_dtype, "TopK")
         if h.flags != index_width(h.d):
             raise PayloadError(f"TopK payload index width {h.flags} does not fit d={h.d}")
         if not 1 <= h.count <= h.d:

@@ -189,6 +189,9 @@ CASES = [
     # --- topology (decentralized) -------------------------------------------------------
     Case("w_negative_entry", "run", "W has a negative entry: W[0,1]=-0.5",
          "a W file with negative entries", ('topology.kind="w_negative.npy"',), config="dec"),
+    Case("w_complex", "sim", "W has complex entries (dtype complex128): a mixing matrix is real",
+         "a W file of complex numbers (imaginary parts 0)", ('topology.kind="w_complex.npy"',),
+         config="dec"),
     Case("topology_options_type", "sim", "config key 'topology.options' must be dict",
          "`topology.options = 5`", ("topology.options=5",), config="dec"),
     Case("topology_option_unknown", "sim", "unknown option 'degree' for graph 'ring'",
@@ -235,6 +238,7 @@ def make_files(d: Path) -> None:
     (d / "labels3.svm").write_text(rows.replace("1 1:2 2:1", "3 1:2 2:1"))
     (d / "bigidx.svm").write_text("1 1:0.5\n-1 1:1\n1 2000000000:1\n-1 1:2\n")
     np.save(d / "w_negative.npy", np.array([[1.5, -0.5], [-0.5, 1.5]]))
+    np.save(d / "w_complex.npy", np.full((2, 2), 0.5 + 0j))
     cifar = d / "cifar" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
     (cifar / "data_batch_1").write_bytes(nested_shared_pickle(30))

@@ -179,6 +179,54 @@ def test_decode_add_into_non_float_out(spec: dict, bad: np.ndarray) -> None:
         np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("spec", [{"kind": "topk", "k": 5}, {"kind": "randk", "k": 5}],
+                         ids=["topk", "randk"])
+def test_sparse_header_claiming_a_large_d_allocates_nothing(spec: dict) -> None:
+    """A Top-k/Rand-k payload's size does not grow with d: a header claiming d = 2**32 - 1
+    (same index width, same size) would have decode allocate 16 GiB; refused unless d= says
+    so, and the real length decodes as before."""
+    c = make_compressor(spec)
+    p = c.encode(np.linspace(-1.0, 1.0, 70_000), (0, 0, 0)).copy()
+    p[8:16].view("<u8")[0] = (1 << 32) - 1
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PayloadError, match=r"header claims d=4294967295: decoding it "
+                           r"would allocate 32.0 GiB for a \d+-byte payload; pass decode\("
+                           r"payload, d=\.\.\.\)"):
+            c.decode(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - t0 < API_BOUND_S and peak < 1 << 20, peak
+    p[8:16].view("<u8")[0] = 70_000
+    assert c.decode(p).shape == (70_000,)
+
+
+@pytest.mark.parametrize("spec,code,message", [
+    ({"kind": "topk", "k": 5, "value_dtype": "float16"}, 3,
+     "TopK payload carries bfloat16 values but this compressor sends float16"),
+    ({"kind": "randk", "k": 5, "value_dtype": "bfloat16"}, 2,
+     "RandK payload carries float16 values but this compressor sends bfloat16"),
+    ({"kind": "identity", "value_dtype": "float16"}, 3,
+     "Identity payload carries bfloat16 values but this compressor sends float16"),
+    ({"kind": "topk", "k": 5}, 2,
+     "TopK payload carries float16 values but this compressor sends float32 or float64"),
+], ids=["topk-f16", "randk-bf16", "identity-f16", "topk-native"])
+def test_a_swapped_value_dtype_byte_is_refused(spec: dict, code: int, message: str) -> None:
+    """float16 and bfloat16 values have the same size: a flipped dtype byte must not decode
+    every value wrongly without a sign."""
+    c = make_compressor(spec)
+    p = c.encode(X, (0, 0, 0)).copy()
+    if "value_dtype" not in spec:  # a native payload given a 2-byte code: same size needed
+        p = make_compressor({**spec, "value_dtype": "float16"}).encode(X, (0, 0, 0)).copy()
+    p[2] = code
+    with pytest.raises(PayloadError, match=message):
+        c.decode(p)
+    with pytest.raises(PayloadError, match=message):
+        c.decode_add(p, np.zeros(50))
+
+
 # --- CIFAR-10 batches: the restricted unpickler ----------------------------------------------
 
 def _cifar_dir(tmp: Path, batch: bytes) -> Path:
