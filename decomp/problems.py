@@ -47,21 +47,36 @@ class GradientOracle(Protocol):
 
 
 def lambda_max_gram(A: np.ndarray | sp.csr_matrix) -> float:
-    """Largest eigenvalue of AᵀA (d x d), exactly via eigvalsh for moderate d."""
-    d = A.shape[1]
-    G = A.T @ A
-    if sp.issparse(G):
-        if d <= _DENSE_MAX_D:
-            G = G.toarray()
-        else:
-            from scipy.sparse.linalg import eigsh
+    """Largest eigenvalue of AᵀA (= σ_max(A)², = λ_max(AAᵀ)), never forming a large Gram.
 
-            return float(eigsh(G.astype(np.float64), k=1, which="LA", return_eigenvectors=False)[0])
+    d ≤ 4096: exactly, eigvalsh of the d × d AᵀA. Wider A: the same value from the n × n AAᵀ
+    when there are at most 4096 rows, else by Lanczos (``eigsh``, a power-iteration method)
+    on v ↦ Aᵀ(Av) with the sparse A itself: cost O(nnz(A)) per iteration, whatever d is.
+    """
+    n, d = A.shape
+    if d <= _DENSE_MAX_D:
+        G = A.T @ A
+        G = G.toarray() if sp.issparse(G) else G
+    elif n <= _DENSE_MAX_D:
+        G = A @ A.T
+        G = G.toarray() if sp.issparse(G) else G
+    else:
+        from scipy.sparse.linalg import LinearOperator, eigsh
+
+        op = LinearOperator((d, d), matvec=lambda v: A.T @ (A @ v), dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            top = float(eigsh(op, k=1, which="LA", return_eigenvectors=False, tol=1e-10)[0])
+        if not np.isfinite(top):
+            raise DataError(_NONFINITE_GRAM)
+        return top
     G = np.asarray(G, dtype=np.float64)
     if not np.all(np.isfinite(G)):
-        raise DataError("the feature matrix has non-finite values (NaN or inf, or entries so "
-                        "large that AᵀA overflows): check the dataset or use problem.scale")
+        raise DataError(_NONFINITE_GRAM)
     return float(np.linalg.eigvalsh(G)[-1])
+
+
+_NONFINITE_GRAM = ("the feature matrix has non-finite values (NaN or inf, or entries so large "
+                   "that AᵀA overflows): check the dataset or use problem.scale")
 
 
 class Problem(ABC):

@@ -24,7 +24,7 @@ from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.runner.metrics import evaluate, evaluate_nodes
 from decomp.runner.outputs import Outputs
-from decomp.runner.plan import MethodPlan, resolve_lr
+from decomp.runner.plan import MethodPlan, workload_lr
 from decomp.runner.progress import make_progress, show_metrics
 from decomp.runner.results import MethodResult
 from decomp.runner.resume import restore_session, session_meta
@@ -136,7 +136,7 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
     checkpoint of the step where every rank stopped.
     """
     m = plan.config
-    lr = resolve_lr(m, plan.algorithm, work.L, work.Ls, work.d)
+    lr = workload_lr(m, plan.algorithm, work)
     session = build_session(
         plan.algorithm, comm, lr=lr, seed=cfg.seed, master=cfg.run.master, mixing=mixing,
         exchange=cfg.topology.exchange, delay_s=cfg.network.delay_ms / 1e3,

@@ -126,6 +126,14 @@ def resolve_lr(m: MethodConfig, alg: Any, L: float, Ls: list[float], d: int) -> 
     return base * m.lr_multiplier
 
 
+def workload_lr(m: MethodConfig, alg: Any, work: Any) -> float:
+    """:func:`resolve_lr` on a workload: its L and L_i are read (and so computed) only when
+    the step size is ``"1/L"`` or ``"theory"``; a numeric lr never needs them."""
+    if isinstance(m.lr, str):
+        return resolve_lr(m, alg, work.L, work.Ls, work.d)
+    return resolve_lr(m, alg, float("nan"), [], work.d)
+
+
 def build_mixing(t: TopologyConfig, n: int) -> MixingMatrix | MixingSchedule:
     """The validated W of ``[topology]`` for n nodes (TopologyError, a ConfigError, if bad),
     or, with ``schedule`` set, the validated time-varying schedule W_t (the transports and

@@ -26,8 +26,8 @@ from decomp.runner.plan import (
     check_sizes,
     mixing_for,
     plan_methods,
-    resolve_lr,
     resolved_config,
+    workload_lr,
 )
 from decomp.runner.results import MethodResult
 from decomp.runner.rundir import Claim, claim_run_dir
@@ -77,7 +77,7 @@ def _simulate_claimed(cfg: Config, plans: list[MethodPlan], n_workers: int, writ
     results = []
     try:
         for plan in plans:
-            lr = resolve_lr(plan.config, plan.algorithm, work.L, work.Ls, work.d)
+            lr = workload_lr(plan.config, plan.algorithm, work)
             work.reset()
             r, rows = _simulate_method(cfg, plan, lr, work, mixing)
             for row in rows:

@@ -128,14 +128,28 @@ def prepare(cfg: Config, n_workers: int, local: set[int] | None = None) -> Workl
 
 @dataclass
 class NumpyWorkload:
-    """The numpy problems' workload: every worker's problem, L, L_i, x^0; nothing else."""
+    """The numpy problems' workload: every worker's problem, x^0, and L, L_i computed on first
+    use (only a step size ``"1/L"`` or ``"theory"`` needs them; ``full``: f on all rows)."""
 
     problems: list[Any]
-    L: float
-    Ls: list[float]
     x0: np.ndarray
     kind: str = ""
     dataset: str = ""
+    full: Any = None
+    _L: float | None = None
+    _Ls: list[float] | None = None
+
+    @property
+    def L(self) -> float:  # noqa: N802 (the paper's name)
+        if self._L is None:
+            self._L = float(self.full.smoothness())
+        return self._L
+
+    @property
+    def Ls(self) -> list[float]:  # noqa: N802
+        if self._Ls is None:
+            self._Ls = [q.smoothness() for q in self.problems]
+        return self._Ls
 
     @property
     def d(self) -> int:
@@ -146,7 +160,8 @@ class NumpyWorkload:
         return Layout.flat(self.d)
 
     def description(self) -> str:
-        return f"problem {self.kind} on {self.dataset}: d = {self.d}, L = {self.L:.6g}"
+        known = f", L = {self._L:.6g}" if self._L is not None else ""
+        return f"problem {self.kind} on {self.dataset}: d = {self.d}{known}"
 
     def table(self) -> str | None:
         return None
@@ -182,11 +197,10 @@ class NumpyLoader:
                           scale=p.scale, seed=cfg.seed, n_samples=p.n_samples,
                           n_features=p.n_features)
         problems = split_problem(ds, p.kind, n_workers, shard=p.shard, seed=cfg.seed, lam=p.lam)
-        L = make_problem(p.kind, ds.A, ds.b, p.lam).smoothness()
-        Ls = [q.smoothness() for q in problems]
         x0 = initial_point(cfg.run.x0 or "normal", ds.n_features, seed=cfg.seed,
                            dtype=p.dtype or "float64")
-        return NumpyWorkload(problems, L, Ls, x0, p.kind, p.dataset)
+        full = make_problem(p.kind, ds.A, ds.b, p.lam)  # L on first use (NumpyWorkload.L)
+        return NumpyWorkload(problems, x0, p.kind, p.dataset, full)
 
 
 #: the numpy problems' loader (:data:`LOADERS`)
