@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from decomp.log import setup_logging
     from decomp.runner import format_table, run
-    from decomp.runner.lifecycle import SIGNALS, Interrupted
+    from decomp.runner.guard import arm
+    from decomp.runner.lifecycle import SIGNALS, STOP_SIGNALS, Interrupted
 
     problem = stale_start_state()  # before MPI_Init, which it would hang
     if problem is not None:
@@ -100,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     started = start_deadline()  # MPI_Init and the first collective, or a message and exit
     SIGNALS.__enter__()  # from here on a stop signal ends the job with 128 + its number
+    arm(SIGNALS, STOP_SIGNALS)  # parent-death SIGKILL; a signal while in native code
     try:
         comm = world()
     except Interrupted as e:  # before MPI is up: this process alone

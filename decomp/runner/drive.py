@@ -30,6 +30,8 @@ def drive(session: Session, steps: int, *, log_every: int | None, on_log: Callab
     """
     start = session.steps_done
     end = start + steps
+    if control is not None:  # until a step completes, a signal is the backstop's (compiling)
+        control.flag.stepping = False
     for t in range(start + 1, end + 1):
         if before_step is not None:
             before_step(t)

@@ -72,6 +72,7 @@ class SignalFlag:
     def __init__(self) -> None:
         self.signum = 0
         self.deferred = False
+        self.stepping = False  # a step of the current method has completed (the vote runs)
         self._previous: dict[int, Any] = {}
 
     @property
@@ -169,12 +170,14 @@ class RunControl:
 
     def __exit__(self, *exc: Any) -> None:
         self.flag.deferred = False
+        self.flag.stepping = False
         if self._owns_flag:
             self.flag.__exit__(*exc)
             self._owns_flag = False
 
     def after_step(self, step: int) -> int:
         """Collective (one pipelined vote): 0, or the signal every rank stops for now."""
+        self.flag.stepping = True  # the stop vote now answers a signal (guard.Backstop)
         if self.watchdog is not None:
             self.watchdog.beat(step)
         if self.vote is None:

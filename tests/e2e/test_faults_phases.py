@@ -1,0 +1,89 @@
+"""Fault catalogue, phases and orphans (docs/reliability.md, "Signals, failures and the run
+folder"): a stop signal during numba compilation ends the job within the documented bound, and
+``kill -9`` of the launcher's proxy (hydra_pmi_proxy) leaves no rank and no mpiexec behind.
+Each case asserts the exit code, the first line of the message (where there is one), a time
+bound and that no process of the job is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from decomp.runner.guard import BACKSTOP_GRACE_S
+from tests.e2e.test_faults_input import first_error_line, left_running
+from tests.e2e.test_faults_lifecycle import _start, _wait_for_rows, _write
+
+#: from the signal (or the kill) to the end of every process: the backstop's grace, then
+#: MPI_Abort / the launcher's clean-up (measured ~1-3 s on the idle 2-core machine)
+BOUND_S = BACKSTOP_GRACE_S + 10.0
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (only processes this test started are looked at)."""
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(p))
+    return out
+
+
+def test_killing_the_launchers_proxy_leaves_no_rank(tmp_path: Path) -> None:
+    p = _start(tmp_path, _write(tmp_path, "orphan"))
+    _wait_for_rows(tmp_path / "runs" / "orphan")
+    proxies = [c for c in _children(p.pid)
+               if Path(f"/proc/{c}/comm").read_text().strip() == "hydra_pmi_proxy"]
+    assert len(proxies) == 1, proxies
+    ranks = _children(proxies[0])
+    assert len(ranks) == 2
+    os.kill(proxies[0], signal.SIGKILL)
+    t0 = time.monotonic()
+    while any(Path(f"/proc/{r}").exists() for r in ranks) and time.monotonic() - t0 < BOUND_S:
+        time.sleep(0.1)
+    took = time.monotonic() - t0
+    p.wait(timeout=BOUND_S)
+    assert took < BOUND_S, f"ranks still there {took:.1f} s after the proxy was killed"
+    assert not left_running(str(tmp_path / "runs"))
+
+
+def test_a_signal_while_compiling_ends_the_job(tmp_path: Path) -> None:
+    """A fresh numba cache makes the first method compile its kernels (seconds); SIGTERM to
+    one rank as that method starts must end the job within the bound, exit 143."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    p = _start(tmp_path, _write(tmp_path, "compile", steps=100), **env)
+    seen = threading.Event()
+    err: list[str] = []
+
+    def read() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            err.append(line)
+            if "method EF21 top-2:" in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(180), "".join(err)[-2000:]
+    ranks = _children(next(c for c in _children(p.pid)))
+    os.kill(ranks[-1], signal.SIGTERM)
+    t0 = time.monotonic()
+    try:
+        rc = p.wait(timeout=BOUND_S + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    took = time.monotonic() - t0
+    reader.join(5)
+    text = "".join(err)
+    assert rc == 143, text[-2000:]
+    assert took < BOUND_S, f"{took:.1f} s"
+    assert first_error_line(text).startswith("stopped by SIGTERM before the first step ("), \
+        text[-2000:]
+    assert not left_running(str(tmp_path / "runs"))
