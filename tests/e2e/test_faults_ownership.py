@@ -75,11 +75,14 @@ def test_a_folder_in_use_is_refused_and_left_unchanged(tmp_path: Path) -> None:
 def test_two_runs_started_together_one_is_refused(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "twin", steps=300, every=100)
     procs = [_start(tmp_path, cfg) for _ in range(2)]
-    results = [_finish(p, RUN_BOUND_S, str(tmp_path / "runs")) for p in procs]
-    codes = sorted(r[0] for r in results)
-    assert codes == [0, 1], [r[2][-1500:] for r in results]
-    loser = next(r for r in results if r[0] == 1)
-    assert "is in use by PID" in first_error_line(loser[2]), loser[2][-2000:]
+    t0 = time.monotonic()
+    outs = [p.communicate(timeout=4 * RUN_BOUND_S) for p in procs]  # both end (each's bound)
+    assert time.monotonic() - t0 < 4 * RUN_BOUND_S
+    assert not left_running(str(tmp_path / "runs"))
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], [err[-1500:] for _, err in outs]
+    loser = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 1)
+    assert "is in use by PID" in first_error_line(loser), loser[-2000:]
     rows = _rows(tmp_path / "runs" / "twin")
     assert len(rows) == 2 * (300 // 50 + 1)  # one run's rows, once
     assert all(m["status"] == "ok" for m in _summary(tmp_path / "runs" / "twin"))
