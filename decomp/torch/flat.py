@@ -160,20 +160,23 @@ class FlatModel:
         A ``p.grad`` set to None (unused parameter after ``zero_grad(set_to_none=True)``) counts
         as zero; a replaced tensor is copied into its slice first.
         """
-        tg = torch.from_numpy(self.grads)
-        for i, (p, s) in enumerate(zip(self._params_list, self.slots, strict=True)):
-            g = p.grad
-            if g is self._grad_views[i] or (g is not None and g.data_ptr()
-                                           == self._grad_views[i].data_ptr()):
-                continue
-            view = tg[s.offset:s.offset + s.size].view(s.shape)
-            with torch.no_grad():
-                if g is None:
-                    view.zero_()
-                else:
-                    view.copy_(g)
-            p.grad = view
-            self._grad_views[i] = view
+        for i in range(len(self._params_list)):
+            self.attach_grad(i)
+
+    def attach_grad(self, i: int) -> None:
+        """:meth:`check_grads` for parameter ``i`` (flat order) only."""
+        p, s, g = self._params_list[i], self.slots[i], self._params_list[i].grad
+        if g is self._grad_views[i] or (g is not None and g.data_ptr()
+                                       == self._grad_views[i].data_ptr()):
+            return
+        view = torch.from_numpy(self.grads[s.offset:s.offset + s.size]).view(s.shape)
+        with torch.no_grad():
+            if g is None:
+                view.zero_()
+            else:
+                view.copy_(g)
+        p.grad = view
+        self._grad_views[i] = view
 
     # --- introspection -------------------------------------------------------------------------
     def parameters(self) -> Iterator[torch.Tensor]:

@@ -1,37 +1,8 @@
 """``decomp.torch.DistributedOptimizer``: a decomp algorithm under the user's own torch loop.
 
-Launched with ``mpiexec -n 4 python train.py``, every rank runs::
-
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    opt = decomp.torch.DistributedOptimizer(opt, model, EF21(TopK(ratio=0.01)))
-    for x, y in loader:                       # this rank's shard (decomp.torch.ShardSampler)
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()       # ∇f_i(x^t; ξ) into the flat gradient buffer
-        opt.step()                            # compress + communicate, then the torch step
-
-The model becomes a :class:`~decomp.torch.flat.FlatModel` (its trainable parameters and
-gradients are views of two float32 vectors of length d). The algorithm runs through the
-:class:`decomp.runner.Session` of :func:`decomp.runner.build.build_session` (as for ``decomp
-run`` and the Trainer) with :class:`~decomp.torch.oracle.GradientOracle` as its problem, so its
-own ``init``/``step`` code compresses and communicates. What the wrapped optimizer sees, per
-family (every registered method and its family: :data:`decomp.algorithms.REGISTRY`,
-docs/algorithms.md; how each is driven: :func:`decomp.torch.oracle.driver_kind`; the equations
-are in docs/torch.md, "What the wrapped optimizer sees"):
-
-- master–worker: the aggregated estimator ĝ^t replaces the gradient in every ``p.grad`` (the
-  same on every rank), then the wrapped optimizer steps;
-- decentralized: the wrapped optimizer takes this node's local step, and its update replaces
-  −γ∇F_i(x_i^t; ξ) in the algorithm's step, whose gossip then mixes the parameters over W
-  (``topology``).
-
-``optimizer=None`` runs the algorithm's own update with its step size (the param group's
-``lr``, so LR schedulers work): the existing method exactly, bit for bit (tested against
-:mod:`decomp.sim`).
-
-Lifecycle: under MPI with several ranks the constructor installs
-:func:`decomp.runner.lifecycle.abort_on_error` (an exception on one rank ends the job);
-``should_stop``, ``save``/``load`` (one folder, bit for bit), ``export``: decomp.torch.saving.
-"""
+How it drives each family, the equations, exactness, checkpoints and the bucketed overlap with
+backward (:mod:`decomp.torch.buckets`): docs/torch.md, "Your own loop". ``should_stop``,
+``save``/``load`` (one folder, bit for bit), ``export``: :mod:`decomp.torch.saving`."""
 
 from __future__ import annotations
 
@@ -49,6 +20,7 @@ from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
 from decomp.launch import check_script_launch
 from decomp.runner.build import build_session, check_family, default_algorithm, world
+from decomp.torch import buckets as _buckets
 from decomp.torch import compat
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
@@ -80,6 +52,10 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             None`` for the wrapped optimizer (skipped, as torch would), one None on some ranks
             only counts as zero there. False (default): None counts as zero everywhere.
         check_every: decentralized: steps between collective divergence checks.
+        overlap: all-reduce gradient buckets while backward runs (dense methods: GD/SGD,
+            SGDM, AllreduceSGD; docs/torch.md, "Overlap with backward"); accumulate with
+            :meth:`no_sync`. bucket_cap_mb: its bucket size (MiB; None: DDP's 25 MiB scaled
+            to the model, :func:`decomp.torch.buckets.cap_bytes`).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer | None, model: nn.Module,
@@ -87,7 +63,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                  topology: Any = None, weights: str = "metropolis",
                  topology_options: dict[str, Any] | None = None, exchange: str = "auto",
                  seed: int = 0, find_unused_parameters: bool = False,
-                 check_every: int = 50) -> None:
+                 check_every: int = 50, overlap: bool = False,
+                 bucket_cap_mb: float | None = None) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
         check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         algorithm = default_algorithm(algorithm)
@@ -135,6 +112,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
             layout=self.flat.layout)
         self.transport = self.session.transport
+        self.buckets = _buckets.for_optimizer(self.flat, self.session, algorithm, pseudo=pseudo,
+                                              overlap=overlap, bucket_cap_mb=bucket_cap_mb)
         self.mixing: Any = self.session.mixing
         self._probe: np.ndarray | None = None  # "update" with a torch optimizer: p = −ĝ
         self._used = np.zeros(len(self.flat.slots), np.int32)
@@ -199,6 +178,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
         """Zero the gradients. The flat gradient buffer is zeroed in place and every
         ``.grad`` stays a view of it (backward then writes in place, no allocation), unless
         ``find_unused_parameters`` asks for torch's None semantics (``set_to_none``)."""
+        if self.buckets is not None:  # a backward whose step was skipped: its buckets land
+            self.buckets.discard()
         if self.find_unused and set_to_none:
             for p in self.flat.parameters():
                 p.grad = None
@@ -257,8 +238,10 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
-        """No-op, for DDP code: backward accumulates; only step() communicates."""
-        yield
+        """As DDP's: backward inside only accumulates. Without ``overlap`` a no-op (only
+        step() communicates); with it the next backward outside posts the buckets."""
+        with self.buckets.paused() if self.buckets is not None else contextlib.nullcontext():
+            yield
 
     def _start(self) -> None:
         """The algorithm's init at the model's x^0; the model is then bound (zero-copy) to

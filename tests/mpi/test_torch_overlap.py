@@ -1,0 +1,158 @@
+"""``DistributedOptimizer(overlap=True)`` over MPI (2 and 4 ranks): the bucketed all-reduce
+posted from the backward hooks gives the iterates of the blocking all-reduce after backward.
+
+- the same model after every step, bit for bit, for GD (own update and Adam), SGDM and
+  AllreduceSGD, with one bucket per tensor, the automatic cap and one bucket;
+- the buckets are posted during backward (before ``step()``), in bucket order;
+- accumulation: ``no_sync()`` for all but the last micro-batch is bit for bit the blocking
+  run; without it the result agrees to float32 rounding, with a warning;
+- parameters without a gradient (on some ranks or all; ``find_unused_parameters`` on and off)
+  neither hang nor change the iterates.
+
+Results are gathered before asserting so a failing check cannot leave another rank blocked.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from decomp.algorithms import GD, SGDM, AllreduceSGD
+from decomp.torch.optimizer import DistributedOptimizer
+
+STEPS = 4
+LR = 0.1
+#: one bucket per tensor, DDP's default scaled to the model, one bucket for everything
+CAPS = {"per-tensor": 1e-6, "auto": None, "one": 64.0}
+
+
+class Net(nn.Module):
+    """An MLP with a branch ``extra`` used only when ``use_extra`` and a never-used ``spare``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(10, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU())
+        self.spare = nn.Linear(4, 4)  # registered before extra and head: buckets 4 and 5
+        self.extra = nn.Linear(24, 24)
+        self.head = nn.Linear(24, 3)
+        self.use_extra = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        if self.use_extra:
+            h = h + self.extra(h)
+        return self.head(h)
+
+
+def _batch(rank: int, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 * rank + 10 * step + micro)
+    return torch.randn(16, 10, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+
+def _run(comm: Any, make: Any, inner: str, *, overlap: bool, cap: float | None = None,
+         micro: int = 1, no_sync: bool = True, extra: Any = None,
+         **kw: Any) -> tuple[np.ndarray, list[int], Any]:
+    """STEPS steps of a user loop; x after each step, the buckets posted when backward
+    returned (before step), and the optimizer."""
+    model = Net()
+    rank = comm.Get_rank()
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2) if inner == "adam" else None
+    alg = make() if adam is not None else make(lr=LR)
+    opts = {"overlap": True, "bucket_cap_mb": cap} if overlap else {}
+    opt = DistributedOptimizer(adam, model, alg, comm=comm, seed=1, **opts, **kw)
+    loss_fn = nn.CrossEntropyLoss()
+    xs, posted = [], []
+    for t in range(STEPS):
+        model.use_extra = True if extra is None else extra(rank, t)
+        opt.zero_grad()
+        for m in range(micro):
+            X, y = _batch(rank, t, m)
+            last = m == micro - 1
+            if no_sync and not last:
+                with opt.no_sync():
+                    loss_fn(model(X), y).backward()
+            else:
+                loss_fn(model(X), y).backward()
+        posted.append(opt.buckets.posted if opt.buckets is not None else -1)
+        opt.step()
+        xs.append(opt.flat.params.copy())
+    return np.stack(xs), posted, opt
+
+
+CASES = {
+    "gd-own": (lambda **k: GD(**k), "own"),
+    "gd-adam": (lambda **k: GD(**k), "adam"),
+    "sgdm-own": (lambda **k: SGDM(momentum=0.9, **k), "own"),
+    "allreduce-sgd-own": (lambda **k: AllreduceSGD(**k), "own"),
+}
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("cap", list(CAPS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_overlapped_iterates_equal_the_blocking_ones(comm, case: str, cap: str) -> None:
+    make, inner = CASES[case]
+    ref, _, ref_opt = _run(comm, make, inner, overlap=False)
+    X, posted, opt = _run(comm, make, inner, overlap=True, cap=CAPS[cap])
+    nb = len(opt.buckets.buckets)
+    # backward posts every bucket before the first holding ``spare`` (parameters 4, 5)
+    lead = next(b for b, bk in enumerate(opt.buckets.buckets) if {4, 5} & set(bk.params))
+    b, rb = opt.bytes, ref_opt.bytes
+    got = comm.allgather((bool(np.array_equal(X, ref)), posted == [lead] * STEPS, nb,
+                          X[-1].tobytes(), b.up == rb.up, b.down == rb.down))
+    assert all(g[0] for g in got), case
+    # posted from the hooks during backward, before step() was called
+    assert all(g[1] for g in got)
+    assert len({g[2] for g in got}) == 1
+    assert got[0][2] == {"per-tensor": 10, "auto": got[0][2], "one": 1}[cap]
+    assert len({g[3] for g in got}) == 1  # the same model on every rank
+    assert all(g[4] and g[5] for g in got)  # the blocking all-reduce's byte counts
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("inner", ["own", "adam"])
+def test_accumulation_with_no_sync_is_exact_and_without_it_close(comm, inner: str) -> None:
+    make = CASES["gd-own"][0]
+    ref, _, _ = _run(comm, make, inner, overlap=False, micro=3, no_sync=False)
+    X, posted, opt = _run(comm, make, inner, overlap=True, cap=1e-6, micro=3)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        Y, _, opt2 = _run(comm, make, inner, overlap=True, cap=1e-6, micro=3, no_sync=False)
+    warned = any("no_sync" in str(m.message) for m in w)
+    rel = float(np.abs(Y - ref).max() / np.abs(ref).max())
+    got = comm.allgather((bool(np.array_equal(X, ref)), posted, rel, warned,
+                          opt2.buckets.rounds_discarded))
+    assert all(g[0] for g in got)
+    assert all(g[1] == [4] * STEPS for g in got)  # by the last micro-batch only (up to spare)
+    assert all(g[2] <= 1e-5 for g in got), [g[2] for g in got]
+    assert all(g[3] for g in got)
+    assert all(g[4] == 2 * STEPS for g in got)  # two discarded rounds per step
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("find_unused", [False, True])
+@pytest.mark.parametrize("who", ["some-ranks", "alternate-steps"])
+def test_parameters_without_gradients_do_not_hang(comm, find_unused: bool, who: str) -> None:
+    """``spare`` never gets a gradient; ``extra`` only on rank 0 (or on odd steps): its
+    bucket, and every later one, goes at step() on the ranks without it."""
+    extra = ((lambda rank, t: rank == 0) if who == "some-ranks"
+             else (lambda rank, t: t % 2 == 1))
+    make = CASES["gd-adam"][0]
+    kw = {"find_unused_parameters": find_unused}
+    ref, _, _ = _run(comm, make, "adam", overlap=False, extra=extra, **kw)
+    X, posted, opt = _run(comm, make, "adam", overlap=True, cap=1e-6, extra=extra, **kw)
+    spare = [p.grad is None for p in opt.model.spare.parameters()]
+    rank = comm.Get_rank()
+    used = [4 if extra(rank, t) else 2 for t in range(STEPS)]
+    got = comm.allgather((bool(np.array_equal(X, ref)), posted == used, spare))
+    assert all(g[0] for g in got)
+    # buckets in order: head (0, 1), extra (2, 3), spare (4, 5), body: backward posts the
+    # head's and, where used, the extra layer's; spare holds the rest until step()
+    assert all(g[1] for g in got)
+    assert all(all(g[2]) == find_unused for g in got)
