@@ -245,11 +245,13 @@ def dense_methods() -> tuple[type, ...]:
     return (GD, SGDM, AllreduceSGD)
 
 
-def for_optimizer(flat: FlatModel, session: Any, algorithm: Any, *, overlap: bool,
-                  bucket_cap_mb: float | None, pseudo: bool) -> Buckets | None:
-    """The :class:`Buckets` of ``DistributedOptimizer(overlap=True)`` installed on the
-    session's transport, or None (``overlap=False``); clear errors for what it cannot
-    overlap. pseudo: decentralized with a torch optimizer (the gradient is not sent)."""
+def attach(flat: FlatModel, session: Any, algorithm: Any, *, overlap: bool,
+           bucket_cap_mb: float | None, pseudo: bool = False,
+           problem: Any = None) -> Buckets | None:
+    """The :class:`Buckets` of ``overlap=True`` (DistributedOptimizer, Trainer) installed on
+    the session's transport, or None (``overlap=False``); a clear error for what it cannot
+    overlap. pseudo: decentralized with a torch optimizer (the gradient is not sent);
+    problem: the Trainer's :class:`~decomp.torch.TorchProblem` (None on a dedicated master)."""
     if not overlap:
         if bucket_cap_mb is not None:
             raise ConfigError("bucket_cap_mb sizes the buckets of overlap=True: pass "
@@ -265,10 +267,18 @@ def for_optimizer(flat: FlatModel, session: Any, algorithm: Any, *, overlap: boo
                           f"dense methods ({', '.join(c.__name__ for c in dense_methods())}"
                           f"; AllreduceSGD with optimizer=None); {name} cannot ({why}): drop "
                           "overlap=True")
+    if getattr(session.transport, "mode", "shared") != "shared":
+        raise ConfigError("overlap=True needs every rank to be a worker (master = 'shared'): "
+                          "a dedicated master has no backward to post buckets from")
+    if problem is not None and (problem.weight_decay or algorithm.batch_size is None):
+        raise ConfigError("overlap=True all-reduces the gradient one backward produces: give "
+                          "the Trainer a batch_size (a full gradient is several backward "
+                          "passes) and no weight_decay (added after backward; put it in the "
+                          "loss), or drop overlap=True")
     cap_bytes(flat.d, flat.grads.itemsize, bucket_cap_mb)  # the value check first
     b = Buckets(flat, session.transport.comm, bucket_cap_mb)
     b.install(session.transport)
     return b
 
 __all__ = ["AUTO_BUCKETS", "DDP_CAP_MB", "PROGRESS", "Bucket", "Buckets", "cap_bytes",
-           "dense_methods", "for_optimizer", "plan"]
+           "attach", "dense_methods", "plan"]

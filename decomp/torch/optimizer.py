@@ -112,8 +112,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
             layout=self.flat.layout)
         self.transport = self.session.transport
-        self.buckets = _buckets.for_optimizer(self.flat, self.session, algorithm, pseudo=pseudo,
-                                              overlap=overlap, bucket_cap_mb=bucket_cap_mb)
+        self.buckets = _buckets.attach(self.flat, self.session, algorithm, pseudo=pseudo,
+                                       overlap=overlap, bucket_cap_mb=bucket_cap_mb)
         self.mixing: Any = self.session.mixing
         self._probe: np.ndarray | None = None  # "update" with a torch optimizer: p = −ĝ
         self._used = np.zeros(len(self.flat.slots), np.int32)

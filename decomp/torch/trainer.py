@@ -67,6 +67,7 @@ from decomp.runner.build import build_session, check_family, default_algorithm, 
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.torch import FlatModel, TorchProblem
+from decomp.torch.buckets import attach as attach_buckets
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
 from decomp.torch.problem import LossFn
@@ -117,6 +118,8 @@ class Trainer:
         verbose: rank 0 prints the label counts and one line per evaluation.
         check_every: decentralized family: steps between collective divergence checks.
         comm_timeout_s: the watchdog's limit on a silent rank during :meth:`fit` (None: off).
+        overlap, bucket_cap_mb: all-reduce gradient buckets during backward (dense methods,
+            with ``batch_size``), as :class:`~decomp.torch.DistributedOptimizer`'s.
 
     Under MPI with several ranks, creating a Trainer installs
     :func:`decomp.runner.lifecycle.abort_on_error`: an uncaught exception on any rank ends the
@@ -138,7 +141,8 @@ class Trainer:
                  threads: int | None = None, eval_chunk: int = 1024,
                  metrics_path: str | Path | None = None, progress: bool = True,
                  verbose: bool = True, check_every: int = 50,
-                 comm_timeout_s: float | None = 300.0) -> None:
+                 comm_timeout_s: float | None = 300.0, overlap: bool = False,
+                 bucket_cap_mb: float | None = None) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
         check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         self.comm = comm
@@ -207,6 +211,8 @@ class Trainer:
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
             layout=self.flat.layout)
         self.transport = self.session.transport
+        self.buckets = attach_buckets(self.flat, self.session, algorithm, overlap=overlap,
+                                      bucket_cap_mb=bucket_cap_mb, problem=self.problem)
         self.mixing: Any = self.session.mixing
         if self.rank == 0 and verbose and self.mixing is not None:
             print(f"{self.n_workers} nodes on {self.mixing.name} (rho {self.mixing.rho:.4f})",

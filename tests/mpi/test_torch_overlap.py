@@ -156,3 +156,32 @@ def test_parameters_without_gradients_do_not_hang(comm, find_unused: bool, who: 
     # head's and, where used, the extra layer's; spare holds the rest until step()
     assert all(g[1] for g in got)
     assert all(all(g[2]) == find_unused for g in got)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("make", [lambda: GD(lr=LR), lambda: SGDM(momentum=0.9, lr=LR),
+                                  lambda: AllreduceSGD(lr=LR)])
+def test_trainer_overlapped_equals_blocking(comm, make) -> None:
+    from decomp.data.classification import load
+    from decomp.torch.trainer import Trainer
+
+    ds = load("synthetic", n_samples=300, n_features=10, n_classes=3)
+    xs, hists, posted = [], [], []
+    for overlap in (False, True):
+        opts = {"overlap": True, "bucket_cap_mb": 1e-6} if overlap else {}
+        tr = Trainer(Net(), nn.CrossEntropyLoss(), ds, algorithm=make(), comm=comm, seed=3,
+                     batch_size=8, verbose=False, progress=False, **opts)
+        if overlap:  # post during the problem's backward: count what was posted by then
+            prob, inner = tr.problem, tr.problem.minibatch_grad
+
+            def grad(x, rows, prob=prob, inner=inner, buckets=tr.buckets):
+                g = inner(x, rows)
+                posted.append(buckets.posted)
+                return g
+
+            prob.minibatch_grad = grad
+        hists.append([(h["step"], h["loss"], h["test_acc"]) for h in tr.fit(6, eval_every=3)])
+        xs.append(tr.x.copy())
+    got = comm.allgather((bool(np.array_equal(xs[0], xs[1])), hists[0] == hists[1], posted))
+    assert all(g[0] and g[1] for g in got)
+    assert all(g[2] == [4] * 6 for g in got)  # head and extra; spare holds the rest
