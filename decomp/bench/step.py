@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD
+from decomp.bench.overlap import OPTIMIZER_METHODS, OptimizerRunner
 from decomp.compress import make_compressor
 
 #: --model name -> (make_model name, input shape, options)
@@ -62,6 +63,7 @@ METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
     "ddp fp16": ("ddp", "fp16", None, {}),
     "ddp powersgd r4": ("ddp", "powersgd_hook", None, {}),
     "local (no comm)": ("local", "", None, {}),
+    **{label: ("optimizer", label, None, {}) for label in OPTIMIZER_METHODS},
 }
 REFERENCE = "ddp"
 
@@ -287,6 +289,8 @@ def run_step_bench(comm: Any, *, model: str = "mlp", methods: list[str] | None =
             if kind == "decomp":
                 runners[label] = _DecompRunner(comm, label, name, comp, opts, net, data, batch,
                                                lr, seed)
+            elif kind == "optimizer":  # DistributedOptimizer, overlapped or not
+                runners[label] = OptimizerRunner(comm, label, net, data, batch, lr, seed)
             else:
                 runners[label] = _TorchRunner(comm, kind, name, net, data, batch, lr, seed)
         except KeyError as e:  # an option this version does not have

@@ -1,0 +1,76 @@
+"""``decomp bench step`` rows of ``DistributedOptimizer`` under a DDP-style loop: dense SGD
+with the gradient all-reduce after backward (blocking) and bucketed during backward
+(``overlap=True``, :mod:`decomp.torch.buckets`), with MPI progress from the hooks (``Testall``)
+or none (post and wait only).
+
+The loop is the one DDP's rows run (:func:`decomp.bench.step._torch_step`'s): zero_grad,
+forward, backward on this rank's minibatch of (seed, rank, step), ``opt.step()``; the update is
+the algorithm's own x ← x − γ (1/n) Σ_i g_i (``optimizer=None``), DDP's SGD step. Split
+columns: "compute" is zero_grad + forward + backward (the buckets posted and tested inside),
+"comm" is ``opt.step()``: the all-reduce (blocking) or the wait for the buckets still in
+flight (overlapped), plus the update — the communication backward did not hide.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+#: label -> (overlap, progress); joined into decomp.bench.step.METHODS as kind "optimizer"
+OPTIMIZER_METHODS: dict[str, tuple[bool, str]] = {
+    "sgd opt blocking": (False, "hooks"),
+    "sgd opt overlapped": (True, "hooks"),
+    "sgd opt overlapped no-test": (True, "none"),
+}
+
+
+class OptimizerRunner:
+    """One ``OPTIMIZER_METHODS`` row on this rank (the bench's runner protocol: ``step()``,
+    ``counts()``, ``close()``)."""
+
+    def __init__(self, comm: Any, label: str, model: Any, data: tuple[Any, Any], batch: int,
+                 lr: float, seed: int, bucket_cap_mb: float | None = None) -> None:
+        import torch
+        from torch import nn
+
+        from decomp.algorithms import GD
+        from decomp.problems import minibatch_rows
+        from decomp.torch import DistributedOptimizer
+
+        overlap, progress = OPTIMIZER_METHODS[label]
+        module = copy.deepcopy(model)
+        opts: dict[str, Any] = {"overlap": True, "bucket_cap_mb": bucket_cap_mb} if overlap \
+            else {}
+        self.opt = DistributedOptimizer(None, module, GD(lr=lr), comm=comm, seed=seed, **opts)
+        if self.opt.buckets is not None:
+            self.opt.buckets.progress = progress
+        X, y = data
+        loss_fn = nn.CrossEntropyLoss()
+        rank = comm.Get_rank()
+        self.t = 0
+        self.times = [0.0, 0.0]  # s in zero_grad + forward + backward, s in opt.step()
+
+        def step() -> None:
+            self.t += 1
+            rows = torch.from_numpy(minibatch_rows(seed, rank, self.t, X.shape[0], batch))
+            t0 = time.perf_counter()
+            self.opt.zero_grad()
+            loss_fn(module(X[rows]), y[rows]).backward()
+            t1 = time.perf_counter()
+            self.opt.step()
+            self.times[0] += t1 - t0
+            self.times[1] += time.perf_counter() - t1
+
+        self.step = step
+
+    def counts(self) -> tuple[float, float, float | None, float | None, float | None]:
+        b = self.opt.bytes
+        return float(b.up), float(b.down), self.times[0], None, self.times[1]
+
+    def close(self) -> None:
+        if self.opt.buckets is not None:
+            self.opt.buckets.close()
+
+
+__all__ = ["OPTIMIZER_METHODS", "OptimizerRunner"]
