@@ -130,6 +130,7 @@ class Buckets:
         self._warned = False
         self._handles = []
         for i, p in enumerate(flat.parameters()):
+            p._decomp_buckets = self  # type: ignore[attr-defined]  # (attach closes it)
             self._handles.append(p.register_hook(self._pre(i)))
             self._handles.append(p.register_post_accumulate_grad_hook(self._post(i)))
 
@@ -227,6 +228,9 @@ class Buckets:
         for h in self._handles:
             h.remove()
         self._handles = []
+        for p in self.flat.parameters():
+            if getattr(p, "_decomp_buckets", None) is self:
+                del p._decomp_buckets
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{4 * (b.hi - b.lo) / 2**20:.2f}" for b in self.buckets)
@@ -252,6 +256,10 @@ def attach(flat: FlatModel, session: Any, algorithm: Any, *, overlap: bool,
     the session's transport, or None (``overlap=False``); a clear error for what it cannot
     overlap. pseudo: decentralized with a torch optimizer (the gradient is not sent);
     problem: the Trainer's :class:`~decomp.torch.TorchProblem` (None on a dedicated master)."""
+    for p in flat.parameters():  # the model wrapped again: the earlier wrapper's hooks go
+        old = getattr(p, "_decomp_buckets", None)
+        if old is not None:
+            old.close()
     if not overlap:
         if bucket_cap_mb is not None:
             raise ConfigError("bucket_cap_mb sizes the buckets of overlap=True: pass "

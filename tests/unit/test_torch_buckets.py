@@ -115,3 +115,15 @@ def test_no_sync_posts_nothing_and_set_to_none_grads_are_reattached(comm) -> Non
     for p, s in zip(opt.flat.parameters(), opt.flat.slots, strict=True):
         assert p.grad.data_ptr() == opt.flat.grads[s.offset:].ctypes.data  # in the buffer
     opt.step()
+
+
+def test_wrapping_the_model_again_removes_the_earlier_hooks(comm) -> None:
+    model = _net()
+    first = DistributedOptimizer(None, model, GD(lr=0.1), comm=comm, overlap=True)
+    second = DistributedOptimizer(None, model, GD(lr=0.1), comm=comm)  # no overlap now
+    second.zero_grad()
+    _backward(model)
+    assert first.buckets.posted == 0 and not first.buckets._handles
+    assert all(p.grad.data_ptr() == second.flat.grads[s.offset:].ctypes.data
+               for p, s in zip(second.flat.parameters(), second.flat.slots, strict=True))
+    second.step()
