@@ -33,6 +33,17 @@ def test_every_decomp_method_steps_and_reports_its_bytes(comm) -> None:
     assert json.loads(json.dumps([r.as_dict() for r in rows]))[0]["method"] == rows[0].method
 
 
+@pytest.mark.mpi(min_size=2)
+def test_optimizer_rows_blocking_and_overlapped_report_the_dense_bytes(comm) -> None:
+    opt = [m for m, spec in METHODS.items() if spec[0] == "optimizer"]
+    rows = run_step_bench(comm, model="mlp-small", methods=opt, steps=1, rounds=2, warmup=1)
+    assert [r.method for r in rows] == opt == ["sgd opt blocking", "sgd opt overlapped",
+                                               "sgd opt overlapped no-test"]
+    for r in rows:  # the same dense all-reduce, counted alike; compute and step() timed
+        assert r.bytes_sent == r.bytes_received == 4 * 26_122
+        assert r.compute_ms is not None and r.comm_ms is not None and r.compress_ms is None
+
+
 def test_powersgd_floats_counts_p_and_q() -> None:
     from torch import nn
 
