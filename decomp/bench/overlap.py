@@ -73,4 +73,37 @@ class OptimizerRunner:
             self.opt.buckets.close()
 
 
-__all__ = ["OPTIMIZER_METHODS", "OptimizerRunner"]
+def bench_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed: int = 0,
+                **options: Any) -> Any:
+    """A :func:`decomp.torch.models.make_model` model, or ``"transformer"``: the small
+    transformer encoder of the benchmark (issue 22), seeded the same way."""
+    import torch
+    from torch import nn
+
+    from decomp.torch.models import make_model
+
+    if name != "transformer":
+        return make_model(name, input_shape=input_shape, n_classes=n_classes, seed=seed,
+                          **options)
+
+    class Encoder(nn.Module):
+        """(N, 128, 16) features -> Linear to width 256 -> 4 pre-norm encoder layers (4
+        heads, feed-forward 1024) -> mean over the sequence -> Linear to the classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(input_shape[-1], 256)
+            layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, batch_first=True,
+                                               norm_first=True)
+            self.body = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+            self.head = nn.Linear(256, n_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(self.embed(x)).mean(dim=1))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Encoder()
+
+
+__all__ = ["OPTIMIZER_METHODS", "OptimizerRunner", "bench_model"]

@@ -9,8 +9,12 @@ rank its own rows; a minibatch of ``batch`` rows per step, drawn by
 :func:`decomp.problems.minibatch_rows` from (seed, rank, step) for every method, DDP included)
 in the same processes. Methods (:data:`METHODS`): decomp's dense all-reduce SGD, EF21 with
 Top-1 % (compressed downlink, and the dense-model broadcast for comparison), CHOCO-SGD with
-Top-1 % on a ring, D-PSGD on a ring; DDP over gloo (plain, the fp16 compression hook, the
-PowerSGD hook of rank 4); and "local", the same torch step with no communication at all.
+Top-1 % on a ring, D-PSGD on a ring, PowerSGD of rank 1 and 4, EF21 with per-tensor Top-1 %
+(per-tensor methods see the model's tensors: ``layout``); ``DistributedOptimizer`` with dense
+SGD blocking and overlapped with backward (:mod:`decomp.bench.overlap`); DDP over gloo (plain,
+the fp16 compression hook, the PowerSGD hook of rank 1 and 4); and "local", the same torch
+step with no communication at all. Models (:data:`MODELS`): MLPs, ResNet-20 and a small
+transformer (4 layers, width 256, sequence 128).
 
 Interleaving: after ``warmup`` steps of each, ``rounds`` rounds run every method for ``steps``
 steps in turn, so a drift of the (shared) machine affects all alike. A round's time of a
@@ -35,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD
-from decomp.bench.overlap import OPTIMIZER_METHODS, OptimizerRunner
+from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD, PowerSGD
+from decomp.bench.overlap import OPTIMIZER_METHODS, OptimizerRunner, bench_model
 from decomp.compress import make_compressor
 
 #: --model name -> (make_model name, input shape, options)
@@ -46,7 +50,9 @@ MODELS: dict[str, tuple[str, tuple[int, ...], dict[str, Any]]] = {
     "mlp-small": ("mlp", (64,), {"hidden": (128, 128)}),  # d = 26,122
     # the MNIST-1D MLP of jobs/configs/networks_mnist1d.toml (docs/networks.md)
     "mlp-mnist1d": ("mlp", (40,), {"hidden": (1024, 1024)}),  # d = 1,101,834
-    "resnet20": ("resnet20", (3, 32, 32), {}),  # d = 272,474
+    "resnet20": ("resnet20", (3, 32, 32), {}),  # d = 269,722
+    # 4 encoder layers, width 256, 4 heads, sequence 128 (decomp.bench.overlap)
+    "transformer": ("transformer", (128, 16), {}),  # d = 3,165,962
 }
 N_CLASSES = 10
 TOPK = {"kind": "topk", "ratio": 0.01}
@@ -61,7 +67,11 @@ METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
     "dpsgd ring": ("decomp", DPSGD, None, {}),
     "ddp": ("ddp", "allreduce", None, {}),
     "ddp fp16": ("ddp", "fp16", None, {}),
-    "ddp powersgd r4": ("ddp", "powersgd_hook", None, {}),
+    "ddp powersgd r1": ("ddp", "powersgd_hook", None, {"rank": 1}),
+    "ddp powersgd r4": ("ddp", "powersgd_hook", None, {"rank": 4}),
+    "powersgd r1": ("decomp", PowerSGD, None, {"rank": 1}),
+    "powersgd r4": ("decomp", PowerSGD, None, {"rank": 4}),
+    "ef21 per-tensor top1%": ("decomp", EF21, {**TOPK, "per_tensor": True}, {}),
     "local (no comm)": ("local", "", None, {}),
     **{label: ("optimizer", label, None, {}) for label in OPTIMIZER_METHODS},
 }
@@ -132,7 +142,7 @@ class _DecompRunner(_Runner):
         family = family_of_class(cls)
         mixing = mixing_matrix("ring", comm.Get_size()) if family == DECENTRALIZED_FAMILY else None
         tp = open_transport(family, comm, mixing=mixing)
-        self.session = Session(alg, tp, self.problem, lr=lr, seed=seed)
+        self.session = Session(alg, tp, self.problem, lr=lr, seed=seed, layout=flat.layout)
         self.watch = self.session.env.watch  # either family: the env times its steps
         x0 = flat.params.copy()
         self.session.warm_up(x0)
@@ -178,7 +188,7 @@ class _TorchRunner(_Runner):
     """DDP (hook "allreduce" | "fp16" | "powersgd_hook") or a local step with no communication."""
 
     def __init__(self, comm: Any, kind: str, hook: str, model: Any, data: tuple[Any, Any],
-                 batch: int, lr: float, seed: int) -> None:
+                 batch: int, lr: float, seed: int, rank: int = 4) -> None:
         import copy
 
         module = copy.deepcopy(model)
@@ -209,11 +219,11 @@ class _TorchRunner(_Runner):
             elif hook == "powersgd_hook":
                 from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
 
-                state = psgd.PowerSGDState(process_group=pg, matrix_approximation_rank=4,
+                state = psgd.PowerSGDState(process_group=pg, matrix_approximation_rank=rank,
                                            start_powerSGD_iter=2, use_error_feedback=True,
                                            warm_start=True)
                 module.register_comm_hook(state, psgd.powerSGD_hook)
-                self.sent_per_step = ring * 4 * _powersgd_floats(module.module, 4)
+                self.sent_per_step = ring * 4 * _powersgd_floats(module.module, rank)
             else:
                 self.sent_per_step = ring * 4 * d
         self._step = _torch_step(module, data, batch, seed, comm.Get_rank(), lr)
@@ -271,13 +281,11 @@ def run_step_bench(comm: Any, *, model: str = "mlp", methods: list[str] | None =
     """Time every method (collective over ``comm``); returns the rows on every rank."""
     import torch
 
-    from decomp.torch.models import make_model
-
     if model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     torch.set_num_threads(1)
     mname, shape, mopts = MODELS[model]
-    net = make_model(mname, input_shape=shape, n_classes=N_CLASSES, seed=seed, **mopts)
+    net = bench_model(mname, input_shape=shape, n_classes=N_CLASSES, seed=seed, **mopts)
     data = _data(comm.Get_rank(), shape, 8 * batch, seed)
     labels = list(METHODS) if not methods else methods
     if any(METHODS[m][0] == "ddp" for m in labels):
@@ -292,7 +300,8 @@ def run_step_bench(comm: Any, *, model: str = "mlp", methods: list[str] | None =
             elif kind == "optimizer":  # DistributedOptimizer, overlapped or not
                 runners[label] = OptimizerRunner(comm, label, net, data, batch, lr, seed)
             else:
-                runners[label] = _TorchRunner(comm, kind, name, net, data, batch, lr, seed)
+                runners[label] = _TorchRunner(comm, kind, name, net, data, batch, lr, seed,
+                                              **opts)
         except KeyError as e:  # an option this version does not have
             if log:
                 log(f"# skipped {label}: {e}")
