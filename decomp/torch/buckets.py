@@ -198,10 +198,10 @@ class Buckets:
         """Make ``transport.allreduce_sum`` of the flat gradient buffer :meth:`finish` (with
         the transport's own byte counting); other vectors go to the transport's call."""
         inner = transport.allreduce_sum
-        grads = self.flat
+        flat = self.flat
 
         def allreduce_sum(vec: np.ndarray) -> None:
-            if not is_buffer(vec, grads.grads):
+            if not is_buffer(vec, flat.grads):
                 inner(vec)
                 return
             self.finish()
