@@ -185,3 +185,16 @@ def test_trainer_overlapped_equals_blocking(comm, make) -> None:
     got = comm.allgather((bool(np.array_equal(xs[0], xs[1])), hists[0] == hists[1], posted))
     assert all(g[0] and g[1] for g in got)
     assert all(g[2] == [4] * 6 for g in got)  # head and extra; spare holds the rest
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("bad", [0, -2.5, float("nan"), "25"])
+def test_a_bad_bucket_cap_is_the_same_clear_error_on_every_rank(comm, bad) -> None:
+    from decomp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        DistributedOptimizer(None, Net(), GD(lr=LR), comm=comm, overlap=True,
+                             bucket_cap_mb=bad)
+    got = comm.allgather(str(err.value))
+    assert len(set(got)) == 1 and "bucket_cap_mb must be a positive number of MiB" in got[0]
+    comm.Barrier()  # nothing left in flight: the ranks meet again
