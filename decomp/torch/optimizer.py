@@ -268,7 +268,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
 
     def _aggregate(self) -> None:
         """Master–worker: run the algorithm's init or step on this step's gradient and leave
-        ĝ^t in the flat gradient buffer (with a torch optimizer) — see the module doc."""
+        ĝ^t in the flat gradient buffer (with a torch optimizer): docs/torch.md, "What the
+        wrapped optimizer sees"."""
         self._collect()
         s = self.session
         if s.state is None:
