@@ -20,6 +20,9 @@ stream             number  kind        used by
 ``MASTER``         2       shared      the master's downlink compression (EF21-BC's C_M)
 ``LOWRANK``        3       shared      a low-rank method's common random start (PowerSGD's
                                        initial Q, the same on every rank)
+``EDGE``           4       per edge    what both ends of an edge {a, b} (a < b) draw alike
+                                       (PowerGossip's P, Q): :func:`edge_key`,
+                                       ``Key(seed, 4·n + a, step·n + b)``
 =================  ======  ==========  ==================================================
 
 A new purpose takes the next number (and says whether it is shared in :data:`SHARED`); the
@@ -43,7 +46,7 @@ from decomp.layout import Layout
 from decomp.problems import GradientOracle
 from decomp.rng import Key
 
-__all__ = ["SHARED", "Env", "Stream", "Workspace", "scratch", "stream_key"]
+__all__ = ["SHARED", "Env", "Stream", "Workspace", "edge_key", "scratch", "stream_key"]
 
 
 class Stream(IntEnum):
@@ -53,6 +56,7 @@ class Stream(IntEnum):
     SECOND = 1
     MASTER = 2
     LOWRANK = 3
+    EDGE = 4
 
 
 #: streams with one key per step for the whole run (not per worker)
@@ -69,6 +73,13 @@ def stream_key(seed: int, worker: int | None, n: int, step: int, stream: int = 0
         raise UsageError(f"key(step, stream={stream}): a dedicated master has no worker index; "
                          "only a shared stream (Stream.MASTER) has a key there")
     return Key(seed, worker + int(stream) * n, step)
+
+
+def edge_key(seed: int, n: int, i: int, j: int, step: int) -> Key:
+    """The key both ends of the edge {i, j} (i != j, nodes of n) use at ``step`` (module doc:
+    slot 4·n + min(i, j), step field step·n + max(i, j), unique per edge and step)."""
+    a, b = min(i, j), max(i, j)
+    return Key(seed, int(Stream.EDGE) * n + a, step * n + b)
 
 
 class Workspace:

@@ -32,6 +32,7 @@ from decomp.algorithms.ef21 import EF21, EF21Plus
 from decomp.algorithms.ef21_bc import EF21BC
 from decomp.algorithms.ef21_pp import EF21PP
 from decomp.algorithms.ef21_sgdm import EF21SGDM
+from decomp.algorithms.powergossip import PowerGossip
 from decomp.algorithms.powersgd import PowerSGD
 from decomp.algorithms.sgdm import SGDM
 from decomp.compress import make_compressor
@@ -179,6 +180,8 @@ _SPECS = (
     AlgorithmSpec("beer", BEER, "BEER: gradient tracking, compressed replicas (Zhao et al. 2022)"),
     AlgorithmSpec("deepsqueeze", DeepSqueeze, "DeepSqueeze: error-compensated compressed gossip "
                   "(Tang et al. 2019)"),
+    AlgorithmSpec("powergossip", PowerGossip, "PowerGossip: rank-r power iteration on "
+                  "neighbours' model differences, per edge (Vogels et al. 2020)"),
     AlgorithmSpec("allreduce_sgd", AllreduceSGD, "minibatch SGD, dense all-reduce (baseline)"),
     AlgorithmSpec("allreduce_qsgd", AllreduceCompressed, "all-reduce of compressed gradients",
                   default_compressor=DEFAULT_QSGD),

@@ -15,7 +15,7 @@ Message hops per call (``n`` ranks, ``L = ceil(log2 n)``), the same table the co
 ============================================  =====  ==============================================
 call                                           hops   why
 ============================================  =====  ==============================================
-``exchange`` (neighbours, all posted at once)  1      sends to every neighbour leave together
+``exchange`` / ``swap`` (all posted at once)   1      sends to every neighbour leave together
 ``gather`` / ``gather_subset*`` (to master)    1      every worker sends to the master directly
 ``broadcast`` / ``broadcast_bytes``            L      binomial tree from the master
 ``allgather``                                  L      recursive doubling
@@ -47,6 +47,7 @@ _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: 
 
 #: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)
 _KIND = {"exchange": "exchange", "exchange_start": "exchange", "exchange_finish": "exchange",
+         "swap": "exchange",
          "gather": "gather", "gather_start": "gather", "gather_finish": "gather",
          "gather_subset": "gather", "gather_subset_group": "gather",
          "broadcast": "broadcast", "broadcast_bytes": "broadcast",

@@ -50,6 +50,7 @@ EXCHANGE_METHODS = ("auto", "persistent", "isend", "neighbor")
 AUTO_PERSISTENT_MAX = 8192
 _TAG_PAYLOAD = 0x5D01
 _TAG_SIZE = 0x5D02
+_TAG_SWAP = 0x5D03
 
 
 def _as_payload(payload: np.ndarray) -> np.ndarray:
@@ -128,6 +129,7 @@ class Neighborhood:
         self._pending: list[Any] | None = None  # requests of the exchange in flight
         self._gather_sizes = np.zeros(self.size, dtype=np.int64)
         self._gather_buf = np.empty(0, dtype=np.uint8)
+        self._swap_bufs: dict[int, np.ndarray] = {}  # per peer, grown on demand (swap)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -211,6 +213,33 @@ class Neighborhood:
         if reqs:
             self._MPI.Request.Waitall(reqs)
         return self._views
+
+    def swap(self, payloads: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Pairwise exchange (a symmetric W: sources = destinations): send ``payloads[j]`` to
+        each neighbour j and receive j's message to this node, which has the same size (the
+        two ends of an edge agree on it, e.g. a low-rank factor of the edge); ``{j: payload}``,
+        views into per-peer buffers valid until the next call. One Isend/Irecv per edge."""
+        MPI = self._MPI
+        if self._pending is not None:
+            raise UsageError("swap: an exchange is in flight (call exchange_finish first)")
+        if self.sources != self.destinations or set(payloads) != set(self.sources):
+            raise UsageError(f"swap needs a symmetric W and one payload per neighbour "
+                             f"{self.sources}; got payloads for {sorted(payloads)}")
+        out: dict[int, np.ndarray] = {}
+        reqs = []
+        for j in self.sources:
+            p = _as_payload(payloads[j])
+            buf = self._swap_bufs.get(j)
+            if buf is None or buf.size < p.size:
+                buf = self._swap_bufs[j] = np.empty(max(p.size, 64), dtype=np.uint8)
+            out[j] = buf[:p.size]
+            reqs.append(self.graph.Irecv([out[j], MPI.BYTE], source=j, tag=_TAG_SWAP))
+            reqs.append(self.graph.Isend([p, MPI.BYTE], dest=j, tag=_TAG_SWAP))
+            self.bytes.up += p.size
+            self.bytes.down += p.size
+        if reqs:
+            MPI.Request.Waitall(reqs)
+        return out
 
     def received_rows(self, dtype: Any, d: int) -> np.ndarray:
         """The last exchange's payloads as one (indegree, d) array of ``dtype`` (a view, rows

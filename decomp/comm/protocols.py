@@ -30,7 +30,7 @@ MASTER_WORKER_CALLS: tuple[str, ...] = (
     "broadcast", "broadcast_bytes", "allreduce_sum")
 #: counted calls of :class:`NeighborTransport` (wrapped by the proxies)
 NEIGHBOR_CALLS: tuple[str, ...] = (
-    "exchange", "exchange_start", "exchange_finish", "allgather", "allreduce_sum")
+    "exchange", "exchange_start", "exchange_finish", "swap", "allgather", "allreduce_sum")
 #: every counted call of either protocol, in a fixed order
 COUNTED_CALLS: tuple[str, ...] = tuple(dict.fromkeys(MASTER_WORKER_CALLS + NEIGHBOR_CALLS))
 
@@ -154,6 +154,11 @@ class NeighborTransport(Protocol):
 
     def received_rows(self, dtype: Any, d: int) -> np.ndarray:
         """The last exchange's payloads as one (indegree, d) array of ``dtype`` (a view)."""
+        ...
+
+    def swap(self, payloads: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Pairwise exchange on a symmetric W_t: send ``payloads[j]`` (its own message) to each
+        neighbour j and receive j's message to this node, of the same size; ``{j: payload}``."""
         ...
 
     def allreduce_sum(self, vec: np.ndarray) -> None:

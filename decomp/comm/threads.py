@@ -178,6 +178,23 @@ class ThreadNeighborhood:
         self._got = got
         return got
 
+    def swap(self, payloads: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        if self._pending is not None:
+            raise UsageError("swap: an exchange is in flight (call exchange_finish first)")
+        if self.sources != self.destinations or set(payloads) != set(self.sources):
+            raise UsageError(f"swap needs a symmetric W and one payload per neighbour "
+                             f"{self.sources}; got payloads for {sorted(payloads)}")
+        mine = {j: _as_payload(p).copy() for j, p in payloads.items()}
+        got = self.board.publish(self.rank, mine)
+        out = {j: got[j][self.rank] for j in self.sources}
+        for j in self.sources:
+            if out[j].size != mine[j].size:
+                raise PayloadError(f"swap: node {j} sent {out[j].size} bytes to node "
+                                   f"{self.rank}, which sent it {mine[j].size}")
+            self.bytes.up += mine[j].size
+            self.bytes.down += out[j].size
+        return out
+
     def received_rows(self, dtype: Any, d: int) -> np.ndarray:
         nb = d * np.dtype(dtype).itemsize
         if any(self._got.get(j, np.empty(0)).size != nb for j in self.sources):

@@ -145,6 +145,10 @@ class TimeVaryingNeighborhood:
         """:meth:`Neighborhood.exchange_finish` on W_t."""
         return self.current.exchange_finish()
 
+    def swap(self, payloads: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """:meth:`Neighborhood.swap` on W_t."""
+        return self.current.swap(payloads)
+
     def received_rows(self, dtype: Any, d: int) -> np.ndarray:
         """:meth:`Neighborhood.received_rows` of W_t's last exchange."""
         return self.current.received_rows(dtype, d)

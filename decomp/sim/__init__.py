@@ -80,16 +80,16 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
     else:
         C = compressor if compressor is not None else alg.compressor
         alg.check(x0.size)
+    # a reference that reads the model's tensors (low-rank methods) declares ``layout``
+    extra = {"layout": model} if "layout" in inspect.signature(fn).parameters else {}
     if family_of(alg) == DECENTRALIZED_FAMILY:
         if W is None:
             raise ConfigError(f"the reference of {alg.name} (decentralized) needs the mixing "
                               "matrix W (a MixingMatrix, an (n, n) array or a schedule)")
-        return fn(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, C=C, X0=X0)
+        return fn(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, C=C, X0=X0, **extra)
     if W is not None or X0 is not None:
         raise ConfigError(f"{alg.name} is a master–worker method: its reference takes no "
                           "mixing matrix W and no per-node start X0")
-    # a reference that reads the model's tensors (low-rank methods) declares ``layout``
-    extra = {"layout": model} if "layout" in inspect.signature(fn).parameters else {}
     return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C, **extra)
 
 
