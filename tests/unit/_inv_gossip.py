@@ -200,6 +200,59 @@ def ecd_estimate(name: str) -> None:
             close(snaps[i][t + 1]["R"][0], want, f"ỹ_{i} step {t + 1}", ulps=256)
 
 
+def low_rank_gossip(name: str) -> None:
+    """PowerGossip (Vogels et al. 2020) on a model of a 3×2 matrix and a 3-vector, on a ring and
+    on the one-peer hypercube, at every step: both ends of an edge hold the same factors P, Q
+    and count, bit for bit; the gossip moves no mass (x̄^{t+1} = x̄^t − γ ḡ, and x̄ stays put
+    at γ = 0); the matrix's gossip term on node i is Σ_j σ_ij W_ij P Qᵀ with P Qᵀ the rank-r
+    projection of x_hi^t − x_lo^t on the factor just orthonormalised ((X_hi − X_lo) Q Qᵀ after
+    a right product, P Pᵀ (X_hi − X_lo) after a left one); the vector mixes densely with W;
+    the reference holds the same factors."""
+    from decomp.algorithms.powergossip import right_product
+    from decomp.comm.threads import Board, ThreadNeighborhood
+    from decomp.layout import Layout
+    from decomp.sim import reference
+
+    layout = Layout.from_shapes([("w", (3, 2)), ("b", (3,))])
+    alg = build(name, rank=1)
+    assert len(alg.plan(layout, 9).blocks) == 1
+    for mixing in (_ring()[0], mixing_schedule("one-peer-hypercube", N)):
+        tps = [ThreadNeighborhood(mixing, i, Board(N)) for i in range(N)]
+        problems, x0, snaps = run_dec(alg, mixing, N, STEPS + 2, layout=layout)
+        _, _, still = run_dec(alg, mixing, N, STEPS + 2, layout=layout, lr=0.0)
+        for t in range(STEPS + 2):
+            X, X1 = stack(snaps, "x", t), stack(snaps, "x", t + 1)
+            G = np.stack([grads(problems, X[i], t + 1, alg.batch_size)[i] for i in range(N)])
+            close(X1.mean(axis=0), X.mean(axis=0) - LR * G.mean(axis=0), f"x̄ step {t + 1}")
+            close(stack(still, "x", t + 1).mean(axis=0), x0, f"x̄ at γ = 0, step {t + 1}")
+            tp = [tps[i].select(t) for i in range(N)]
+            for i in range(N):
+                want = np.zeros((3, 2))
+                dense = tp[i].self_weight * X[i, 6:]
+                for j in tp[i].sources:
+                    a, b = tp[i].slot(j), tp[j].slot(i)
+                    for f in ("P", "Q", "uses"):
+                        np.testing.assert_array_equal(snaps[i][t + 1][f][a],
+                                                      snaps[j][t + 1][f][b], err_msg=f)
+                    dense = dense + tp[i].weights[j] * X[j, 6:]
+                    if t == 0:
+                        continue
+                    P, Q = snaps[i][t + 1]["P"][a][:, None], snaps[i][t + 1]["Q"][a][:, None]
+                    D = X[max(i, j), :6].reshape(3, 2) - X[min(i, j), :6].reshape(3, 2)
+                    right = right_product(alg.power_iterations, snaps[i][t]["uses"][a])
+                    proj = D @ Q @ Q.T if right else P @ P.T @ D
+                    close(P @ Q.T, proj, f"P Qᵀ step {t + 1} edge {i}-{j}")
+                    close((Q if right else P).T @ (Q if right else P), np.eye(1), "orthonormal")
+                    want += (1 if i < j else -1) * tp[i].weights[j] * alg.consensus_step * proj
+                gossip = X1[i] + LR * G[i] - X[i]
+                close(gossip[:6].reshape(3, 2), want, f"gossip term node {i} step {t + 1}")
+                close(X1[i, 6:] + LR * G[i, 6:], dense, f"dense mix node {i} step {t + 1}")
+        ref = reference(alg, problems, x0, mixing, lr=LR, steps=STEPS + 2, seed=SEED,
+                        layout=layout)
+        for f in ("P", "Q", "uses"):
+            np.testing.assert_array_equal(ref.state[f], stack(snaps, f, STEPS + 2), err_msg=f)
+
+
 CHECKS = {f.__name__: f for f in (mean_step, identical_models, replicas_agree,
                                   mixing_sum_from_replicas, beer_tracking, deepsqueeze_error,
-                                  dcd_difference, ecd_estimate)}
+                                  dcd_difference, ecd_estimate, low_rank_gossip)}

@@ -79,12 +79,14 @@ def run_mw(alg: Any, n: int, steps: int, *, lr: float = LR, d: int = D, master: 
 
 
 def run_dec(alg: Any, W: Any, n: int, steps: int, *, lr: float = LR,
-            d: int = D) -> tuple[list[Problem], np.ndarray, list[Snaps]]:
-    """(problems, x0, snapshots of node i for i = 0..n−1)."""
+            d: int = D, layout: Any = None) -> tuple[list[Problem], np.ndarray, list[Snaps]]:
+    """(problems, x0, snapshots of node i for i = 0..n−1); layout: the model's tensors given
+    to the Env (None: one flat slot)."""
     problems, x0 = problem(n, d)
     board = Board(n)
     return problems, x0, run_ranks(board, lambda i: _drive(
-        alg, Env(ThreadNeighborhood(W, i, board), problems[i], n, SEED, lr), x0, steps))
+        alg, Env(ThreadNeighborhood(W, i, board), problems[i], n, SEED, lr, layout=layout),
+        x0, steps))
 
 
 def ref_states(alg: Any, problems: list[Problem], x0: np.ndarray, steps: int, W: Any = None,

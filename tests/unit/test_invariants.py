@@ -62,6 +62,7 @@ INVARIANTS: dict[str, tuple[str, ...] | str] = {
     "choco_sgd": ("mean_step", "replicas_agree", "mixing_sum_from_replicas"),
     "beer": ("replicas_agree", "mixing_sum_from_replicas", "beer_tracking"),
     "deepsqueeze": ("mean_step", "deepsqueeze_error"),
+    "powergossip": ("mean_step", "low_rank_gossip"),
     "allreduce_sgd": ("identical_models", "mean_step"),
     "allreduce_qsgd": ("identical_models",),
 }
@@ -118,6 +119,7 @@ SCHEDULE_CASES = [
     ("choco_sgd", {"consensus_step": 1.0}, Identity(), "one-peer-hypercube", "atc", 4),
     ("deepsqueeze", {"consensus_step": 1.0}, Identity(), "one-peer-hypercube", "atc", 4),
     ("dcd_psgd", {}, Identity(), "one-peer-hypercube", "dcd", 4),
+    ("powergossip", {}, None, "one-peer-hypercube", "dpsgd", 4),  # one flat slot: dense
 ]
 
 
