@@ -105,7 +105,8 @@ class AlgorithmSpec:
                                   **self.resolve_options(options or {}, label)}
         if compressor is None:
             compressor = self.default_compressor
-        if self.uses_compressor:
+        wire = getattr(self.cls, "wire_compressor", False) and compressor is not None
+        if self.uses_compressor or wire:  # (a dense method's 16-bit wire: an identity)
             kwargs["compressor"] = (make_compressor(compressor)
                                     if isinstance(compressor, (str, dict)) else compressor)
         elif compressor is not None:

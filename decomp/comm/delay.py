@@ -51,7 +51,7 @@ _KIND = {"exchange": "exchange", "exchange_start": "exchange", "exchange_finish"
          "gather": "gather", "gather_start": "gather", "gather_finish": "gather",
          "gather_subset": "gather", "gather_subset_group": "gather",
          "broadcast": "broadcast", "broadcast_bytes": "broadcast",
-         "allgather": "allgather", "allreduce_sum": "allreduce"}
+         "allgather": "allgather", "allreduce_sum": "allreduce", "allreduce_chunks": "allreduce"}
 
 
 def rounds(call: str, n: int) -> int:

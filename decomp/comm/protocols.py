@@ -27,7 +27,7 @@ __all__ = ["COUNTED_CALLS", "MASTER_WORKER_CALLS", "NEIGHBOR_CALLS", "MasterWork
 #: counted calls of :class:`MasterWorkerTransport` (wrapped by the proxies)
 MASTER_WORKER_CALLS: tuple[str, ...] = (
     "gather", "gather_start", "gather_finish", "gather_subset", "gather_subset_group",
-    "broadcast", "broadcast_bytes", "allreduce_sum")
+    "broadcast", "broadcast_bytes", "allreduce_sum", "allreduce_chunks")
 #: counted calls of :class:`NeighborTransport` (wrapped by the proxies)
 NEIGHBOR_CALLS: tuple[str, ...] = (
     "exchange", "exchange_start", "exchange_finish", "swap", "allgather", "allreduce_sum")
@@ -87,6 +87,12 @@ class MasterWorkerTransport(Protocol):
 
     def allreduce_sum(self, vec: np.ndarray) -> None:
         """vec ← Σ over ranks of vec, in place (a dedicated master contributes zeros)."""
+        ...
+
+    def allreduce_chunks(self, words: np.ndarray, combine: Any) -> None:
+        """uint16 ``words`` (d,) ← ``combine`` of every rank's words, elementwise, in place:
+        ``combine(rows)`` gets (ranks, c) uint16 rows in rank order (a chunk of the columns)
+        and returns (c,) uint16 (the 16-bit float all-reduce)."""
         ...
 
     def allreduce_uncounted(self, vec: np.ndarray) -> None:

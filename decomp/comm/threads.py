@@ -316,5 +316,12 @@ class ThreadMasterWorker:
             self.bytes.up += vec.nbytes
         self.bytes.down += vec.nbytes
 
+    def allreduce_chunks(self, words: np.ndarray, combine: Any) -> None:
+        rows = np.stack(self.board.publish(self.rank, words.copy()))
+        words[:] = combine(rows)
+        if self.is_worker:
+            self.bytes.up += words.nbytes
+        self.bytes.down += words.nbytes
+
     def allreduce_uncounted(self, vec: np.ndarray) -> None:
         sum_in_rank_order(self.board, self.rank, vec)

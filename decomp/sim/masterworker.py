@@ -24,6 +24,7 @@ import numpy as np
 
 from decomp.algorithms.env import Stream
 from decomp.compress import Compressor, Identity
+from decomp.compress._wire import VDTYPE_CODE, round_like_wire
 from decomp.problems import Problem
 from decomp.sim._common import Trace, _compress, _grads
 
@@ -37,11 +38,30 @@ def simulate_gd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: fl
     del C
     n, d, dt = len(problems), x0.size, x0.dtype
     x, xs, sent = x0.copy(), [x0.copy()], np.zeros(n, dtype=np.int64)
+    wire = getattr(alg, "wire_dtype", None)
     for t in range(1, steps + 1):
-        x = x - lr * (_grads(problems, x, seed, t, alg.batch_size).sum(axis=0) / n)
+        G = _grads(problems, x, seed, t, alg.batch_size)
+        if wire is None:
+            x = x - lr * (G.sum(axis=0) / n)
+        else:  # 16-bit wire: r16((Σ_i r16(g_i)) / n), float32 sums in worker order
+            code = VDTYPE_CODE[wire]
+            with np.errstate(over="ignore", invalid="ignore"):
+                acc = np.zeros(d, dtype=np.float32)
+                for i in range(n):
+                    acc = acc + _r16(G[i], code)
+                x = x - lr * _r16(acc / np.float32(n), code).astype(dt)
         xs.append(x)
-        sent += d * dt.itemsize
+        sent += d * (2 if wire else dt.itemsize)
     return Trace(np.stack(xs), sent, {})
+
+
+def _r16(v: np.ndarray, code: int) -> np.ndarray:
+    """v rounded to the 16-bit format ``code``, as float32 (NaN everywhere if a value does
+    not fit)."""
+    try:
+        return round_like_wire(v, code).astype(np.float32)
+    except FloatingPointError:
+        return np.full(v.size, np.nan, dtype=np.float32)
 
 
 def simulate_dcgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
