@@ -105,8 +105,12 @@ class GD(MasterWorkerAlgorithm):
         narrow16(g, code, words)
         n = env.n
         env.transport.allreduce_chunks(words, lambda rows: mean16(rows, code, n))
-        mean = env.scratch("wire16_mean", x)
-        mean[:] = widen16(words, code)
+        mean = widen16(words, code, env.scratch("wire16_mean", shape=(x.size,),
+                                                dtype=np.float32))
+        if x.dtype != mean.dtype:  # a float64 model: the exact float32 values, widened
+            wide = env.scratch("wire16_wide", x)
+            wide[:] = mean
+            mean = wide
         return bool(descend(x, x.dtype.type(env.lr), mean))
 
     def comm_pattern(self, d: int, n: int, degree: int = 0, *, master: str = "shared",
