@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD, PowerSGD
+from decomp.algorithms import CHOCOSGD, DPSGD, EF21, GD, PowerGossip, PowerSGD
 from decomp.bench.overlap import OPTIMIZER_METHODS, OptimizerRunner, bench_model
 from decomp.compress import make_compressor
 
@@ -61,10 +61,13 @@ TOPK = {"kind": "topk", "ratio": 0.01}
 #: methods run with minibatches of ``--batch``
 METHODS: dict[str, tuple[str, Any, Any, dict[str, Any]]] = {
     "sgd (dense all-reduce)": ("decomp", GD, None, {}),
+    "sgd fp16 wire": ("decomp", GD, None, {"wire_dtype": "float16"}),
+    "sgd bf16 wire": ("decomp", GD, None, {"wire_dtype": "bfloat16"}),
     "ef21 top1%": ("decomp", EF21, TOPK, {}),
     "ef21 top1% model-bcast": ("decomp", EF21, TOPK, {"downlink": "model"}),
     "choco top1% ring": ("decomp", CHOCOSGD, TOPK, {"consensus_step": 0.5}),
     "dpsgd ring": ("decomp", DPSGD, None, {}),
+    "powergossip r1 ring": ("decomp", PowerGossip, None, {}),
     "ddp": ("ddp", "allreduce", None, {}),
     "ddp fp16": ("ddp", "fp16", None, {}),
     "ddp powersgd r1": ("ddp", "powersgd_hook", None, {"rank": 1}),

@@ -21,6 +21,10 @@ def test_every_decomp_method_steps_and_reports_its_bytes(comm) -> None:
     d, n = 26_122, comm.size
     assert by["sgd (dense all-reduce)"].bytes_sent == 4 * d  # every rank contributes d floats
     assert by["dpsgd ring"].bytes_sent == 4 * d * (1 if n == 2 else 2)  # one copy per neighbour
+    for wire in ("sgd fp16 wire", "sgd bf16 wire"):  # 16-bit words both ways
+        assert by[wire].bytes_sent == by[wire].bytes_received == 2 * d
+    # per edge: the 266 biases and, per weight matrix, r·m or r·k values
+    assert 0 < by["powergossip r1 ring"].bytes_sent < 0.05 * by["dpsgd ring"].bytes_sent
     ef21, model = by["ef21 top1%"], by["ef21 top1% model-bcast"]
     assert ef21.bytes_sent == model.bytes_sent == 16 + 261 * 6  # Top-1 %: 261 (value, index)
     assert model.bytes_received == 4 * d * (n - 1) / n  # the dense model, all ranks but one
