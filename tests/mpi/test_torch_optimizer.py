@@ -38,6 +38,7 @@ from decomp.algorithms import (
     GD,
     SGDM,
     AllreduceSGD,
+    PowerGossip,
     PowerSGD,
 )
 from decomp.compress import QSGD, Identity, TopK
@@ -66,6 +67,11 @@ MW: dict[str, tuple[Any, str, dict[str, Any], bool]] = {
                      {"compressor": TopK(ratio=0.05), "batch_size": B}, True),
     "ef21-sgdm": (lambda **k: EF21SGDM(TopK(ratio=0.05), eta=0.3, **k), "ef21_sgdm",
                   {"compressor": TopK(ratio=0.05), "eta": 0.3, "batch_size": B}, True),
+    # a 16-bit wire both ways (DDP's fp16/bf16 compress hooks): exact at any n
+    "sgd-bf16-wire": (lambda **k: GD(wire_dtype="bfloat16", **k), "sgd",
+                      {"wire_dtype": "bfloat16", "batch_size": B}, True),
+    "gd-fp16-identity": (lambda **k: GD(Identity("float16"), **k), "gd",
+                         {"compressor": Identity("float16")}, False),
     # low rank on the model's own tensors (the reference gets FlatModel.layout)
     "powersgd-r2": (lambda **k: PowerSGD(rank=2, min_compression_rate=1.0, **k), "powersgd",
                     {"rank": 2, "min_compression_rate": 1.0}, False),
@@ -94,6 +100,8 @@ DEC: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "choco-top10": (lambda **k: CHOCOSGD(TopK(ratio=0.1), consensus_step=0.3, **k), "choco_sgd",
                     {"compressor": TopK(ratio=0.1), "consensus_step": 0.3}),
     "allreduce-sgd": (lambda **k: AllreduceSGD(**k), "allreduce_sgd", {}),
+    # per-edge low rank on the model's own tensors (the reference gets FlatModel.layout)
+    "powergossip-r2": (lambda **k: PowerGossip(rank=2, **k), "powergossip", {"rank": 2}),
 }
 
 
@@ -170,7 +178,7 @@ def test_decentralized_under_a_user_loop_equals_the_reference(comm, case: str,
     probs, x0, opt, prob = _setup(comm, make, sgd, topology="ring")
     X = _loop(opt, prob, rank, batch=True, first=1)
     tr = simulate_decentralized(name, probs, x0, mixing_matrix("ring", n), lr=LR, steps=STEPS,
-                                seed=SEED, batch_size=B, **kw)
+                                seed=SEED, batch_size=B, layout=probs[0].flat.layout, **kw)
     ref = tr.xs[1:, rank, :]
     exact = bool(np.array_equal(X, ref))
     rel = float(np.abs(X - ref).max() / np.abs(ref).max())
