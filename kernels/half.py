@@ -28,6 +28,14 @@ def _bits_f32(a: np.uint32) -> np.float32:
     return buf.view(np.float32)[0]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _f32_bits(f: np.float32) -> np.uint32:
+    """The bits of the float32 f."""
+    buf = np.empty(1, dtype=np.float32)
+    buf[0] = f
+    return buf.view(np.uint32)[0]
+
+
 @njit(cache=True, nogil=True)
 def _f32_bits_to_f16(u: np.uint32) -> tuple[np.uint16, bool]:
     """float16 bits of the float32 with bits u, rounded to nearest even; ok = finite."""
@@ -80,9 +88,9 @@ def _narrow_bits(u: np.uint32, code: int) -> tuple[np.uint16, bool]:
 @njit(cache=True, nogil=True)
 def narrow32(vals: np.ndarray, code: int, out: np.ndarray) -> bool:
     """out[j] ← the 16-bit word of vals[j] (float32 (d,); out uint16 (d,)); True iff every
-    value is finite and within the format's range. (The bit operations are written out in
-    one loop per format: the branch and the tuple of :func:`_narrow_bits` per value cost
-    several times the pass.)"""
+    value is finite and within the format's range. One loop per format with the bit
+    operations written out (float16: F. Giesen's round-half-to-even conversion, the subnormals
+    rounded by a float add); :func:`_narrow_bits` per value costs several times the pass."""
     bits = vals.view(np.uint32)
     bad = False
     if code == 3:
@@ -93,23 +101,28 @@ def narrow32(vals: np.ndarray, code: int, out: np.ndarray) -> bool:
             bad |= (u & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
             bad |= (r & np.uint32(0x7F80)) == np.uint32(0x7F80)
         return not bad
-    for j in range(vals.size):
-        u = bits[j]
-        sign = (u >> np.uint32(16)) & np.uint32(0x8000)
-        a = u & np.uint32(0x7FFFFFFF)
-        if a >= np.uint32(0x477FF000):
-            bad = True
-            h = np.uint32(0x7C00)
-        elif a < np.uint32(0x38800000):
-            h = np.uint32(np.rint(abs(vals[j]) * np.float32(16777216.0)))
-        else:
-            h = (((a >> np.uint32(23)) - np.uint32(112)) << np.uint32(10)) | \
-                ((a & np.uint32(0x7FFFFF)) >> np.uint32(13))
-            rem = a & np.uint32(0x1FFF)
-            if rem > np.uint32(0x1000) or (rem == np.uint32(0x1000) and (h & np.uint32(1))):
-                h += np.uint32(1)
-        out[j] = np.uint16(sign | h)
-    return not bad
+    magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)  # 0.5: aligns the subnormals
+    fmagic = np.float32(0.5)
+    block = 4096  # branch-free blocks (they vectorise): the subnormal candidate first
+    sub = np.empty(block, dtype=np.float32)
+    sb = sub.view(np.uint32)
+    flag = np.uint32(0)
+    for start in range(0, vals.size, block):
+        stop = min(start + block, vals.size)
+        for j in range(start, stop):  # a float16 subnormal: the float add rounds (RNE)
+            sub[j - start] = abs(vals[j]) + fmagic
+        for j in range(start, stop):
+            u = bits[j]
+            a = u & np.uint32(0x7FFFFFFF)
+            hn = np.uint32((a + np.uint32(0xC8000FFF) + ((a >> np.uint32(13)) & np.uint32(1)))
+                           >> np.uint32(13))  # exponent − 112, round half to even
+            hs = np.uint32(sb[j - start] - magic)
+            h = hs if a < np.uint32(0x38800000) else hn
+            big = a >= np.uint32(0x477FF000)  # ≥ 65520: inf in float16 (or inf / NaN)
+            h = np.uint32(0x7C00) if big else h
+            flag |= np.uint32(big)
+            out[j] = np.uint16(((u >> np.uint32(16)) & np.uint32(0x8000)) | h)
+    return flag == np.uint32(0)
 
 
 @njit(cache=True, nogil=True)
@@ -132,47 +145,42 @@ def narrow(vals: np.ndarray, code: int, out: np.ndarray) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _widen_one(h: np.uint16, code: int) -> np.uint32:
-    """float32 bits of the 16-bit word h (exact)."""
-    u = np.uint32(h)
-    if code == 3:
-        return u << np.uint32(16)
-    sign = (u & np.uint32(0x8000)) << np.uint32(16)
-    e = (u >> np.uint32(10)) & np.uint32(0x1F)
-    m = u & np.uint32(0x3FF)
-    if e == np.uint32(0):
-        if m == np.uint32(0):
-            return sign
-        buf = np.empty(1, dtype=np.float32)  # m · 2^-24, exact in float32
-        buf[0] = np.float32(m) * np.float32(5.9604644775390625e-08)
-        return sign | buf.view(np.uint32)[0]
-    if e == np.uint32(31):
-        return sign | np.uint32(0x7F800000) | (m << np.uint32(13))
-    return sign | ((e + np.uint32(112)) << np.uint32(23)) | (m << np.uint32(13))
-
-
-@njit(cache=True, nogil=True)
 def widen(words: np.ndarray, code: int, out: np.ndarray) -> None:
-    """out (float32 bits, uint32 (d,)) ← the exact float32 of each 16-bit word."""
+    """out (float32 bits, uint32 (d,)) ← the exact float32 of each 16-bit word. float16: the
+    exponent and mantissa shifted into place and scaled by 2^112 in float32 (exact for normals
+    and subnormals alike), inf / NaN given float32's all-ones exponent, then the sign."""
+    if code == 3:
+        for j in range(words.size):
+            out[j] = np.uint32(words[j]) << np.uint32(16)
+        return
+    f = out.view(np.float32)
     for j in range(words.size):
-        out[j] = _widen_one(words[j], code)
+        h = np.uint32(words[j])
+        u = (h & np.uint32(0x7FFF)) << np.uint32(13)
+        if (h & np.uint32(0x7C00)) == np.uint32(0x7C00):
+            u |= np.uint32(0x7F800000)
+        out[j] = u
+    scale = np.float32(2.0 ** 112)
+    for j in range(words.size):
+        f[j] = f[j] * scale
+    for j in range(words.size):
+        out[j] |= (np.uint32(words[j]) & np.uint32(0x8000)) << np.uint32(16)
 
 
 @njit(cache=True, nogil=True)
 def mean_rows(rows: np.ndarray, code: int, n: np.float32, out: np.ndarray) -> bool:
-    """out[j] ← r16((Σ_r float32(rows[r, j])) / n), rows (ranks, c) uint16 added in row order
-    in float32 (numpy: ``((w0 + w1) + ...) / n`` then the 16-bit rounding); True iff finite."""
-    tmp = np.empty(1, dtype=np.uint32)
-    f = tmp.view(np.float32)
-    ok = True
-    for j in range(rows.shape[1]):
-        tmp[0] = _widen_one(rows[0, j], code)
-        acc = f[0]
-        for r in range(1, rows.shape[0]):
-            tmp[0] = _widen_one(rows[r, j], code)
-            acc = np.float32(acc + f[0])
-        f[0] = np.float32(acc / n)
-        h, good = _narrow_bits(tmp[0], code)
-        out[j] = h
-        ok &= good
-    return ok
+    """out[j] ← r16((Σ_r float32(rows[r, j])) / n), rows (ranks, c) uint16 (C order) added in
+    row order in float32 (numpy: ``((w0 + w1) + ...) / n`` then the 16-bit rounding), in whole
+    passes; True iff the result is finite and within the format's range."""
+    c = rows.shape[1]
+    acc = np.empty(c, dtype=np.uint32)
+    tmp = np.empty(c, dtype=np.uint32)
+    widen(rows[0], code, acc)
+    fa, ft = acc.view(np.float32), tmp.view(np.float32)
+    for r in range(1, rows.shape[0]):
+        widen(rows[r], code, tmp)
+        for j in range(c):
+            fa[j] = fa[j] + ft[j]
+    for j in range(c):
+        fa[j] = fa[j] / n
+    return narrow32(fa, code, out)
