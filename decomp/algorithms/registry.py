@@ -106,6 +106,13 @@ class AlgorithmSpec:
         if compressor is None:
             compressor = self.default_compressor
         wire = getattr(self.cls, "wire_compressor", False) and compressor is not None
+        kind = compressor if isinstance(compressor, str) else \
+            compressor.get("kind") if isinstance(compressor, dict) else "identity"
+        if wire and kind != "identity":
+            raise ConfigError(f"{label}: algorithm {self.name!r} sends dense vectors and takes "
+                              f"no compressor (got {kind!r}) but an identity with a 16-bit "
+                              "value_dtype, its wire: compressor = { kind = \"identity\", "
+                              "value_dtype = \"bfloat16\" } (or wire_dtype = \"bfloat16\")")
         if self.uses_compressor or wire:  # (a dense method's 16-bit wire: an identity)
             kwargs["compressor"] = (make_compressor(compressor)
                                     if isinstance(compressor, (str, dict)) else compressor)
