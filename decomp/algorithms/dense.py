@@ -76,8 +76,8 @@ class GD(MasterWorkerAlgorithm):
     downlink = "allreduce"
 
     def __init__(self, compressor: Compressor | None = None, *, wire_dtype: str | None = None,
-                 batch_size: int | None = None, lr: float | None = None) -> None:
-        super().__init__(None, batch_size=batch_size, lr=lr)
+                 batch_size: int | None = None, lr: float | None = None, **unknown: Any) -> None:
+        super().__init__(None, batch_size=batch_size, lr=lr, **unknown)
         self.wire_dtype = wire_dtype_of(self.name, compressor, wire_dtype)
 
     def init(self, env: Env, x0: np.ndarray) -> GDState:

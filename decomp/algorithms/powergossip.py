@@ -108,8 +108,9 @@ class PowerGossip(DecentralizedAlgorithm):
     def __init__(self, compressor: Compressor | None = None, *, rank: int = 1,
                  power_iterations: int = 1, warm_start: bool = True,
                  consensus_step: float = 1.0, min_compression_rate: float = 0.0,
-                 batch_size: int | None = None, lr: float | None = None) -> None:
-        super().__init__(compressor, batch_size=batch_size, lr=lr)
+                 batch_size: int | None = None, lr: float | None = None,
+                 **unknown: Any) -> None:
+        super().__init__(compressor, batch_size=batch_size, lr=lr, **unknown)
         for key, v in (("rank", rank), ("power_iterations", power_iterations)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{self.name}: {key} must be an integer >= 1, got {v!r}")
