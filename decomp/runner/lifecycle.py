@@ -9,8 +9,9 @@ number (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1). A second SIGINT while
 being honoured ends the process at once with 130, never 0.
 
 Errors: :func:`abort_on_error` installs a ``sys.excepthook`` (and ``threading.excepthook``)
-that prints the error with the rank and calls ``MPI_Abort``, so an exception on one rank of a
-user's script never leaves the others waiting in a collective.
+that prints the error with the rank and calls ``MPI_Abort`` (exit code 1; 130 for a
+``KeyboardInterrupt``), so an exception on one rank of a user's script never leaves the others
+waiting in a collective.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def abort_on_error(comm: Any = None) -> None:
 
     def hook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
         text = "".join(traceback.format_exception(tp, value, tb)).rstrip()
-        code = value.exit_code if isinstance(value, Interrupted) else 1
+        code = (value.exit_code if isinstance(value, Interrupted) else
+                exit_code(signal.SIGINT) if isinstance(value, KeyboardInterrupt) else 1)
         try:
             abort_job(comm, f"uncaught {tp.__name__}: {value}\n{text}", code=code)
         finally:

@@ -2,7 +2,8 @@
 
 How it drives each family, the equations, exactness, checkpoints and the bucketed overlap with
 backward (:mod:`decomp.torch.buckets`): docs/torch.md, "Your own loop". ``should_stop``,
-``save``/``load`` (one folder, bit for bit), ``export``: :mod:`decomp.torch.saving`."""
+``save``/``load`` (one folder, bit for bit), ``export``: :mod:`decomp.torch.saving`; a rank
+missing a collective call ends the job: :mod:`decomp.torch.guard`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from decomp.runner.build import build_session, check_family, default_algorithm, 
 from decomp.torch import buckets as _buckets
 from decomp.torch import compat
 from decomp.torch.flat import FlatModel
+from decomp.torch.guard import CallGuard, guard_methods
 from decomp.torch.oracle import GradientOracle, driver_kind
 from decomp.torch.saving import LoopMethods
 from decomp.torch.state import check_meta, from_torch, to_torch
@@ -56,6 +58,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             SGDM, AllreduceSGD; docs/torch.md, "Overlap with backward"); accumulate with
             :meth:`no_sync`. bucket_cap_mb: its bucket size (MiB; None: DDP's 25 MiB scaled
             to the model, :func:`decomp.torch.buckets.cap_bytes`).
+        comm_timeout: the watchdog's limit (s) on a collective call; :mod:`decomp.torch.guard`.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer | None, model: nn.Module,
@@ -64,7 +67,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                  topology_options: dict[str, Any] | None = None, exchange: str = "auto",
                  seed: int = 0, find_unused_parameters: bool = False,
                  check_every: int = 50, overlap: bool = False,
-                 bucket_cap_mb: float | None = None) -> None:
+                 bucket_cap_mb: float | None = None,
+                 comm_timeout: float | None = 300.0) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
         check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         algorithm = default_algorithm(algorithm)
@@ -124,6 +128,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
         else:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             super().__init__(params or list(self.flat.parameters()), dict(optimizer.defaults))
+        self._guard = CallGuard(comm, comm_timeout, d)
         self._ready = True  # from here on param_groups, state, defaults are the wrapped ones
 
     # the wrapped optimizer's param_groups / state / defaults, also after its load_state_dict
@@ -431,4 +436,5 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                 f"{self.kind}, d={self.flat.d}, {where})")
 
 
+guard_methods(DistributedOptimizer)
 __all__ = ["DistributedOptimizer"]
