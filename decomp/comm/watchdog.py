@@ -14,7 +14,8 @@ since the main thread may be blocked inside a collective) on the first of:
   peer has not yet said it is ready: importing, loading data or compiling may hold the
   interpreter for long on a loaded machine, and must not read as a frozen rank);
 - **no progress**: this rank has been inside one watched call (:meth:`Watchdog.enter` ..
-  :meth:`Watchdog.leave`) for more than ``timeout_s`` while every peer is alive — counted
+  :meth:`Watchdog.leave`) for more than ``timeout_s`` while every peer is alive (heard within
+  the last two intervals; a peer quiet for longer is left to the silence rule) — counted
   from when every rank was ready, so a slow start does not count against the first step. The
   message names each rank's call and step, and the ranks that are not in the call most ranks
   are in;
@@ -244,6 +245,9 @@ class Watchdog:
                                              for p in self.peers):
                 return ""
             self._all_ready_at = now
+        stale = [p for p in alive if now - self._heard[p] > 2 * self.interval]
+        if stale:  # maybe frozen: the silence rule decides (within timeout_s)
+            return ""
         if now - max(self.entered, self._all_ready_at) > self.timeout_s:
             return self._stuck(now, f"no watched call completed for more than {self.setting}"
                                     f" = {self.timeout_s:g} s while every rank is alive")

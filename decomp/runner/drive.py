@@ -33,6 +33,8 @@ def drive(session: Session, steps: int, *, log_every: int | None, on_log: Callab
     if control is not None:  # until a step completes, a signal is the backstop's (compiling)
         control.flag.stepping = False
     for t in range(start + 1, end + 1):
+        if control is not None:
+            control.enter_step(t)  # the watchdog's watched call: the whole iteration
         if before_step is not None:
             before_step(t)
         session.step()
@@ -48,5 +50,7 @@ def drive(session: Session, steps: int, *, log_every: int | None, on_log: Callab
             on_log(t)
         if checkpoint_every and on_checkpoint is not None and t % checkpoint_every == 0:
             on_checkpoint(t)
+        if control is not None:
+            control.leave_step()
         if signum:
             raise Interrupted(signum, t)

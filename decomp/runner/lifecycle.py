@@ -153,11 +153,12 @@ class RunControl:
     def __init__(self, comm: Any = None, *, comm_timeout_s: float | None = None) -> None:
         from decomp.comm.control import StopVote
         from decomp.comm.watchdog import Watchdog
+        from decomp.launch import start_timeout
 
         self.flag = SIGNALS
         self._owns_flag = False
         self.vote = StopVote(comm) if comm is not None else None
-        self.watchdog = (Watchdog(comm, comm_timeout_s)
+        self.watchdog = (Watchdog(comm, comm_timeout_s, startup_s=start_timeout() or None)
                          if comm is not None and comm_timeout_s else None)
 
     def __enter__(self) -> RunControl:
@@ -177,6 +178,18 @@ class RunControl:
             self.flag.__exit__(*exc)
             self._owns_flag = False
 
+    def enter_step(self, step: int) -> None:
+        """Step ``step`` begins (the watchdog's watched call, until :meth:`leave_step`; the
+        first one marks this rank ready: start-up is over)."""
+        if self.watchdog is not None:
+            self.watchdog.ready()
+            self.watchdog.enter("a step")
+
+    def leave_step(self) -> None:
+        """The step entered last, its log and checkpoint are done."""
+        if self.watchdog is not None:
+            self.watchdog.leave()
+
     def after_step(self, step: int) -> int:
         """Collective (one pipelined vote): 0, or the signal every rank stops for now."""
         self.flag.stepping = True  # the stop vote now answers a signal (guard.Backstop)
@@ -190,7 +203,12 @@ class RunControl:
         """Collective: the signal every rank agrees on at the end of a method (0: none)."""
         if self.vote is None:
             return self.flag.signum
-        return self.vote.settle(self.flag.signum)
+        if self.watchdog is not None:
+            self.watchdog.enter("the end-of-method stop vote")
+        signum = self.vote.settle(self.flag.signum)
+        if self.watchdog is not None:
+            self.watchdog.leave()
+        return signum
 
     def close(self) -> None:
         """Collective: free the vote's and the watchdog's communicators."""

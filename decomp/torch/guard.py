@@ -70,25 +70,29 @@ def _decode(row: np.ndarray) -> tuple[str, int, int]:
 
 
 def mismatch(calls: list[tuple[str, int, int]]) -> str:
-    """The report of the collective check ("" when every rank is in the same call): the
-    first rank (by rank) whose (operation, step, size) differs from rank 0's, then all."""
-    first = next((r for r, c in enumerate(calls) if c != calls[0]), None)
-    if first is None:
-        return ""
-
-    def say(c: tuple[str, int, int]) -> str:
-        return f"{c[0]} at step {c[1]} with size {c[2]}"
-
+    """The report of the collective check ("" when every rank is in the same call): the call
+    most ranks are in (a tie: the lowest rank's) and the first rank, by rank, not in it."""
     groups: dict[tuple[str, int, int], list[int]] = {}
     for r, c in enumerate(calls):
         groups.setdefault(c, []).append(r)
-    table = "; ".join(f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {say(c)}"
-                      for c, rs in groups.items())
+    if len(groups) == 1:
+        return ""
+    common = max(groups, key=lambda c: (len(groups[c]), -groups[c][0]))
+    first = next(r for r, c in enumerate(calls) if c != common)
+
+    def say(c: tuple[str, int, int]) -> str:
+        return f"{c[0]} after step {c[1]} with model size {c[2]}"
+
+    def who(rs: list[int]) -> str:
+        return f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}"
+
+    table = "; ".join(f"{who(rs)}: {say(c)}" for c, rs in groups.items())
     return (f"collective check ({COLLECTIVE_CHECK}=1): the ranks are not in the same call. "
-            f"First mismatch: rank {first} is in {say(calls[first])}, rank 0 in "
-            f"{say(calls[0])} (all: {table}). Every rank must make the same collective calls "
-            f"in the same order with the same model (e.g. `with opt.averaged():` on every rank, "
-            f"not only on rank 0; the same number of batches on every rank)")
+            f"First mismatch: rank {first} is in {say(calls[first])} while {who(groups[common])}"
+            f" {'are' if len(groups[common]) > 1 else 'is'} in {say(common)} (all: {table}). "
+            f"Every rank must make the same collective calls in the same order with the same "
+            f"model (e.g. `with opt.averaged():` on every rank, not only on rank 0; the same "
+            f"number of batches on every rank)")
 
 
 class CallGuard:
