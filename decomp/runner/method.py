@@ -18,6 +18,7 @@ import numpy as np
 from decomp.config import Config
 from decomp.errors import DivergenceError
 from decomp.log import LOGGER
+from decomp.runner.agree import check_restored, restored_summary
 from decomp.runner.build import build_session
 from decomp.runner.checkpoint import CheckpointStore
 from decomp.runner.drive import drive
@@ -162,6 +163,9 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         session.init(work.x0)
         if pointer is not None:
             meta = restore_session(session, store, pointer, work)  # type: ignore[arg-type]
+            check_restored(comm, restored_summary(session.state, work.buffers(), meta.get(
+                "method", index), session.steps_done, meta["status"]), m.label,
+                f"checkpoints/m{index}-s{pointer['step']}")  # before any rank steps
             mr.first, mr.last = meta["first"], meta["last"]
             mr.status, mr.message = meta["status"], meta["message"]
             if save is not None:
