@@ -232,6 +232,9 @@ class Watchdog:
         silent = [p for p in alive if now - self._heard[p] > self._limit(p)]
         if silent:
             return self._message(silent, now)
+        if self._all_ready_at is None and self.phase != STARTING and all(
+                self._peer[p].phase != STARTING for p in self.peers):
+            self._all_ready_at = now
         call = self.call
         if call is None:
             return ""
@@ -240,11 +243,8 @@ class Watchdog:
                 and self._peer[p].calls < index]
         if gone:
             return self._stuck(now, f"rank(s) {_ranks(gone)} finished without making this call")
-        if self._all_ready_at is None:
-            if self.phase == STARTING or any(self._peer[p].phase == STARTING
-                                             for p in self.peers):
-                return ""
-            self._all_ready_at = now
+        if self._all_ready_at is None:  # a slow start does not count against a call
+            return ""
         stale = [p for p in alive if now - self._heard[p] > 2 * self.interval]
         if stale:  # maybe frozen: the silence rule decides (within timeout_s)
             return ""
