@@ -24,7 +24,8 @@ Ctrl-C: mpiexec forwards SIGINT to every rank, but Python runs its handler (the
 MPI call, so a job hung in a collective ignored the first Ctrl-C. The guard sets a wake-up fd
 (:func:`signal.set_wakeup_fd`, written by the C-level handler even then) read by a daemon
 thread: if the signal finds this rank inside a guarded call that has not returned one second
-later, the thread prints the call and ends the job with 130 (128 + SIGINT). Elsewhere the
+later, the thread prints the call and ends this rank with 130 (128 + SIGINT; mpiexec then
+ends the job, 130 when every rank got the signal). Elsewhere the
 ``KeyboardInterrupt`` is raised as usual, and :func:`~decomp.runner.lifecycle.abort_on_error`
 ends the job with 130 too.
 """
@@ -36,6 +37,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -248,7 +250,10 @@ class _SigintWatch:
         time.sleep(SIGINT_GRACE_S)
         for g, call, calls in blocked:
             if g.call == call and g.calls == calls:
-                from decomp.comm.control import abort_job
-
-                abort_job(g.comm, f"interrupted (SIGINT) while blocked in {call} (its call "
-                                  f"{calls + 1}): ending the job", code=130)
+                # every rank got the signal (mpiexec forwards it): each leaves by itself, so
+                # the job's exit code is 130 (concurrent MPI_Aborts race to other codes); a
+                # rank that alone got it ends the job the same way (a rank gone: mpiexec
+                # ends the others)
+                print(f"[rank {g.rank}] ERROR: interrupted (SIGINT) while blocked in {call} "
+                      f"(its call {calls + 1}): ending the job", file=sys.stderr, flush=True)
+                os._exit(130)
