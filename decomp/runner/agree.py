@@ -48,8 +48,9 @@ def disagreement(summaries: list[dict[str, Any]], label: str, where: str) -> str
     """The reason the restored checkpoints of ``label`` cannot be resumed ("" if they can):
     the first key (method, step, status, structure) on which a rank differs from most
     ranks, else a rank holding non-finite values in a method whose status is ``ok``."""
-    fix = (f"Restore the run folder's checkpoints from one copy, or delete {where} to restart "
-           f"{label} from step 0")
+    pointer = where.rsplit("-s", 1)[0] + ".json"  # checkpoints/m<i>-s<step> -> m<i>.json
+    fix = (f"Restore the run folder's checkpoints from one copy, or remove {pointer} and "
+           f"{where} to restart {label} from step 0")
     for key, what in (("method", "method index"), ("step", "step"), ("status", "status"),
                       ("shape", "state layout (field names, shapes, dtypes)")):
         groups: dict[Any, list[int]] = {}
