@@ -27,6 +27,8 @@ import pytest
 from tests.e2e.conftest import _tool
 from tests.e2e.test_faults_input import first_error_line, processes_mentioning
 
+pytestmark = pytest.mark.timeout(600)  # 4 to 8 torch ranks on a loaded 2-core machine
+
 SCRIPT = r"""
 import itertools, os, sys, time
 import torch
@@ -44,7 +46,7 @@ def event(name):
 torch.manual_seed(0)
 x, y = torch.randn(32, 8), torch.randint(0, 2, (32,))
 if case == "trainer":
-    from decomp.data import load
+    from decomp.data.classification import load
     from decomp.torch import Trainer
 
     net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
