@@ -17,6 +17,7 @@ from the event that caused the hang (the script prints it), and that no rank is 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -47,7 +48,7 @@ torch.manual_seed(0)
 x, y = torch.randn(32, 8), torch.randint(0, 2, (32,))
 if case == "trainer":
     from decomp.data.classification import load
-    from decomp.torch import Trainer
+    from decomp.torch.trainer import Trainer
 
     net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     tr = Trainer(net, torch.nn.CrossEntropyLoss(), load("synthetic", n_samples=200,
@@ -99,11 +100,10 @@ def _start(tmp: Path, case: str, timeout: float, np: int = 4,
 
 
 def _events(out: str) -> dict[str, list[tuple[int, float]]]:
+    """name -> [(rank, time)] of the script's events (the ranks' lines may run together)."""
     ev: dict[str, list[tuple[int, float]]] = {}
-    for line in out.splitlines():
-        if line.startswith("EVENT "):
-            _, name, rank, when = line.split()
-            ev.setdefault(name, []).append((int(rank), float(when)))
+    for name, rank, when in re.findall(r"EVENT (\S+) (\d+) (\d+\.\d{3})", out):
+        ev.setdefault(name, []).append((int(rank), float(when)))
     return ev
 
 
