@@ -22,6 +22,11 @@ since the main thread may be blocked inside a collective) on the first of:
 - **a peer that finished** (:meth:`Watchdog.finish`, at exit) before reaching the call this
   rank is in: that call can never complete (one extra batch on one rank), so at once.
 
+When every peer (two or more) falls silent at once, this rank waits twice the limit before
+blaming them: under MPICH 4, a rank whose main thread is blocked outside MPI (a hung file
+system) while a nonblocking collective of its own is pending (the stop vote) stops receiving
+heartbeats, though its peers are alive; they hear it, and their progress rule names it first.
+
 The heartbeats need ``MPI_THREAD_MULTIPLE``, which mpi4py asks for by default; with less the
 watchdog is off and says so.
 
@@ -230,6 +235,9 @@ class Watchdog:
         """Why the job must end now ("" = it need not)."""
         alive = [p for p in self.peers if self._peer[p].phase != DONE]
         silent = [p for p in alive if now - self._heard[p] > self._limit(p)]
+        if len(silent) > 1 and silent == alive:  # all at once: more likely this rank's own
+            silent = [p for p in alive  # reception stalls (see the module doc): twice the
+                      if now - self._heard[p] > 2 * self._limit(p)]  # limit, so theirs first
         if silent:
             return self._message(silent, now)
         if self._all_ready_at is None and self.phase != STARTING and all(
@@ -267,8 +275,9 @@ class Watchdog:
                 f"must make the same collective calls in the same order (e.g. `with "
                 f"opt.averaged():` on every rank, not only on rank 0; the same number of "
                 f"batches on every rank)" if others else
-                "every rank is in the same call: a collective that does not complete (a "
-                "deadlock inside it or a lost network)")
+                "every rank is in the same call, which does not complete: a rank blocked "
+                "inside it (in a collective of its own, a hung file system, a lock) or a "
+                "lost network")
         return (f"[rank {self.rank}] ERROR: watchdog: {why} — {table}; {hint}; ending the "
                 f"job")
 

@@ -9,7 +9,8 @@ from the event that caused the hang (the script prints it), and that no rank is 
 - one extra batch on one rank: the others finish; the watchdog ends the job at once;
 - ``DECOMP_COLLECTIVE_CHECK=1``: the same mismatch is reported before any collective runs;
 - the first Ctrl-C (SIGINT to mpiexec) ends a job blocked in a collective, with 130;
-- ``Trainer.fit`` with one more step on one rank: the progress rule of the step loop;
+- a ``Trainer.fit`` rank in a collective of its own inside a step while the others wait in
+  the step's collective: the progress rule of the step loop;
 - a slow start (one rank holds the interpreter for longer than the timeout before its first
   step, 8 ranks on 2 cores) finishes; without the start-up allowance the same start is ended.
 """
@@ -50,13 +51,17 @@ if case == "trainer":
     from decomp.data.classification import load
     from decomp.torch.trainer import Trainer
 
+    def lr(t):  # rank 3 makes a collective of its own inside step 5
+        if rank == 3 and t == 5:
+            event("blocked")
+            MPI.COMM_WORLD.Barrier()
+        return 0.1
+
     net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     tr = Trainer(net, torch.nn.CrossEntropyLoss(), load("synthetic", n_samples=200,
-                 n_features=10, n_classes=3), batch_size=8, comm_timeout_s=timeout,
+                 n_features=10, n_classes=3), lr=0.1, batch_size=8, comm_timeout_s=timeout,
                  verbose=False, progress=False)
-    tr.fit(steps=10)
-    event("fit-done")
-    tr.fit(steps=20 + (rank == 3))
+    tr.fit(steps=20, lr_schedule=lr)
     event("done")
     sys.exit(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
@@ -90,12 +95,12 @@ def _env(**extra: str) -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", DECOMP_PROGRESS="0", **extra)
 
 
-def _start(tmp: Path, case: str, timeout: float, np: int = 4,
+def _start(tmp: Path, case: str, timeout: float, np: int = 4, extra: str = "",
            **env: str) -> subprocess.Popen:
     script = tmp / "train.py"
     script.write_text(SCRIPT)
     return subprocess.Popen([_tool("mpiexec"), "-n", str(np), _tool("python"), str(script),
-                             case, str(timeout)], stdout=subprocess.PIPE,
+                             case, str(timeout), extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(**env), cwd=tmp)
 
 
@@ -180,17 +185,21 @@ def test_the_first_sigint_ends_a_job_blocked_in_a_collective(tmp_path: Path) -> 
     assert ended - sent < 10, ended - sent
 
 
-def test_trainer_fit_with_one_more_step_on_one_rank_ends_the_job(tmp_path: Path) -> None:
+def test_a_trainer_rank_in_a_collective_of_its_own_ends_the_job(tmp_path: Path) -> None:
+    """Rank 3 of a Trainer.fit enters a barrier of its own inside step 5 (its lr_schedule);
+    the others wait in the step's collective: every rank alive, no step completes — the
+    progress rule of the step loop."""
     timeout = 5.0
-    rc, out, err, ended = _finish(_start(tmp_path, "trainer", timeout), timeout,
-                                  str(tmp_path))
+    rc, out, err, ended = _finish(_start(tmp_path, "trainer", timeout), timeout, str(tmp_path))
     assert rc != 0, err[-3000:]
     msg = first_error_line(err)
-    assert msg.startswith("watchdog: no watched call completed for more than comm_timeout "
-                          "= 5 s while every rank is alive"), msg
-    assert "in a step" in msg and "in the end-of-method stop vote" in msg, msg
-    started = max(t for _, t in _events(out)["fit-done"])  # the second fit starts here
-    assert ended - started < timeout + 10 + 5, ended - started
+    assert msg.startswith("watchdog: no watched call completed for more than "
+                          "run.comm_timeout_s = 5 s while every rank is alive — ranks 0-3 in a "
+                          "step (its call 5, after step 4); every rank is in the same call, "
+                          "which does not complete: a rank blocked inside it (in a collective "
+                          "of its own"), msg
+    (_, blocked_at), = _events(out)["blocked"]
+    assert ended - blocked_at < timeout + 10, ended - blocked_at
 
 
 @pytest.mark.parametrize("allowance", [True, False])

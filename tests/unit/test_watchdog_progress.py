@@ -231,3 +231,17 @@ def test_distributed_optimizer_default_timeout_is_decomp_runs() -> None:
 
     default = inspect.signature(DistributedOptimizer).parameters["comm_timeout"].default
     assert default == DEFAULT_COMM_TIMEOUT_S == RunConfig().comm_timeout_s
+
+
+def test_every_peer_silent_at_once_waits_twice_the_limit() -> None:
+    """Peers 1-3 all stop arriving at t = 2 (this rank's own reception stalling looks like
+    that): reported only after more than twice the timeout; one peer alone after the timeout."""
+    timeout = 12.0
+    sim = _Sim(timeout, lambda now: {p: (_in_call("a step") if now < 2 else None)
+                                     for p in (1, 2, 3)}, horizon=100).run()
+    assert sim.alarm is not None
+    assert 2 * timeout < sim.alarm[0] <= 2 + 2 * timeout + 2 * sim.wd.interval + 1e-9
+    one = _Sim(timeout, lambda now: {1: _in_call("a step") if now < 2 else None,
+                                     2: _in_call("a step"), 3: _in_call("a step")},
+               horizon=100).run()
+    assert one.alarm is not None and one.alarm[0] <= 2 + timeout + 2 * one.wd.interval + 1e-9
