@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
                    help="override run.checkpoint_every (0: only at the end of each method and "
                    "on a signal)")
     r.add_argument("--comm-timeout", type=float, metavar="SECONDS",
-                   help="override run.comm_timeout_s (the watchdog's limit on a silent rank)")
+                   help="override run.comm_timeout_s (the watchdog's limit on a silent rank "
+                        "or a step that does not complete)")
     r.add_argument("--single-rank", action="store_true",
                    help="inside a SLURM allocation of several tasks, run on one rank anyway")
     r.set_defaults(func=cmd_run)

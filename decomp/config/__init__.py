@@ -78,7 +78,8 @@ class RunConfig:
     diverged when the loss (at x̄ for decentralized methods) exceeds this factor times its
     start; fail_rank / fail_step: inject a failure (tests of the abort path);
     checkpoint_every: steps between checkpoints (0: only at the end of each method and on a
-    termination signal); comm_timeout_s: the watchdog's limit on a silent rank (seconds)."""
+    termination signal); comm_timeout_s: the watchdog's limit on a silent rank or a step that
+    does not complete (seconds)."""
 
     steps: int = 100
     log_every: int = 10

@@ -117,7 +117,8 @@ class Trainer:
         progress: tqdm bar on rank 0 (only when stderr is a terminal).
         verbose: rank 0 prints the label counts and one line per evaluation.
         check_every: decentralized family: steps between collective divergence checks.
-        comm_timeout_s: the watchdog's limit on a silent rank during :meth:`fit` (None: off).
+        comm_timeout_s: the watchdog's limit on a silent rank or a step not completing during
+            :meth:`fit` (None: off; docs/reliability.md).
         overlap, bucket_cap_mb: all-reduce gradient buckets during backward (dense methods,
             with ``batch_size``), as :class:`~decomp.torch.DistributedOptimizer`'s.
 
