@@ -16,16 +16,16 @@ Every collective method of the optimizer (``step``, ``synchronize``, ``averaged`
 - with ``DECOMP_COLLECTIVE_CHECK=1`` (as ``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and always for
   ``averaged()``, first all-gathers (operation, step, size) on a private communicator and
   raises the same :class:`~decomp.errors.UsageError` on every rank if they differ, naming the
-  first rank that is not in the call rank 0 is in (one small all-gather per call);
+  first rank that is not in the call most ranks are in (one small all-gather per call);
 - at exit tells the peers this rank has finished (:meth:`Watchdog.finish`).
 
 Ctrl-C: mpiexec forwards SIGINT to every rank, but Python runs its handler (the
 ``KeyboardInterrupt``) only between bytecodes, never while the main thread is blocked inside an
 MPI call, so a job hung in a collective ignored the first Ctrl-C. The guard sets a wake-up fd
 (:func:`signal.set_wakeup_fd`, written by the C-level handler even then) read by a daemon
-thread: if the signal finds this rank inside a guarded call that has not returned one second
-later, the thread prints the call and ends this rank with 130 (128 + SIGINT; mpiexec then
-ends the job, 130 when every rank got the signal). Elsewhere the
+thread: if the signal finds this rank inside a guarded call that has not returned
+``SIGINT_GRACE_S`` = 3 s later, the thread prints the call and ends this rank with 130 (128 +
+SIGINT; mpiexec then ends the job, 130 when every rank got the signal). Elsewhere the
 ``KeyboardInterrupt`` is raised as usual, and :func:`~decomp.runner.lifecycle.abort_on_error`
 ends the job with 130 too.
 """
@@ -53,7 +53,9 @@ COLLECTIVE_CHECK = "DECOMP_COLLECTIVE_CHECK"
 #: the default ``comm_timeout``: the same as ``decomp run``'s ``run.comm_timeout_s``
 DEFAULT_COMM_TIMEOUT_S = 300.0
 _NAME = 32
-SIGINT_GRACE_S = 1.0
+#: how long a rank may stay in the call a SIGINT found it in before it leaves: a step that
+#: completes by then goes on to the handler (a stop vote of the user's loop saves first)
+SIGINT_GRACE_S = 3.0
 
 
 def check_enabled(env: dict[str, str] | None = None) -> bool:
