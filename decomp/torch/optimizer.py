@@ -22,9 +22,8 @@ from decomp.kernels.fused import all_finite, descend
 from decomp.launch import check_script_launch
 from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.torch import buckets as _buckets
-from decomp.torch import compat
+from decomp.torch import compat, guard
 from decomp.torch.flat import FlatModel
-from decomp.torch.guard import CallGuard, guard_methods
 from decomp.torch.oracle import GradientOracle, driver_kind
 from decomp.torch.saving import LoopMethods
 from decomp.torch.state import check_meta, from_torch, to_torch
@@ -128,7 +127,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
         else:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             super().__init__(params or list(self.flat.parameters()), dict(optimizer.defaults))
-        self._guard = CallGuard(comm, comm_timeout, d)
+        self._guard = guard.CallGuard(comm, comm_timeout, d)
         self._ready = True  # from here on param_groups, state, defaults are the wrapped ones
 
     # the wrapped optimizer's param_groups / state / defaults, also after its load_state_dict
@@ -436,5 +435,5 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                 f"{self.kind}, d={self.flat.d}, {where})")
 
 
-guard_methods(DistributedOptimizer)
+guard.guard_methods(DistributedOptimizer)
 __all__ = ["DistributedOptimizer"]
