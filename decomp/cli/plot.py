@@ -29,10 +29,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-x", action="append", metavar="COLUMN",
                    help="step (default) | bits (sent per worker) | bits_total (sent + "
                    "received) | bytes | time (wall_s) | any metrics column; repeatable: one "
-                   "column of axes each")
+                   "column of axes each (bits and bytes on a log axis unless --xscale)")
     p.add_argument("-y", action="append", metavar="COLUMN",
-                   help="grad_norm_sq (default) | loss | test_acc | consensus_distance | any "
-                   "metrics column; repeatable: one row of axes each")
+                   help="loss | grad_norm_sq | test_acc | consensus_distance | any metrics "
+                   "column; repeatable: one row of axes each (default: grad_norm_sq for "
+                   "numpy problems, loss for torch runs)")
     p.add_argument("--panel", metavar="KEY",
                    help="one column of axes per value of this setting (e.g. dataset)")
     p.add_argument("--best", metavar="METRIC",
@@ -42,11 +43,12 @@ def add_parser(sub: Any) -> None:
                    help="the swept setting for --best (default: lr_multiplier)")
     p.add_argument("--only", action="append", metavar="TEXT", default=[],
                    help="draw only methods whose label contains TEXT (repeatable: any of them)")
-    p.add_argument("--xscale", choices=("linear", "log"), help="default: linear")
+    p.add_argument("--xscale", choices=("linear", "log"),
+                   help="default: log for bits and bytes, linear for steps and time")
     p.add_argument("--yscale", choices=("linear", "log"),
                    help="default: log when the values are positive and span > 20x")
     p.add_argument("--title", help="figure title (default: what the runs share: dataset, n, "
-                   "topology, compressor)")
+                   "topology (decentralized runs), compressor)")
     p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     p.set_defaults(func=cmd_plot)
 
@@ -62,7 +64,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                        if any(t in n for t in args.only)]
         if args.best:
             methods = [b for _, b in best_groups(methods, args.best, args.over) if b is not None]
-        plot_methods(methods, args.output, x=args.x or ["step"], y=args.y or ["grad_norm_sq"],
+        plot_methods(methods, args.output, x=args.x or ["step"], y=args.y,
                      panel=args.panel, xscale=args.xscale, yscale=args.yscale,
                      heading=args.title, drop=[args.over] if args.best else [], dpi=args.dpi)
     except DecompError as e:

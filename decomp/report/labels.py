@@ -158,7 +158,8 @@ def _matches(key: str, names: set[str]) -> bool:
 
 
 def title(methods: list[MethodRun]) -> str:
-    """What all ``methods`` share: dataset (or model on dataset), n, topology, compressor."""
+    """What all ``methods`` share: dataset (or model on dataset), n, the topology (when every
+    method is decentralized), compressor."""
     c = common_setting(methods)
     parts = []
     dataset = c.get("problem.dataset")
@@ -172,7 +173,9 @@ def title(methods: list[MethodRun]) -> str:
     if c.get("workers"):
         parts.append(f"n = {c['workers']}")
     fam = {m.summary.get("family") for m in methods}
-    if "decentralized" in fam and c.get("topology.kind"):
+    # the topology only when it applies to every method: a master–worker run's resolved
+    # config has a [topology] table too (the default ring), which it never used
+    if fam == {"decentralized"} and c.get("topology.kind"):
         parts.append(f"{c['topology.kind']} ({c.get('topology.weights', 'metropolis')})")
     if c.get("method.compressor") is not None:
         parts.append(f"compressor {show_value(c['method.compressor'])}")

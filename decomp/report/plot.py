@@ -4,8 +4,18 @@ column per x column (or per value of a ``panel`` setting, e.g. one per dataset).
 
 x: ``step`` | ``bits`` (``bits_up``, per worker) | ``bytes`` (bits_up / 8) | ``time``
 (``wall_s``) | any metrics column; y: ``grad_norm_sq`` | ``loss`` | ``test_acc`` |
-``consensus_distance`` | any metrics column. The y axis is logarithmic when all values are
-positive and span more than a factor 20, unless ``yscale`` says otherwise.
+``consensus_distance`` | any metrics column.
+
+Defaults that read right (each overridden by its argument):
+- y (:func:`default_y`): ``grad_norm_sq`` for the numpy problems (the EF21 papers' measure),
+  the training ``loss`` for torch runs (‖∇f‖² of a network rises while it learns and reads as
+  divergence), else the task metric (``test_loss``, ``test_acc``);
+- the y axis is logarithmic when all values are positive and span more than a factor 20;
+- the x axis is logarithmic for bits and bytes (:data:`LOG_X`; step 0, with no bytes yet, is
+  left out), so compressed methods are not squashed against the y axis by a dense one;
+- a method whose name occurs in several run folders (within a panel) has its run folder in
+  the legend: "EF21 top-1% (runs/a)";
+- the title is what the methods share (:func:`decomp.report.labels.title`).
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from decomp.report.labels import find_key, labels, show_value, title, value_of
+from decomp.report.labels import _short_paths, find_key, labels, show_value, title, value_of
 from decomp.report.runs import MethodRun, RunFolderError
 
 ALIASES = {"steps": "step", "bits": "bits_up", "time": "wall_s", "wall": "wall_s",
@@ -32,6 +42,44 @@ AXIS_LABEL = {"step": "step t", "bits_up": "bits sent per worker (node)",
               "test_acc": "test accuracy", "test_loss": "test loss",
               "consensus_distance": "consensus distance (1/n) Σ‖x_i − x̄‖²",
               "loss_local": "mean local loss (1/n) Σ f_i(x_i)"}
+#: x columns drawn on a log axis unless ``xscale`` says otherwise (traffic spans decades)
+LOG_X = frozenset({"bits_up", "bits_down", "bits_total", "bytes", "bytes_down", "mb"})
+
+
+def is_torch(m: MethodRun) -> bool:
+    """A torch run: its config says ``[problem] kind = "torch"``, or (a user's loop without a
+    config) its metrics have no ``grad_norm_sq``."""
+    kind = m.run.config.get("problem", {}).get("kind")
+    return kind == "torch" if kind else "grad_norm_sq" not in m.columns()
+
+
+def default_y(methods: list[MethodRun]) -> str:
+    """``grad_norm_sq`` when no method is a torch run and they have it; else the training
+    ``loss``, else ``test_loss``, else ``test_acc`` (the first column every method has)."""
+    have = [set(m.columns()) for m in methods]
+    if not any(is_torch(m) for m in methods) and all("grad_norm_sq" in h for h in have):
+        return "grad_norm_sq"
+    for c in ("loss", "test_loss", "test_acc"):
+        if have and all(c in h for h in have):
+            return c
+    return "grad_norm_sq" if all("grad_norm_sq" in h for h in have) else "loss"
+
+
+def legend_names(methods: list[MethodRun], drop: Sequence[str] = ()) -> list[str]:
+    """:func:`~decomp.report.labels.labels`, plus the run folder (its shortest distinct tail)
+    for every method whose name occurs in more than one run folder."""
+    names = labels(methods, drop=drop, unique=False)
+    folders: dict[str, set[Path]] = {}
+    for m in methods:
+        folders.setdefault(m.label, set()).add(m.run.path.resolve())
+    shared = {lab for lab, f in folders.items() if len(f) > 1}
+    if shared:
+        where = _short_paths([m.run.path.resolve() for m in methods])
+        names = [f"{n} ({w})" if m.label in shared else n
+                 for m, n, w in zip(methods, names, where, strict=True)]
+    if len(set(names)) < len(names):  # the same folder given twice: labels' own fallback
+        names = labels(methods, drop=drop)
+    return names
 
 
 def column(m: MethodRun, name: str) -> np.ndarray:
@@ -55,14 +103,15 @@ def _scale(values: list[np.ndarray], wanted: str | None) -> str:
 
 
 def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
-                 x: Sequence[str] = ("step",), y: Sequence[str] = ("grad_norm_sq",),
+                 x: Sequence[str] = ("step",), y: Sequence[str] | None = None,
                  panel: str | None = None, xscale: str | None = None,
                  yscale: str | None = None, heading: str | None = None,
                  drop: Sequence[str] = (), dpi: int = 100) -> Any:
     """Draw ``methods`` and save the figure to every path of ``outputs`` (format from the
     suffix: .png, .pdf, .svg). Labels tell apart methods of the same name by their settings,
-    except ``drop`` and the ``panel`` key (the same label has the same colour in every panel).
-    Returns the matplotlib Figure."""
+    except ``drop`` and the ``panel`` key (the same label has the same colour in every panel),
+    and by their run folder. ``y=None``: :func:`default_y`; ``xscale=None``: log for the
+    columns of :data:`LOG_X`, linear otherwise. Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
 
     if not methods:
@@ -71,7 +120,7 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
         if Path(path).suffix.lower() not in (".png", ".pdf", ".svg"):
             raise RunFolderError(f"{path}: the figure's file name must end in .png, .pdf or "
                                  ".svg")
-    ys = [ALIASES.get(c, c) for c in y]
+    ys = [ALIASES.get(c, c) for c in (y or [default_y(methods)])]
     xs = [ALIASES.get(c, c) for c in x]
     for c in (*xs, *ys):
         if c not in DERIVED and c != "bits_total" and not any(c in m.columns() for m in methods):
@@ -87,11 +136,11 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
         # labels from the differences inside a panel (what goes with the panel, e.g. a
         # dataset's step count, stays out of them)
         by_id = {id(m): name for _, g in panels
-                 for m, name in zip(g, labels(g, drop=[*dropped, key]), strict=True)}
+                 for m, name in zip(g, legend_names(g, drop=[*dropped, key]), strict=True)}
         names = [by_id[id(m)] for m in methods]
     else:
         panels = [("", methods)]
-        names = labels(methods, drop=dropped)
+        names = legend_names(methods, drop=dropped)
     cols = [(p, xc) for p in panels for xc in xs]
     # one colour per label; when no label is in two panels, the i-th method of each panel gets
     # the i-th colour instead (the panels' methods line up: same compressor, same colour)
@@ -109,13 +158,14 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
         ysc = _scale(ys_all, yscale)
         for c, ((ptitle, group), xc) in enumerate(cols):
             ax = axes[r][c]
+            xsc = xscale or ("log" if xc in LOG_X else "linear")
             for m in group:
                 i = index[id(m)]
                 xv, yv = column(m, xc), ys_all[i]
                 ok = np.isfinite(xv) & np.isfinite(yv)
                 if ysc == "log":
                     ok &= yv > 0
-                if xscale == "log":  # step 0 (no bytes yet) has no place on a log axis
+                if xsc == "log":  # step 0 (no bytes yet) has no place on a log axis
                     ok &= xv > 0
                 if not ok.any():
                     continue
@@ -128,8 +178,7 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
                             color=line.get_color())
                 handles.setdefault(line.get_label(), line)
             ax.set_yscale(ysc)
-            if xscale:
-                ax.set_xscale(xscale)
+            ax.set_xscale(xsc)
             ax.set_xlabel(AXIS_LABEL.get(xc, xc))
             ax.set_ylabel(_axis_label(yc, group))
             ax.grid(True, which="major", alpha=0.3)
@@ -165,4 +214,5 @@ def _style(j: int) -> tuple[Any, str]:
     return colormaps["tab10"](j % 10), ("-", "--", ":", "-.")[(j // 10) % 4]
 
 
-__all__ = ["ALIASES", "AXIS_LABEL", "DERIVED", "column", "plot_methods"]
+__all__ = ["ALIASES", "AXIS_LABEL", "DERIVED", "LOG_X", "column", "default_y", "is_torch",
+           "legend_names", "plot_methods"]
