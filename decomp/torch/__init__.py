@@ -10,6 +10,9 @@
 - :class:`ShardSampler`, :func:`shard_indices`, :class:`DatasetRows`: any torch ``Dataset``
   split over the ranks by decomp's partitions (:mod:`decomp.torch.data`); test metrics in
   :mod:`decomp.torch.metrics`.
+- :func:`rank`, :func:`world_size`, :func:`barrier`, :func:`all_reduce`,
+  :func:`distributed_sampler`: what a DDP loop takes from ``torch.distributed`` besides the
+  optimizer, over MPI (:mod:`decomp.torch.compat`).
 
 Under an MPI launcher with several ranks, importing this package installs
 :func:`decomp.runner.lifecycle.abort_on_error`: an uncaught exception on one rank of a user's
@@ -22,6 +25,7 @@ See docs/torch.md.
 import os
 from collections.abc import Mapping
 
+from decomp.torch.compat import all_reduce, barrier, distributed_sampler, rank, world_size
 from decomp.torch.data import DatasetRows, ShardSampler, dataset_labels, shard_indices
 from decomp.torch.flat import FlatModel, Slot, is_buffer
 from decomp.torch.problem import TorchProblem, evaluate_model, make_torch_problems
@@ -59,5 +63,6 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = ["DatasetRows", "DistributedOptimizer", "FlatModel", "MetricsWriter", "ShardSampler",
-           "Slot", "TorchProblem", "dataset_labels", "evaluate_model", "is_buffer",
-           "launched_with_several_ranks", "make_torch_problems", "shard_indices"]
+           "Slot", "TorchProblem", "all_reduce", "barrier", "dataset_labels",
+           "distributed_sampler", "evaluate_model", "is_buffer", "launched_with_several_ranks",
+           "make_torch_problems", "rank", "shard_indices", "world_size"]

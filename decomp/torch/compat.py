@@ -11,7 +11,11 @@
 - :func:`warn_sync_batchnorm`: ``nn.SyncBatchNorm`` without torch.distributed is plain
   BatchNorm per rank; decomp averages float buffers only under ``averaged()``.
 - :func:`rank`, :func:`world_size`, :func:`barrier`, :func:`all_reduce`: the thin helpers
-  a loop needs (logging on rank 0, averaging a metric), on ``MPI.COMM_WORLD`` by default.
+  a loop needs (logging on rank 0, averaging a metric), on ``MPI.COMM_WORLD`` by default, or
+  on the communicator of the optimizer passed as ``comm``.
+- :func:`distributed_sampler`: torch's ``DistributedSampler`` with ``num_replicas`` and
+  ``rank`` from MPI (it reads them from a torch.distributed process group otherwise, which
+  decomp does not create).
 """
 
 from __future__ import annotations
@@ -66,11 +70,13 @@ def warn_sync_batchnorm(model: nn.Module) -> None:
 
 
 def _comm(comm: Any) -> Any:
+    """An MPI communicator: ``comm`` itself, a DistributedOptimizer's (``.comm``), or
+    ``MPI.COMM_WORLD`` for None."""
     if comm is None:
         from mpi4py import MPI
 
-        comm = MPI.COMM_WORLD
-    return comm
+        return MPI.COMM_WORLD
+    return comm.comm if hasattr(comm, "comm") and hasattr(comm, "step") else comm
 
 
 def rank(comm: Any = None) -> int:
@@ -107,5 +113,21 @@ def all_reduce(tensor: torch.Tensor, op: str = "mean", comm: Any = None) -> torc
     return tensor
 
 
-__all__ = ["GRAD_SCALER", "all_reduce", "barrier", "clip_grad_norm_", "rank",
-           "refuse_grad_scaler", "warn_sync_batchnorm", "world_size"]
+def distributed_sampler(dataset: Any, comm: Any = None, **options: Any) -> Any:
+    """``torch.utils.data.DistributedSampler(dataset, num_replicas=world_size(comm),
+    rank=rank(comm), **options)`` (``shuffle``, ``seed``, ``drop_last`` as torch's): an iid
+    split, every rank the same number of indices (padded by repeating a few), so every rank
+    takes the same number of steps. Call ``set_epoch(e)`` each epoch, as under DDP."""
+    from torch.utils.data import DistributedSampler
+
+    for key in ("num_replicas", "rank"):
+        if key in options:
+            raise ConfigError(f"distributed_sampler sets {key} from MPI; call "
+                              f"torch.utils.data.DistributedSampler directly to choose it")
+    c = _comm(comm)
+    return DistributedSampler(dataset, num_replicas=int(c.Get_size()), rank=int(c.Get_rank()),
+                              **options)
+
+
+__all__ = ["GRAD_SCALER", "all_reduce", "barrier", "clip_grad_norm_", "distributed_sampler",
+           "rank", "refuse_grad_scaler", "warn_sync_batchnorm", "world_size"]

@@ -94,3 +94,42 @@ def test_metric_helpers(comm) -> None:
     compat.all_reduce(m, "max", comm)
     got = comm.allgather((t.tolist(), int(m), m.dtype))
     assert all(g == ([(n - 1) / 2, 1.0], n - 1, torch.int32) for g in got)
+
+
+def test_distributed_sampler_splits_the_data_iid_over_the_mpi_ranks(comm) -> None:
+    """decomp.torch.distributed_sampler(ds, opt) is torch's DistributedSampler with the MPI
+    world: disjoint shards covering every row, the same length on every rank (so the same
+    number of steps), reshuffled by set_epoch; the helpers take the optimizer as comm."""
+    from torch.utils.data import DistributedSampler, TensorDataset
+
+    from decomp.torch import distributed_sampler
+
+    rank, n = comm.Get_rank(), comm.Get_size()
+    model = _net()
+    opt = DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, GD(),
+                               comm=comm)
+    ds = TensorDataset(torch.arange(103.0))  # not a multiple of n: padded as torch does
+    got = []
+    for epoch in (0, 1):
+        s = distributed_sampler(ds, opt, seed=7)
+        s.set_epoch(epoch)
+        ref = DistributedSampler(ds, num_replicas=n, rank=rank, seed=7)
+        ref.set_epoch(epoch)
+        got.append((list(s), list(ref)))
+    shards = comm.allgather(got)
+    helpers = comm.allgather((compat.rank(opt), compat.world_size(opt)))
+    refused = None
+    try:
+        distributed_sampler(ds, opt, rank=0)
+    except ConfigError as e:
+        refused = str(e)
+    assert helpers == [(r, n) for r in range(n)]
+    assert refused is not None and "sets rank from MPI" in refused
+    for epoch in (0, 1):
+        mine = [sh[epoch][0] for sh in shards]
+        assert all(sh[epoch][0] == sh[epoch][1] for sh in shards)  # = torch's, given n, rank
+        assert len({len(m) for m in mine}) == 1 and len(mine[0]) == -(-103 // n)
+        assert set().union(*map(set, mine)) == set(range(103))
+        if 103 % n == 0:
+            assert sum(len(m) for m in mine) == 103
+    assert shards[0][0][0] != shards[0][1][0]  # set_epoch reshuffles
