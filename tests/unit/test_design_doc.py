@@ -25,3 +25,23 @@ def test_design_md_lists_every_subcommand() -> None:
     assert sorted(listed) == sorted(_subcommands())
     n = len(_subcommands())
     assert f"lists all {NUMBERS.get(n, n)}" in text
+
+
+def test_readme_lists_what_decomp_h_prints() -> None:
+    """README's ``decomp -h`` line is the sub-command list of the real ``decomp -h``."""
+    import contextlib
+    import io
+
+    import pytest
+
+    from decomp.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["-h"])
+    printed = re.findall(r"^    ([a-z]+)\s", out.getvalue(), re.M)
+    assert printed == _subcommands()
+    readme = (DESIGN.parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^decomp -h\s+# ([a-z ]+)$", readme, re.M)
+    assert m, "README's `decomp -h` line moved"
+    assert m.group(1).split() == printed
