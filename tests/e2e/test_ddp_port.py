@@ -50,6 +50,7 @@ def test_the_edit_count_in_the_docs_is_the_diffs() -> None:
     assert stated in doc, f"docs/torch.md should say: {stated}"
 
 
+@pytest.mark.timeout(900)
 def test_the_ddp_script_trains_under_torchrun(tmp_path: Path) -> None:
     r = subprocess.run([_tool("torchrun"), "--standalone", "--nproc-per-node", "2",
                         str(PORT / "train_ddp.py"), "--epochs", "2", "--ckpt", str(tmp_path)],
@@ -63,6 +64,7 @@ def test_the_ddp_script_trains_under_torchrun(tmp_path: Path) -> None:
     assert (tmp_path / "ckpt.pt").is_file()  # rank 0's single checkpoint
 
 
+@pytest.mark.timeout(1800)
 def test_the_decomp_port_trains_and_resumes_exactly(tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
     straight.mkdir()
