@@ -47,10 +47,15 @@ LOG_X = frozenset({"bits_up", "bits_down", "bits_total", "bytes", "bytes_down", 
 
 
 def is_torch(m: MethodRun) -> bool:
-    """A torch run: its config says ``[problem] kind = "torch"``, or (a user's loop without a
-    config) its metrics have no ``grad_norm_sq``."""
+    """A torch run: its config says ``[problem] kind = "torch"``, its run metadata names a
+    ``decomp.torch`` front end (``MetricsWriter`` in a user's loop), or, with neither, its
+    metrics have no ``grad_norm_sq``."""
     kind = m.run.config.get("problem", {}).get("kind")
-    return kind == "torch" if kind else "grad_norm_sq" not in m.columns()
+    if kind:
+        return bool(kind == "torch")
+    if str(m.run.meta.get("front_end", "")).startswith("decomp.torch"):
+        return True
+    return "grad_norm_sq" not in m.columns()
 
 
 def default_y(methods: list[MethodRun]) -> str:

@@ -86,6 +86,30 @@ def test_torch_run_defaults_to_its_training_loss(runs: dict[str, Path], tmp_path
     assert methods[0].column("loss")[-1] < methods[0].column("loss")[0] and g[-1] > g[0]
 
 
+def test_a_users_loop_folder_is_a_torch_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of decomp.torch.MetricsWriter (no config.toml; its run metadata names the
+    front end), here the torch run's files so rewritten: loss by default, though it has
+    grad_norm_sq; without config and metadata, a folder without grad_norm_sq is one too."""
+    import json
+    import shutil
+
+    own = tmp_path / "own"
+    shutil.copytree(runs["torch"], own)
+    (own / "config.toml").unlink()
+    doc = json.loads((own / "summary.json").read_text())
+    doc["run"] = {"front_end": "decomp.torch.MetricsWriter", "n_workers": 2}
+    (own / "summary.json").write_text(json.dumps(doc))
+    methods = all_methods(find_runs([own]))
+    assert "grad_norm_sq" in methods[0].columns() and default_y(methods) == "loss"
+    doc["run"] = {"n_workers": 2}
+    (own / "summary.json").write_text(json.dumps(doc))
+    assert default_y(all_methods(find_runs([own]))) == "grad_norm_sq"
+    rows = [json.loads(r) for r in (own / "metrics.jsonl").read_text().splitlines()]
+    (own / "metrics.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "grad_norm_sq"}) + "\n" for r in rows))
+    assert default_y(all_methods(find_runs([own]))) == "loss"
+
+
 def test_numpy_runs_keep_grad_norm_and_an_explicit_y_wins(runs: dict[str, Path],
                                                           tmp_path: Path) -> None:
     methods = all_methods(find_runs([runs["a"]]))
