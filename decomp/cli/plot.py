@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> None:
     p = documented_parser(
         sub, "plot", "draw run folders: metrics against steps, bits, bytes or wall time", __doc__)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="run folders, or folders holding run folders (searched recursively)")
+                   help="run folders, or folders holding run folders (searched recursively); "
+                   "with several, a method name found in more than one has its folder in the "
+                   "legend")
     p.add_argument("-o", "--output", action="append", required=True, metavar="FIG",
                    help="figure file, .png, .pdf or .svg (repeatable: one figure, several files)")
     p.add_argument("-x", action="append", metavar="COLUMN",
@@ -66,7 +68,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
             methods = [b for _, b in best_groups(methods, args.best, args.over) if b is not None]
         plot_methods(methods, args.output, x=args.x or ["step"], y=args.y,
                      panel=args.panel, xscale=args.xscale, yscale=args.yscale,
-                     heading=args.title, drop=[args.over] if args.best else [], dpi=args.dpi)
+                     heading=args.title, drop=[args.over] if args.best else [], dpi=args.dpi,
+                     run_in_legend=len(args.runs) > 1)
     except DecompError as e:
         print(f"decomp plot: ERROR: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -13,8 +13,9 @@ Defaults that read right (each overridden by its argument):
 - the y axis is logarithmic when all values are positive and span more than a factor 20;
 - the x axis is logarithmic for bits and bytes (:data:`LOG_X`; step 0, with no bytes yet, is
   left out), so compressed methods are not squashed against the y axis by a dense one;
-- a method whose name occurs in several run folders (within a panel) has its run folder in
-  the legend: "EF21 top-1% (runs/a)";
+- with ``run_in_legend`` (``decomp plot`` given several paths), a method whose name occurs in
+  several run folders (within a panel) has its run folder in the legend: "EF21 top-1%
+  (runs/a)"; otherwise only methods whose labels would be equal do;
 - the title is what the methods share (:func:`decomp.report.labels.title`).
 """
 
@@ -70,9 +71,12 @@ def default_y(methods: list[MethodRun]) -> str:
     return "grad_norm_sq" if all("grad_norm_sq" in h for h in have) else "loss"
 
 
-def legend_names(methods: list[MethodRun], drop: Sequence[str] = ()) -> list[str]:
-    """:func:`~decomp.report.labels.labels`, plus the run folder (its shortest distinct tail)
-    for every method whose name occurs in more than one run folder."""
+def legend_names(methods: list[MethodRun], drop: Sequence[str] = (),
+                 runs: bool = True) -> list[str]:
+    """:func:`~decomp.report.labels.labels`, plus, with ``runs``, the run folder (its
+    shortest distinct tail) for every method whose name occurs in more than one run folder."""
+    if not runs:
+        return labels(methods, drop=drop)
     names = labels(methods, drop=drop, unique=False)
     folders: dict[str, set[Path]] = {}
     for m in methods:
@@ -111,12 +115,14 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
                  x: Sequence[str] = ("step",), y: Sequence[str] | None = None,
                  panel: str | None = None, xscale: str | None = None,
                  yscale: str | None = None, heading: str | None = None,
-                 drop: Sequence[str] = (), dpi: int = 100) -> Any:
+                 drop: Sequence[str] = (), run_in_legend: bool = False,
+                 dpi: int = 100) -> Any:
     """Draw ``methods`` and save the figure to every path of ``outputs`` (format from the
     suffix: .png, .pdf, .svg). Labels tell apart methods of the same name by their settings,
     except ``drop`` and the ``panel`` key (the same label has the same colour in every panel),
-    and by their run folder. ``y=None``: :func:`default_y`; ``xscale=None``: log for the
-    columns of :data:`LOG_X`, linear otherwise. Returns the matplotlib Figure."""
+    and, with ``run_in_legend``, by their run folder. ``y=None``: :func:`default_y`;
+    ``xscale=None``: log for the columns of :data:`LOG_X`, linear otherwise. Returns the
+    matplotlib Figure."""
     from matplotlib.figure import Figure
 
     if not methods:
@@ -141,11 +147,12 @@ def plot_methods(methods: list[MethodRun], outputs: Sequence[str | Path], *,
         # labels from the differences inside a panel (what goes with the panel, e.g. a
         # dataset's step count, stays out of them)
         by_id = {id(m): name for _, g in panels
-                 for m, name in zip(g, legend_names(g, drop=[*dropped, key]), strict=True)}
+                 for m, name in zip(g, legend_names(g, [*dropped, key], run_in_legend),
+                                               strict=True)}
         names = [by_id[id(m)] for m in methods]
     else:
         panels = [("", methods)]
-        names = legend_names(methods, drop=dropped)
+        names = legend_names(methods, dropped, run_in_legend)
     cols = [(p, xc) for p in panels for xc in xs]
     # one colour per label; when no label is in two panels, the i-th method of each panel gets
     # the i-th colour instead (the panels' methods line up: same compressor, same colour)

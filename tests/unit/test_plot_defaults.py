@@ -152,10 +152,29 @@ def test_cli_defaults(runs: dict[str, Path], tmp_path: Path,
 def test_the_run_folder_is_in_the_legend_when_names_repeat(runs: dict[str, Path],
                                                            tmp_path: Path) -> None:
     methods = all_methods(find_runs([runs["a"], runs["b"]]))
-    fig = plot_methods(methods, [tmp_path / "r.png"])
+    fig = plot_methods(methods, [tmp_path / "r.png"], run_in_legend=True)
     legend = _legend(fig)
     assert legend == [f"{m.label} ({where}/demo)" for where in ("a", "b")
                       for m in methods[:3]]
+    # `decomp plot A B`: several paths given, the CLI asks for the folders
+    import decomp.report as report
+
+    figs: list[Any] = []
+    real = report.plot_methods
+    try:
+        report.plot_methods = lambda *a, **k: figs.append(real(*a, **k))  # type: ignore
+        assert main(["plot", str(runs["a"]), str(runs["b"]), "-o", str(tmp_path / "c.png")]) == 0
+        assert main(["plot", str(runs["a"].parent.parent), "-o", str(tmp_path / "s.png")]) == 0
+    finally:
+        report.plot_methods = real  # type: ignore
+    assert _legend(figs[0]) == legend
+    # one path holding every folder: methods told apart by their settings, and by the folder
+    # only where the settings are equal (labels' own fallback): the two demo runs
+    one_path = _legend(figs[1])
+    assert [t for t in one_path if t.startswith("GD ")] == [
+        "GD (dense allreduce) (a/demo)", "GD (dense allreduce) (b/demo)"]
+    # (that fallback names every method's folder, as before)
+    assert any(t.startswith("SGD (") and t.endswith("/digits-mlp)") for t in one_path)
     # one folder, or folders whose method names differ: no folder in the legend
     one = all_methods(find_runs([runs["a"]]))
     assert _legend(plot_methods(one, [tmp_path / "o.png"])) == [m.label for m in one]
