@@ -48,6 +48,8 @@ def test_the_edit_count_in_the_docs_is_the_diffs() -> None:
     stated = (f"{c['places']} places: {c['removed']} lines removed, {c['added']} added "
               f"({c['ddp_lines']} code lines")
     assert stated in doc, f"docs/torch.md should say: {stated}"
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"({c['places']} places changed)" in readme
 
 
 @pytest.mark.timeout(900)
