@@ -1,7 +1,7 @@
 """E2E: examples/ddp_port — a real DDP script (train_ddp.py, torch.distributed gloo under
-torchrun) and its decomp port (train_decomp.py, under mpiexec) both train at 2 ranks; the
-port resumes from its per-rank checkpoints exactly; the edit count docs/torch.md states is
-the one count_edits.py computes from the two files."""
+torchrun) and its decomp port (train_decomp.py, under mpiexec) both train at 2 ranks; the port
+with GD() prints DDP's losses; the port resumes from its per-rank checkpoints exactly; the
+edit count docs/torch.md states is the one count_edits.py computes from the two files."""
 
 from __future__ import annotations
 
@@ -52,8 +52,12 @@ def test_the_edit_count_in_the_docs_is_the_diffs() -> None:
     assert f"({c['places']} places changed)" in readme
 
 
-@pytest.mark.timeout(900)
-def test_the_ddp_script_trains_under_torchrun(tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)
+def test_the_ddp_script_under_torchrun_and_the_port_with_gd_agree(tmp_path: Path) -> None:
+    """DDP trains under torchrun (gloo); the port with GD() (DDP's dense all-reduce) in place
+    of EF21 prints the same training losses: the port changes the communication, nothing
+    else. (Test accuracies may differ a little: DDP evaluates rank 0's BatchNorm running
+    statistics, the port under averaged() the ranks' mean.)"""
     r = subprocess.run([_tool("torchrun"), "--standalone", "--nproc-per-node", "2",
                         str(PORT / "train_ddp.py"), "--epochs", "2", "--ckpt", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env=_env(), check=False,
@@ -64,6 +68,18 @@ def test_the_ddp_script_trains_under_torchrun(tmp_path: Path) -> None:
     ep = _epochs(r.stdout)
     assert sorted(ep) == [0, 1] and ep[1][1] > 0.2  # 10 classes: chance 0.1
     assert (tmp_path / "ckpt.pt").is_file()  # rank 0's single checkpoint
+    port = (PORT / "train_decomp.py").read_text()
+    gd = (port.replace("EF21(TopK(ratio=0.1))", "GD()")
+          .replace("from decomp.algorithms import EF21", "from decomp.algorithms import GD")
+          .replace("from decomp.compress import TopK\n", ""))
+    assert gd.count("GD()") == 1 and "TopK" not in gd
+    (tmp_path / "gd").mkdir()
+    (tmp_path / "gd" / "train_gd.py").write_text(gd)
+    g = subprocess.run([_tool("mpiexec"), "-n", "2", _tool("python"), "train_gd.py",
+                        "--epochs", "2", "--ckpt", str(tmp_path / "gd")], capture_output=True,
+                       text=True, timeout=600, env=_env(), check=False, cwd=tmp_path / "gd")
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert {e: v[0] for e, v in _epochs(g.stdout).items()} == {e: v[0] for e, v in ep.items()}
 
 
 @pytest.mark.timeout(1800)
