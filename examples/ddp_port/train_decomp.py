@@ -6,8 +6,9 @@ Top-10 % over MPI instead of DDP's dense all-reduce over torch.distributed.
 Every edit against train_ddp.py is one item of docs/torch.md's "DDP to decomp" checklist:
 launch (mpiexec, no process group), the optimizer wrapped instead of the model, clipping with
 opt.clip_grad_norm_ (the aggregated gradient), opt.no_sync() (a no-op: accumulation needs
-nothing), evaluation under opt.averaged() on every rank, checkpoints per rank, the collective
-helpers from decomp.torch. The diff is counted in docs/torch.md.
+nothing), evaluation under opt.averaged() on every rank, every rank's state saved and loaded
+by opt.save / opt.load (collective, one folder), the collective helpers from decomp.torch.
+The diff is counted in docs/torch.md.
 """
 
 import argparse
@@ -69,12 +70,8 @@ def main() -> None:
     steps = args.epochs * (len(loader) // args.accum)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
     start = 0
-    if args.resume and os.path.exists(f"{args.ckpt}/rank{rank}.pt"):
-        ck = torch.load(f"{args.ckpt}/rank{rank}.pt")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        start = ck["epoch"] + 1
+    if args.resume and os.path.exists(f"{args.ckpt}/checkpoint.json"):
+        start = opt.load(args.ckpt, scheduler=sched)["epoch"] + 1
 
     for epoch in range(start, min(args.epochs, args.stop_after or args.epochs)):
         sampler.set_epoch(epoch)
@@ -98,10 +95,7 @@ def main() -> None:
         if rank == 0:
             print(f"epoch {epoch}: loss {loss_t.item() / world:.4f}, test acc {acc:.4f}",
                   flush=True)
-        os.makedirs(args.ckpt, exist_ok=True)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "epoch": epoch}, f"{args.ckpt}/rank{rank}.pt")
-        decomp.torch.barrier()
+        opt.save(args.ckpt, scheduler=sched, extra={"epoch": epoch})  # collective
 
 
 if __name__ == "__main__":

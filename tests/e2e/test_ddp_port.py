@@ -1,6 +1,6 @@
 """E2E: examples/ddp_port — a real DDP script (train_ddp.py, torch.distributed gloo under
 torchrun) and its decomp port (train_decomp.py, under mpiexec) both train at 2 ranks; the port
-with GD() prints DDP's losses; the port resumes from its per-rank checkpoints exactly; the
+with GD() prints DDP's losses; the port resumes from opt.save's checkpoint exactly; the
 edit count docs/torch.md states is the one count_edits.py computes from the two files."""
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def test_the_decomp_port_trains_and_resumes_exactly(tmp_path: Path) -> None:
     assert a.returncode == 0, a.stderr[-3000:]
     b1 = _mpi(split, "--epochs", "2", "--stop-after", "1")
     assert b1.returncode == 0, b1.stderr[-3000:]
-    assert sorted(p.name for p in split.glob("*.pt")) == ["rank0.pt", "rank1.pt"]
+    assert (split / "checkpoint.json").is_file()  # opt.save: every rank's state, one folder
+    assert sorted(p.name for p in split.glob("s*/*.pt")) == ["rank0.pt", "rank1.pt"]
     b2 = _mpi(split, "--epochs", "2", "--resume")
     assert b2.returncode == 0, b2.stderr[-3000:]
     full, first, rest = _epochs(a.stdout), _epochs(b1.stdout), _epochs(b2.stdout)
