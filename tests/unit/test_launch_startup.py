@@ -27,7 +27,12 @@ def test_the_world_id_is_mpichs_fnv1a_of_the_pmi_job_id() -> None:
     assert fnv1a_32("") == 0x811C9DC5
 
 
-def test_the_segments_of_a_world(tmp_path: Path) -> None:
+def test_the_segments_of_a_world(tmp_path: Path, monkeypatch) -> None:
+    import decomp.launch as launch
+
+    # the step began a minute ago (not this test's real parent: pytest run in the background
+    # is reparented to init, which began hours ago, and every segment would look new)
+    monkeypatch.setattr(launch, "_started_at", lambda pid: time.time() - 60)
     ours = [tmp_path / f"mpich_shm_{fnv1a_32('1.0'):x}_0",
             tmp_path / f"mpich_vci_{fnv1a_32('1.0'):x}_0"]
     other = tmp_path / f"mpich_shm_{fnv1a_32('2.0'):x}_0"
