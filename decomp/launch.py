@@ -1,10 +1,7 @@
 """Launch context: threads per rank, and where and how this job was started.
 
-Threads. Several ranks usually share a node. A BLAS that starts one thread per core in every rank
-oversubscribes the cores and slows every collective (measured here: 4 ranks on 2 cores ran a
-dense-gradient EF21 step 20x slower with default OpenBLAS threads than with one per rank).
-So each rank limits its BLAS/OpenMP pools to cores / ranks-on-this-node unless the user set
-OMP_NUM_THREADS or passes --threads.
+Threads per rank (torch, BLAS, numba: cores ÷ ranks on the node) are :mod:`decomp.threads`'s;
+:func:`configure_threads` is re-exported here.
 
 Launch context. ``decomp run`` logs, at start, the SLURM job (id, array task, nodes, tasks),
 the MPI world (ranks, ranks per node) and the MPI library, and refuses to start when SLURM
@@ -34,43 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decomp.errors import ConfigError, LaunchError
+from decomp.errors import LaunchError
 from decomp.log import LOGGER
+from decomp.threads import configure_threads as configure_threads  # the front ends' import
 
 ALLOW_SINGLETON = "DECOMP_ALLOW_SINGLETON"
-
-
-def ranks_on_node(comm: Any) -> int:
-    """How many ranks of ``comm`` share this rank's node (MPI_COMM_TYPE_SHARED)."""
-    from mpi4py import MPI
-
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    try:
-        return int(local.Get_size())
-    finally:
-        local.Free()
-
-
-def configure_threads(comm: Any, threads: int | None = None) -> int:
-    """Limit BLAS/OpenMP threads in this rank; returns the limit applied."""
-    from threadpoolctl import threadpool_limits
-
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ConfigError(f"--threads must be a whole number >= 1 (BLAS/torch threads per "
-                          f"rank), got {threads!r}; omit it for cores / ranks on the node")
-    if threads is None:
-        env = os.environ.get("OMP_NUM_THREADS")
-        if env and env.isdigit() and int(env) > 0:
-            threads = int(env)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // ranks_on_node(comm))
-    threadpool_limits(limits=threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries imported later (torch)
-    torch = sys.modules.get("torch")  # importing torch costs seconds: only if already loaded
-    if torch is not None:
-        torch.set_num_threads(threads)
-    return threads
 
 
 @dataclass
@@ -291,6 +256,14 @@ def check_script_launch(env: Mapping[str, str] | None = None, world_size: int | 
         world_size = MPI.COMM_WORLD.Get_size()
     refuse_singleton(slurm_context(env, world_size), env, script_command(argv),
                      single_rank=f"set {ALLOW_SINGLETON}=1")
+
+
+def start_script(comm: Any, threads: int | None = None) -> int:
+    """What a torch front end does first (``DistributedOptimizer``): the launch check
+    (:func:`check_script_launch`), then the thread pools (:func:`configure_threads`, collective
+    over ``comm``: ranks outside it are not counted). Returns the threads per rank."""
+    check_script_launch()
+    return configure_threads(comm, threads)
 
 
 def check_launch(comm: Any, env: Mapping[str, str] | None = None) -> LaunchContext:

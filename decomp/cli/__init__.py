@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from decomp.cli._common import EXIT_DIVERGED, EXIT_ERROR, EXIT_USAGE
+from decomp.threads import preset_threads
 
 #: the sub-commands in help order; each is the module ``decomp.cli.<name>``
 SUBCOMMANDS = ("run", "sim", "plot", "compare", "info", "topo", "bench", "slurm", "model")
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USAGE
+    # before numpy/numba/torch start their pools: cores ÷ the launcher's ranks on this node
+    preset_threads(threads=getattr(args, "threads", None))
     return int(args.func(args))
 
 

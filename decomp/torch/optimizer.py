@@ -19,7 +19,7 @@ from decomp.algorithms.base import diverged
 from decomp.algorithms.registry import DECENTRALIZED_FAMILY
 from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
-from decomp.launch import check_script_launch
+from decomp.launch import start_script
 from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.torch import buckets as _buckets
 from decomp.torch import compat, guard
@@ -69,7 +69,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                  bucket_cap_mb: float | None = None,
                  comm_timeout: float | None = 300.0) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
-        check_script_launch()  # torchrun / srun without PMI: N one-rank copies
+        start_script(comm)  # torchrun / srun without PMI refused; threads per rank
         algorithm = default_algorithm(algorithm)
         self.kind = driver_kind(algorithm)
         self.family = check_family(algorithm,

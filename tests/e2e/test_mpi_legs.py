@@ -42,7 +42,7 @@ def table(stdout: str) -> list[dict[str, str]]:
         if not line.strip() or line.startswith("outputs:"):
             break
         rows.append({h: line[a:b if h != header[-1] else None].strip()
-                     for h, (a, b) in zip(header, spans)})
+                     for h, (a, b) in zip(header, spans, strict=True)})
     return rows
 
 
@@ -76,7 +76,7 @@ def test_the_demo_table_is_the_same_as_under_mpich(tmp_path: Path) -> None:
     assert [{h: v for h, v in r.items() if h not in drop} for r in mine] == \
         [{h: v for h, v in r.items() if h not in drop} for r in ref]
     assert len(mine_metrics) == len(ref_metrics) > 3
-    for a, b in zip(mine_metrics, ref_metrics):
+    for a, b in zip(mine_metrics, ref_metrics, strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING} == \
             {k: v for k, v in b.items() if k not in TIMING}
     summary = json.loads((tmp_path / "leg/demo/summary.json").read_text())
