@@ -64,39 +64,80 @@ def test_one_rank_sends_nothing_and_waits_nothing() -> None:
     assert all(rounds(c, 1) == 0 for c in ("exchange", "gather", "broadcast", "allreduce"))
 
 
-def _timed(fn: Any) -> float:
-    t0 = time.perf_counter()
+class FakeClock:
+    """The delay module's clock and sleep, in simulated seconds: ``sleep`` advances it exactly,
+    and each reading advances it by ``tick`` (so the final spin loop ends). The delays are
+    then exact, whatever the machine's load."""
+
+    tick = 1e-6
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def clock(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    from decomp.comm import delay
+
+    fake = FakeClock()
+    monkeypatch.setattr(delay, "_clock", fake.clock)
+    monkeypatch.setattr(delay.time, "sleep", fake.sleep)
+    return fake
+
+
+def _timed(clock: FakeClock, fn: Any) -> float:
+    t0 = clock.now
     fn()
-    return time.perf_counter() - t0
+    return clock.now - t0
+
+
+#: the spin after sleeping reads the clock at most 0.2 ms / tick times more
+SPIN = 2e-4 + 10 * FakeClock.tick
 
 
 @pytest.mark.parametrize(("call", "hops"), [("exchange", 1), ("gather", 1), ("broadcast", 2),
                                             ("broadcast_bytes", 2), ("allgather", 2),
                                             ("allreduce_sum", 4)])
-def test_a_blocking_call_takes_hops_times_the_delay_longer(call: str, hops: int) -> None:
+def test_a_blocking_call_takes_hops_times_the_delay_longer(clock, call: str, hops: int) -> None:
     delay = 0.02
     tp = DelayedTransport(_Fake(), delay, n=4)
     x = np.zeros(3)
-    dt = _timed(lambda: getattr(tp, call)(x))
+    dt = _timed(clock, lambda: getattr(tp, call)(x))
     assert tp.inner.calls == [call]
-    # sleep never returns early; the upper bound leaves room for a loaded machine
-    assert hops * delay <= dt < hops * delay + 0.05
+    assert hops * delay <= dt < hops * delay + SPIN
 
 
-def test_work_between_start_and_finish_hides_the_latency() -> None:
+def test_work_between_start_and_finish_hides_the_latency(clock) -> None:
     delay = 0.05
     tp = DelayedTransport(_Fake(), delay, n=2)
     x = np.zeros(3)
-    t0 = time.perf_counter()
+    t0 = clock.now
     tp.exchange_start(x)
-    time.sleep(0.03)  # "computation" overlapping the message's flight
+    clock.sleep(0.03)  # "computation" overlapping the message's flight
     tp.exchange_finish()
-    total = time.perf_counter() - t0
-    assert delay <= total < delay + 0.03  # not 0.03 + 0.05: the delay ran during the work
+    total = clock.now - t0
+    assert delay <= total < delay + SPIN  # not 0.03 + 0.05: the delay ran during the work
     tp.exchange_start(x)
-    time.sleep(0.07)  # work longer than the delay: finish does not wait
-    assert _timed(tp.exchange_finish) < 0.01
+    clock.sleep(0.07)  # work longer than the delay: finish does not wait
+    assert _timed(clock, tp.exchange_finish) < 10 * FakeClock.tick
     assert tp.inner.calls == ["exchange_start", "exchange_finish"] * 2
+
+
+def test_the_real_clock_never_waits_less_than_the_delay() -> None:
+    """With the real clock and sleep: at least the delay (sleep never returns early; no upper
+    bound, which would depend on the machine's load)."""
+    tp = DelayedTransport(_Fake(), 0.01, n=4)
+    t0 = time.perf_counter()
+    tp.allreduce_sum(np.zeros(3))
+    assert time.perf_counter() - t0 >= 4 * 0.01
 
 
 def test_other_attributes_read_through() -> None:
