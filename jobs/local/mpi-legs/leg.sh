@@ -72,13 +72,15 @@ case "$got" in
     *) echo "test-mpi-$MPI: FAILED: mpi4py in $LEG loaded '$got', not $LIBRARY" >&2; exit 1 ;;
 esac
 
-# The representative subset (docs/testing.md says why these): transports and topologies, both
-# families and the torch optimizer against the reference, resume. MPI_LEG_TESTS overrides it.
+# The representative subset (docs/testing.md says why these): every transport (collectives,
+# variable sizes, neighbour exchanges, topologies, schedules, directed W), the decentralized
+# family and the torch optimizer against the reference, resume, threads; the master-worker
+# family end to end through the demo's table. MPI_LEG_TESTS=tests/mpi runs them all.
 SUBSET=(tests/mpi/test_transport.py tests/mpi/test_transport_variable_sizes.py
         tests/mpi/test_decentralized_transport.py tests/mpi/test_topology_comm.py
-        tests/mpi/test_masterworker_vs_sim.py tests/mpi/test_decentralized_vs_sim.py
-        tests/mpi/test_time_varying.py tests/mpi/test_torch_optimizer.py tests/mpi/test_resume.py
-        tests/mpi/test_threads.py)
+        tests/mpi/test_decentralized_vs_sim.py tests/mpi/test_time_varying.py
+        tests/mpi/test_directed_mixing.py tests/mpi/test_torch_optimizer.py
+        tests/mpi/test_resume.py tests/mpi/test_threads.py)
 if [ -n "${MPI_LEG_TESTS:-}" ]; then read -r -a SUBSET <<< "$MPI_LEG_TESTS"; fi
 [ $# -gt 0 ] && SUBSET=("$@")
 
