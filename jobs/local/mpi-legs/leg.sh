@@ -66,7 +66,7 @@ fi
 
 # The leg must really run the other library, in every rank.
 got=$("$LEG/bin/mpiexec" "${FLAGS[@]}" -n 2 "$LEG/bin/python" -c \
-    'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0].strip())' | sort -u)
+    'from mpi4py import MPI; print(MPI.Get_library_version().replace("\0", "").splitlines()[0].strip())' | sort -u)
 case "$got" in
     "$LIBRARY"*) echo "test-mpi-$MPI: $got" ;;
     *) echo "test-mpi-$MPI: FAILED: mpi4py in $LEG loaded '$got', not $LIBRARY" >&2; exit 1 ;;
