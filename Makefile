@@ -41,6 +41,18 @@ test: setup
 test-unit:
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=120 tests/unit
 
+# The inner loop (docs/testing.md, "Fast and steady"): the unit tests but the files that start
+# interpreters or run long statistics, and the transports at 2 ranks. Not a replacement for
+# `make test` before a merge.
+QUICK_SKIP := launch_threads startup_imports runner_no_torch launch_startup torch_trainer \
+	invariants compress_stats slurm_render slurm_launch config report
+QUICK_MPI := tests/mpi/test_transport.py tests/mpi/test_transport_variable_sizes.py \
+	tests/mpi/test_decentralized_transport.py tests/mpi/test_threads.py
+test-quick: setup
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider --timeout=120 \
+	    $(foreach f,$(QUICK_SKIP),--ignore=tests/unit/test_$(f).py) tests/unit
+	$(MPI_GUARD) $(MPIEXEC) -n 2 $(BIN)/python $(PYTEST_MPI) -x $(QUICK_MPI)
+
 test-e2e:
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300 tests/e2e
 
