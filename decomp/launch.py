@@ -162,7 +162,7 @@ def launch_context(comm: Any, env: Mapping[str, str] | None = None) -> LaunchCon
     else:
         hosts = [MPI.Get_processor_name()]
     ctx.ranks_per_node = dict(Counter(hosts))
-    lib = MPI.Get_library_version().strip().splitlines()
+    lib = MPI.Get_library_version().replace("\0", "").strip().splitlines()  # Open MPI: a NUL
     ctx.mpi_library = " ".join(lib[0].split()) if lib else "unknown"
     return ctx
 

@@ -43,7 +43,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"{pkg:<12} {version(pkg)}")
         except PackageNotFoundError:
             print(f"{pkg:<12} not installed")
-    lib = MPI.Get_library_version().strip().splitlines()[0]
+    lib = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
     print(f"MPI library  {lib}")
     print(f"MPI standard {'.'.join(map(str, MPI.Get_version()))}")
     print(f"ranks        {comm.Get_size()} on {len(set(names))} host(s): "

@@ -77,7 +77,8 @@ def mpi_metadata(comm: Any, n_workers: int) -> dict[str, Any]:
     from mpi4py import MPI
 
     hosts = comm.allgather(MPI.Get_processor_name())
-    lib = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+    # Open MPI ends the string with a NUL, which no TOML comment or JSON reader wants
+    lib = " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
     return _base("mpi", comm.Get_size(), n_workers, hosts, lib)
 
 
