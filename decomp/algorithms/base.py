@@ -22,7 +22,7 @@ randomness with step index t + 1, the initialisation with step index 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from decomp.algorithms.env import Env, Workspace, scratch
 from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls, master_world
 from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison, sum_payload_bytes
+from decomp.compress.merge import SumMerger
 from decomp.errors import ConfigError, DivergenceError
 from decomp.kernels.fused import all_finite, apply_dense, descend
 from decomp.layout import Layout
@@ -37,7 +38,8 @@ from decomp.problems import oracle_grad
 from decomp.theory import TOPOLOGY_FREE, StepsScaling
 
 __all__ = ["DOWNLINKS", "POISON", "AlgorithmOptions", "Env", "MasterWorkerAlgorithm",
-           "Workspace", "aggregate", "apply_sum", "check_downlink", "check_finite", "check_lr",
+           "Own", "Workspace", "aggregate", "apply_sum", "check_downlink", "check_finite",
+           "check_lr", "collect",
            "decode_add_or_poison", "descend_and_broadcast", "descend_checked", "diverged",
            "encode_or_poison", "scratch", "share_sum", "update_from_sum"]
 
@@ -140,12 +142,36 @@ def descend_and_broadcast(env: Env, x: np.ndarray, g: np.ndarray | None, step: i
     check_finite(x, step, algorithm)
 
 
-def share_sum(env: Env, compressor: Compressor, payloads: list[np.ndarray] | None,
+class Own(NamedTuple):
+    """The uplink of ``aggregation = "tree"`` before the sum: this rank's own payload (None:
+    it sends none), summed over the tree by :func:`share_sum` (nothing crossed MPI yet)."""
+
+    payload: np.ndarray | None
+
+
+def collect(alg: MasterWorkerAlgorithm, env: Env, payload: np.ndarray | None,
+            nbytes: int) -> list[np.ndarray] | Own | None:
+    """The uplink of one step: the gather of every worker's ``payload`` (``nbytes`` each) at
+    the master (its list there, None elsewhere) — or, when the run aggregates over the tree
+    and ``alg`` can (:meth:`MasterWorkerAlgorithm.aggregation_for`), :class:`Own`: the
+    payload is summed over the tree in :func:`share_sum`."""
+    if alg.aggregation_for(env.transport.aggregation) == "tree":
+        return Own(payload)
+    return env.transport.gather(payload, nbytes)
+
+
+def share_sum(env: Env, compressor: Compressor, payloads: list[np.ndarray] | Own | None,
               x: np.ndarray) -> np.ndarray:
     """The compressed downlink: the master re-encodes s = Σ_i decode(payload_i) (summed in
     worker order; sparse union or dense, whichever is smaller, see
     :mod:`decomp.compress.aggregate`) and broadcasts it; returns it on every rank. x: a
-    (d,) vector of the model's dtype (for the size)."""
+    (d,) vector of the model's dtype (for the size). For :class:`Own` (tree aggregation)
+    the sum is formed over the binomial tree instead (:mod:`decomp.compress.merge`,
+    :meth:`decomp.comm.MasterWorker.tree_sum`), in the tree's grouping."""
+    if isinstance(payloads, Own):
+        merger = env.workspace.keep(f"sum_merger_{x.size}_{x.dtype}",
+                                    lambda: SumMerger(x.size, x.dtype))
+        return env.transport.tree_sum(merger.leaf(compressor, payloads.payload), merger.merge)
     down = None
     if env.transport.is_master:
         assert payloads is not None
@@ -156,7 +182,7 @@ def share_sum(env: Env, compressor: Compressor, payloads: list[np.ndarray] | Non
 
 
 def update_from_sum(env: Env, compressor: Compressor, downlink: str,
-                    payloads: list[np.ndarray] | None, out: np.ndarray | None, c: float,
+                    payloads: list[np.ndarray] | Own | None, out: np.ndarray | None, c: float,
                     like: np.ndarray) -> bool:
     """out ← out + c · (s / n) with s = Σ_i decode(payload_i): on every rank through the
     compressed downlink (:func:`share_sum`, :func:`apply_sum`), or on the master only for
@@ -167,7 +193,7 @@ def update_from_sum(env: Env, compressor: Compressor, downlink: str,
         return apply_sum(env, share_sum(env, compressor, payloads, like), out, c)
     if not env.transport.is_master:
         return True
-    assert payloads is not None and out is not None
+    assert isinstance(payloads, list) and out is not None
     acc = aggregate(compressor, payloads, env.scratch("sum", like))
     t = out.dtype.type
     return bool(apply_dense(out, acc, t(c), t(env.n)))
@@ -360,3 +386,19 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
         """Why :class:`decomp.torch.DistributedOptimizer` cannot drive this object ("" = it
         can, as :attr:`torch_driver`)."""
         return ""
+
+    # ---- aggregation (run.aggregation) ----------------------------------------------------
+    def tree_refusal(self) -> str:
+        """Why this object sums its payloads at a master even when the run asks for
+        ``aggregation = "tree"`` ("" = it runs on the tree). Dense methods all-reduce
+        (MPI's own tree) either way; the dense-model downlink needs the master's sum."""
+        if self.uses_compressor and self.downlink == "model":
+            return (f"{self.name}: downlink = 'model' has the master descend and broadcast x; "
+                    "the tree gives every rank the sum instead (downlink = 'compressed', the "
+                    "same iterates)")
+        return ""
+
+    def aggregation_for(self, requested: str) -> str:
+        """The aggregation this object runs with when the run asks for ``requested``:
+        "tree" only if it can (:meth:`tree_refusal`), else "gather"."""
+        return "tree" if requested == "tree" and not self.tree_refusal() else "gather"

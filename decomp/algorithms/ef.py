@@ -22,8 +22,10 @@ import numpy as np
 from decomp.algorithms.base import (
     Env,
     MasterWorkerAlgorithm,
+    Own,
     check_downlink,
     check_finite,
+    collect,
     decode_add_or_poison,
     diverged,
     encode_or_poison,
@@ -33,7 +35,7 @@ from decomp.compress import Compressor
 from decomp.kernels.fused import axpy
 
 
-def _update_x(alg: EF | DCGD, env: Env, payloads: list[np.ndarray] | None, x: np.ndarray,
+def _update_x(alg: EF | DCGD, env: Env, payloads: list[np.ndarray] | Own | None, x: np.ndarray,
               c: float, step: int) -> None:
     """x ← x + c · (1/n) Σ_i v_i on every rank (compressed downlink) or on the master, then
     broadcast (model); raises on every rank alike if x became non-finite."""
@@ -76,7 +78,7 @@ class EF(MasterWorkerAlgorithm):
             assert e is not None
             axpy(e, x.dtype.type(env.lr), self.grad(env, x, step))  # p_i = e_i + γ ∇f_i(x^t)
             payload = encode_or_poison(C, e, env.key(step), nbytes)
-        payloads = tp.gather(payload, nbytes)
+        payloads = collect(self, env, payload, nbytes)
         if payload is not None:
             assert e is not None
             decode_add_or_poison(C, payload, e, -1.0)  # e_i = p_i − v_i (master aggregates)
@@ -117,7 +119,7 @@ class DCGD(MasterWorkerAlgorithm):
         nbytes = C.payload_bytes(x.size, x.dtype)
         if tp.is_worker:
             payload = encode_or_poison(C, self.grad(env, x, step), env.key(step), nbytes)
-        payloads = tp.gather(payload, nbytes)
+        payloads = collect(self, env, payload, nbytes)
         _update_x(self, env, payloads, x, -env.lr, step)  # x − γ (1/n) Σ_i C(∇f_i)
         return DCGDState(step, x)
 

@@ -35,7 +35,9 @@ import numpy as np
 from decomp.algorithms.base import (
     Env,
     MasterWorkerAlgorithm,
+    Own,
     check_downlink,
+    collect,
     decode_add_or_poison,
     descend_and_broadcast,
     descend_checked,
@@ -75,7 +77,7 @@ class EF21(MasterWorkerAlgorithm):
         self.init_mode = init
         self.downlink = check_downlink(self.name, downlink)
 
-    def _g0(self, env: Env, codec: Compressor, payloads: list[np.ndarray] | None,
+    def _g0(self, env: Env, codec: Compressor, payloads: list[np.ndarray] | Own | None,
             x0: np.ndarray) -> np.ndarray | None:
         """g^0 = (1/n) Σ_i g_i^0 from the gathered payloads: on every rank (compressed
         downlink) or on the master (model)."""
@@ -91,7 +93,7 @@ class EF21(MasterWorkerAlgorithm):
         while the master aggregates; then g ← g + (1/n) Σ_i c_i (every rank, or the
         master)."""
         C = env.codec(self.compressor) if codec is None else codec
-        payloads = env.transport.gather(payload, C.payload_bytes(x.size, x.dtype))
+        payloads = collect(self, env, payload, C.payload_bytes(x.size, x.dtype))
         if payload is not None:
             assert g_local is not None
             decode_add_or_poison(C, payload, g_local)  # g_i += c_i
@@ -114,7 +116,7 @@ class EF21(MasterWorkerAlgorithm):
     def init(self, env: Env, x0: np.ndarray) -> EF21State:
         self.check(x0.size)
         codec, g_local, payload = self._init_payload(env, x0)
-        payloads = env.transport.gather(payload, codec.payload_bytes(x0.size, x0.dtype))
+        payloads = collect(self, env, payload, codec.payload_bytes(x0.size, x0.dtype))
         return EF21State(0, x0.copy(), g_local, self._g0(env, codec, payloads, x0))
 
     def descend(self, env: Env, x: np.ndarray, g: np.ndarray | None, step: int) -> None:
@@ -219,6 +221,10 @@ class EF21Plus(EF21):
 
     def uplink(self, nbytes: int, n: int, fanin: int, world: int) -> Call:
         return Call("gather", 1 + nbytes, fanin, world, what="flag + payload")
+
+    def tree_refusal(self) -> str:
+        return ("ef21_plus: the master keeps every worker's g_i (a b-branch replaces g_i, "
+                "which a sum cannot carry), so it gathers at the master")
 
     def torch_refusal(self) -> str:
         return ("DistributedOptimizer: EF21Plus keeps g on the master only and broadcasts "

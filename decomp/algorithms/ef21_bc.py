@@ -143,6 +143,11 @@ class EF21BC(MasterWorkerAlgorithm):
         return EF21BCState(step, x, g_local, g_tilde, g)
 
     # ---- declarations (decomp.netmodel) ----
+    def tree_refusal(self) -> str:
+        return ("ef21_bc: the master compresses its aggregate g̃ for the broadcast "
+                "(b = C_M(g̃ − g)); that downlink compression is the method, so it keeps the "
+                "master")
+
     def downlink_calls(self, d: int, senders: float, world: int, dtype: Any) -> list[Call]:
         """b = C_M(g̃ − g), broadcast as bytes."""
         return bcast_bytes_calls(self.downlink_compressor.payload_bytes(d, dtype), world,

@@ -108,6 +108,11 @@ class EF21PP(EF21):
         return EF21PPState(step, x, g_local, g)
 
     # ---- declarations (decomp.netmodel) ----
+    def tree_refusal(self) -> str:
+        return ("ef21_pp: partial participation gathers the participants' payloads at the "
+                "master (on the tree the non-participants would relay every step); not yet "
+                "on the tree")
+
     def expected_senders(self, n: int) -> float:
         return self.probability(n) * n
 

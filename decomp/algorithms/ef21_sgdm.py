@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.base import Env, decode_add_or_poison, encode_or_poison
+from decomp.algorithms.base import Env, collect, decode_add_or_poison, encode_or_poison
 from decomp.algorithms.ef21 import EF21
 from decomp.compress import Compressor, Identity
 from decomp.errors import ConfigError
@@ -82,7 +82,7 @@ class EF21SGDM(EF21):
                                                                                   x0.dtype))
             g_local = np.zeros_like(x0)
             decode_add_or_poison(codec, payload, g_local)
-        payloads = env.transport.gather(payload, codec.payload_bytes(x0.size, x0.dtype))
+        payloads = collect(self, env, payload, codec.payload_bytes(x0.size, x0.dtype))
         return EF21SGDMState(0, x0.copy(), v, g_local, self._g0(env, codec, payloads, x0))
 
     def _step(self, env: Env, state: EF21SGDMState) -> EF21SGDMState:  # type: ignore[override]

@@ -20,6 +20,8 @@ call                                           hops   why
 ``broadcast`` / ``broadcast_bytes``            L      binomial tree from the master
 ``allgather``                                  L      recursive doubling
 ``allreduce_sum``                              2L     reduce-scatter + all-gather (Rabenseifner)
+``reduce`` (a cost-model call kind)            L      binomial tree to rank 0
+``tree_sum``                                   2L     binomial reduce, then the broadcast
 ============================================  =====  ==============================================
 
 A split call (``exchange_start`` / ``exchange_finish``, ``gather_start`` / ``gather_finish``)
@@ -42,7 +44,7 @@ _clock = time.perf_counter
 
 #: hops of a call as a function of L = ceil(log2 n)
 _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: L,
-         "allgather": lambda L: L, "allreduce": lambda L: 2 * L}
+         "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: L}
 
 
 #: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)
@@ -51,7 +53,8 @@ _KIND = {"exchange": "exchange", "exchange_start": "exchange", "exchange_finish"
          "gather": "gather", "gather_start": "gather", "gather_finish": "gather",
          "gather_subset": "gather", "gather_subset_group": "gather",
          "broadcast": "broadcast", "broadcast_bytes": "broadcast",
-         "allgather": "allgather", "allreduce_sum": "allreduce", "allreduce_chunks": "allreduce"}
+         "allgather": "allgather", "allreduce_sum": "allreduce", "allreduce_chunks": "allreduce",
+         "tree_sum": "allreduce"}
 
 
 def rounds(call: str, n: int) -> int:

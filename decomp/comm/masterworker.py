@@ -15,6 +15,10 @@ Downlink:
 :meth:`~MasterWorker.broadcast` (the dense model, in place) or
 :meth:`~MasterWorker.broadcast_bytes` (a variable-size uint8 payload: its size and head in one
 chunk sized from the previous call, the rest — if any — in a second ``Bcast``).
+Tree aggregation (``aggregation = "tree"``): :meth:`~MasterWorker.tree_sum` reduces every
+rank's sum message over the binomial tree of :mod:`decomp.comm.tree` (``Send`` / ``Probe`` +
+``Recv`` of uint8 buffers, merged at every inner node) and sends the total down with
+:meth:`~MasterWorker.broadcast_bytes` (MPI's broadcast tree).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
+from decomp.comm.tree import check_aggregation, tree_children, tree_parent
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 MASTER_MODES = ("shared", "dedicated")
@@ -31,6 +36,8 @@ MASTER_MODES = ("shared", "dedicated")
 FIRST_MAX = 2 << 20
 #: communicators :meth:`MasterWorker.gather_subset_group` keeps (one per distinct subset)
 GROUP_CACHE = 64
+#: the message tag of the tree aggregation's point-to-point sends
+TREE_TAG = 0x7E5
 
 
 def _check_payload(payload: np.ndarray) -> None:
@@ -42,21 +49,35 @@ def _check_payload(payload: np.ndarray) -> None:
                            f"got a {got}")
 
 
+def check_tree_master(master: str, aggregation: Any) -> str:
+    """The aggregation, checked: one of :data:`decomp.comm.tree.AGGREGATIONS`, and "tree"
+    only with a shared master (a dedicated master is a rank that only aggregates)."""
+    aggregation = check_aggregation(aggregation)
+    if aggregation == "tree" and master != "shared":
+        raise ConfigError("run.aggregation = 'tree' sums on every rank and needs no master "
+                          "rank: use master = 'shared' with it (or aggregation = 'gather' "
+                          "to keep a dedicated master)")
+    return aggregation
+
+
 class MasterWorker:
     """Gatherv of variable-size uint8 payloads to the master, Bcast of the model, Allreduce.
 
     Args:
         comm: an ``mpi4py.MPI.Comm`` (intra-communicator).
         master: ``"shared"`` or ``"dedicated"``.
+        aggregation: ``"gather"`` (payloads gathered at rank 0) or ``"tree"`` (summed over
+            the binomial tree by :meth:`tree_sum`; needs ``master = "shared"``).
 
     Implements :class:`~decomp.comm.protocols.MasterWorkerTransport`.
     """
 
-    def __init__(self, comm: Any, master: str = "shared") -> None:
+    def __init__(self, comm: Any, master: str = "shared", aggregation: str = "gather") -> None:
         from mpi4py import MPI
 
         if master not in MASTER_MODES:
             raise ConfigError(f"run.master must be one of {MASTER_MODES}, got {master!r}")
+        self.aggregation = check_tree_master(master, aggregation)
         self._MPI = MPI
         self.comm = comm
         self.rank: int = comm.Get_rank()
@@ -84,6 +105,8 @@ class MasterWorker:
         self._bfirst = np.empty(0, dtype=np.uint8)
         self._down = np.empty(0, dtype=np.uint8)  # broadcast_bytes receive buffer
         self._groups: dict[bytes, Any] = {}  # participant subset -> its communicator
+        self._tree_recv = np.empty(0, dtype=np.uint8)  # a child's message (grown on demand)
+        self._status = MPI.Status()
 
     def gather(self, payload: np.ndarray | None,
                nbytes: int | None = None) -> list[np.ndarray] | None:
@@ -289,6 +312,31 @@ class MasterWorker:
             self.bytes.control += first - n0
         self._first = min(FIRST_MAX, max(64, (size + size // 16 + 8 + 63) & ~63))
         return buf
+
+    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
+        """The sum of every rank's message on every rank (``aggregation = "tree"``).
+
+        mine: this rank's sum message (uint8; :meth:`decomp.compress.merge.SumMerger.leaf`);
+        merge: ``merge(lower, upper) -> message``, applied at this rank to each child's
+        message in the order of :func:`decomp.comm.tree.tree_children`. The rank then sends
+        its subtree's sum to its parent (counted ``up``) and rank 0's total comes down by
+        :meth:`broadcast_bytes` (counted ``down`` / ``control`` as there). Returns the total
+        (a view, valid until the next call)."""
+        _check_payload(mine)
+        MPI, acc = self._MPI, mine
+        for child in tree_children(self.rank, self.size):
+            self.comm.Probe(source=child, tag=TREE_TAG, status=self._status)
+            nb = self._status.Get_count(MPI.BYTE)
+            if self._tree_recv.size < nb:
+                self._tree_recv = np.empty(max(nb, 2 * self._tree_recv.size), dtype=np.uint8)
+            got = self._tree_recv[:nb]
+            self.comm.Recv([got, MPI.BYTE], source=child, tag=TREE_TAG)
+            acc = merge(acc, got)
+        parent = tree_parent(self.rank, self.size)
+        if parent is not None:
+            self.comm.Send([acc, MPI.BYTE], dest=parent, tag=TREE_TAG)
+            self.bytes.up += acc.size
+        return self.broadcast_bytes(acc if self.is_master else None)
 
     def broadcast(self, x: np.ndarray) -> None:
         """Bcast the master's x (in place) to every rank; counts bytes received downlink."""

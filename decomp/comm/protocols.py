@@ -27,7 +27,7 @@ __all__ = ["COUNTED_CALLS", "MASTER_WORKER_CALLS", "NEIGHBOR_CALLS", "MasterWork
 #: counted calls of :class:`MasterWorkerTransport` (wrapped by the proxies)
 MASTER_WORKER_CALLS: tuple[str, ...] = (
     "gather", "gather_start", "gather_finish", "gather_subset", "gather_subset_group",
-    "broadcast", "broadcast_bytes", "allreduce_sum", "allreduce_chunks")
+    "broadcast", "broadcast_bytes", "allreduce_sum", "allreduce_chunks", "tree_sum")
 #: counted calls of :class:`NeighborTransport` (wrapped by the proxies)
 NEIGHBOR_CALLS: tuple[str, ...] = (
     "exchange", "exchange_start", "exchange_finish", "swap", "allgather", "allreduce_sum")
@@ -41,8 +41,10 @@ class MasterWorkerTransport(Protocol):
 
     Attributes: ``rank``, ``size`` (ranks), ``n_workers`` (n), ``worker`` (this rank's worker
     index, None on a dedicated master), ``is_master``, ``is_worker``, ``bytes`` (this rank's
-    :class:`ByteCounter`).
+    :class:`ByteCounter`), ``aggregation`` ("gather" | "tree": how the family sums payloads).
     """
+
+    aggregation: str
 
     rank: int
     size: int
@@ -93,6 +95,11 @@ class MasterWorkerTransport(Protocol):
         """uint16 ``words`` (d,) ← ``combine`` of every rank's words, elementwise, in place:
         ``combine(rows)`` gets (ranks, c) uint16 rows in rank order (a chunk of the columns)
         and returns (c,) uint16 (the 16-bit float all-reduce)."""
+        ...
+
+    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
+        """Every rank's sum message (``mine``) merged over the binomial tree of
+        :mod:`decomp.comm.tree` (``merge(lower, upper)``), the total on every rank."""
         ...
 
     def allreduce_uncounted(self, vec: np.ndarray) -> None:

@@ -32,8 +32,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
-from decomp.comm.masterworker import MASTER_MODES
+from decomp.comm.masterworker import MASTER_MODES, check_tree_master
 from decomp.comm.neighborhood import _as_payload
+from decomp.comm.tree import binomial_fold
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 __all__ = ["Board", "ThreadMasterWorker", "ThreadNeighborhood", "run_ranks"]
@@ -234,11 +235,13 @@ class ThreadMasterWorker:
     """Rank ``rank`` of a master–worker run on a :class:`Board`: the
     :class:`~decomp.comm.protocols.MasterWorkerTransport` protocol in memory. Rank 0 is the
     master; ``master = "shared"`` (rank 0 also worker 0, n = size) or ``"dedicated"``
-    (workers are ranks 1.., n = size − 1)."""
+    (workers are ranks 1.., n = size − 1); ``aggregation`` "gather" or "tree" (shared only)."""
 
-    def __init__(self, rank: int, board: Board, master: str = "shared") -> None:
+    def __init__(self, rank: int, board: Board, master: str = "shared",
+                 aggregation: str = "gather") -> None:
         if master not in MASTER_MODES:
             raise ConfigError(f"master must be one of {MASTER_MODES}, got {master!r}")
+        self.aggregation = check_tree_master(master, aggregation)
         self.rank, self.size, self.board, self.mode = rank, board.n, board, master
         if master == "dedicated" and self.size < 2:
             raise LaunchError("master = 'dedicated' needs at least 2 ranks (1 master + workers)")
@@ -309,6 +312,21 @@ class ThreadMasterWorker:
             return payload  # type: ignore[return-value]
         self.bytes.down += got[0].size
         return got[0]
+
+    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
+        """Every rank's message merged in the binomial tree's grouping
+        (:func:`decomp.comm.tree.binomial_fold`); ``up`` counts this rank's message to its
+        parent, ``down`` the total (rank 0 excepted), as the MPI transport counts them."""
+        got = self.board.publish(self.rank, _as_payload(mine).copy())
+
+        def sent(r: int, msg: np.ndarray) -> None:
+            if r == self.rank:
+                self.bytes.up += msg.size
+
+        total = binomial_fold(got, lambda a, b: merge(a, b).copy(), sent)
+        if not self.is_master:
+            self.bytes.down += total.size
+        return total
 
     def allreduce_sum(self, vec: np.ndarray) -> None:
         self.allreduce_uncounted(vec)

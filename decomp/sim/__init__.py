@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from decomp.comm.tree import check_aggregation
 from decomp.compress import Compressor, Identity, bind_attributes, bind_layout
 from decomp.errors import ConfigError
 from decomp.layout import Layout, layout_of
@@ -52,8 +53,8 @@ def reference_of(alg: Any) -> Callable[..., Any]:
 
 def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
               lr: float, steps: int, seed: int = 0, compressor: Compressor | None = None,
-              X0: np.ndarray | None = None,
-              layout: Layout | None = None) -> Trace | DecentralizedTrace:
+              X0: np.ndarray | None = None, layout: Layout | None = None,
+              aggregation: str = "gather") -> Trace | DecentralizedTrace:
     """Run the reference of the algorithm object ``alg`` for ``steps`` iterations on
     n = len(problems) workers (nodes) from x0 (d,), with step size γ = lr and the run's seed.
 
@@ -64,7 +65,10 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
     ``alg.compressor`` (a wrapper of it, e.g. ``decomp sim``'s byte recorder); ignored by a
     method that sends dense vectors. layout: the model's tensors (None: one slot of x0's
     length), to which per-tensor compressors (``alg``'s, and ``compressor``) are bound, as
-    ``Env.codec`` and the runner do; ``alg`` itself is not modified.
+    ``Env.codec`` and the runner do; ``alg`` itself is not modified. aggregation: the run's
+    ``run.aggregation`` ("gather" | "tree"; master–worker family): the order of the sums
+    over workers and the bytes counted, as the method runs with it
+    (``alg.aggregation_for(aggregation)``: a method that needs the master gathers).
     """
     from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 
@@ -90,22 +94,26 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
     if W is not None or X0 is not None:
         raise ConfigError(f"{alg.name} is a master–worker method: its reference takes no "
                           "mixing matrix W and no per-node start X0")
+    if "aggregation" in inspect.signature(fn).parameters:  # sums a tree regroups
+        extra["aggregation"] = alg.aggregation_for(check_aggregation(aggregation))
     return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C, **extra)
 
 
 def simulate(algorithm: str, problems: Sequence[Problem], x0: np.ndarray, W: Any = None, *,
              lr: float, steps: int, seed: int = 0, compressor: Any = None,
              batch_size: int | None = None, X0: np.ndarray | None = None,
-             layout: Layout | None = None, **options: Any) -> Trace | DecentralizedTrace:
+             layout: Layout | None = None, aggregation: str = "gather",
+             **options: Any) -> Trace | DecentralizedTrace:
     """:func:`reference` of the registered method ``algorithm`` (a config name), built by the
     registry as ``decomp run`` builds it: compressor (a Compressor or a spec; None: the
     method's default), ``batch_size`` τ and its options (unknown ones refused, naming the
-    valid or renamed key); ``layout`` as for :func:`reference`."""
+    valid or renamed key); ``layout`` and ``aggregation`` as for :func:`reference`."""
     from decomp.algorithms.registry import get
 
     alg = get(algorithm).build(compressor=compressor, batch_size=batch_size, options=options,
                                label=f"decomp.sim {algorithm!r}")
-    return reference(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, X0=X0, layout=layout)
+    return reference(alg, problems, x0, W, lr=lr, steps=steps, seed=seed, X0=X0, layout=layout,
+                     aggregation=aggregation)
 
 
 #: the decentralized spelling of :func:`simulate` (W the fourth argument)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,3 +37,42 @@ def _compress(C: Compressor, M: np.ndarray, seed: int, step: int, stream: int = 
     :func:`decomp.algorithms.env.stream_key`)."""
     n = M.shape[0]
     return np.stack([C.reference(M[i], stream_key(seed, i, n, step, stream)) for i in range(n)])
+
+
+class WorkerSum:
+    """Σ_i V[i] over the workers in the order the run's transport forms it, and the bytes
+    each worker's rank sends for it.
+
+    aggregation "gather": rows added in worker order (``V.sum(axis=0)``, as the master
+    decodes the payloads); each worker sends its payload (``per_msg`` bytes). "tree": the
+    binomial tree's grouping (:func:`decomp.comm.tree.binomial_fold`) and each rank sends
+    its subtree's sum message (:func:`decomp.compress.merge.sum_message_bytes`: sparse over
+    the union of the subtree's supports for a sparse compressor — an entry a worker selected
+    with the value exactly 0 is not told apart from one it did not select — dense otherwise;
+    rank 0 sends nothing)."""
+
+    def __init__(self, aggregation: str, d: int, dtype: Any) -> None:
+        from decomp.comm.tree import check_aggregation
+
+        self.aggregation = check_aggregation(aggregation)
+        self.d, self.dtype = d, np.dtype(dtype)
+
+    def __call__(self, V: np.ndarray, C: Compressor, sent: np.ndarray) -> np.ndarray:
+        """The sum of the rows of V (n, d) compressed by C; adds each worker's bytes to
+        ``sent`` (n,)."""
+        if self.aggregation == "gather":
+            sent += C.payload_bytes(self.d, self.dtype)
+            return V.sum(axis=0)
+        from decomp.comm.tree import binomial_fold
+        from decomp.compress.aggregate import sparse_count
+        from decomp.compress.merge import sum_message_bytes
+
+        sparse = sparse_count(C, self.d) is not None
+
+        def up(r: int, item: tuple[np.ndarray, np.ndarray]) -> None:
+            count = int(item[1].sum()) if sparse else None
+            sent[r] += sum_message_bytes(count, self.d, self.dtype)
+
+        total, _ = binomial_fold([(v, v != 0) for v in V],
+                                 lambda a, b: (a[0] + b[0], a[1] | b[1]), up)
+        return total

@@ -15,11 +15,12 @@ import numpy as np
 
 from decomp.compress import Compressor, Identity
 from decomp.problems import Problem
-from decomp.sim._common import Trace, _compress, _grads
+from decomp.sim._common import Trace, WorkerSum, _compress, _grads
 
 
 def simulate_ef21_sgdm(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
-                       steps: int, seed: int, C: Compressor) -> Trace:
+                       steps: int, seed: int, C: Compressor,
+                       aggregation: str = "gather") -> Trace:
     """EF21-SGDM for ``steps`` iterations on n = len(problems) workers; η = ``alg.eta``,
     g_i^0 from ``alg.init_mode``, v_i^0 with ``alg.init_batch``, τ = ``alg.batch_size``.
 
@@ -31,18 +32,16 @@ def simulate_ef21_sgdm(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *,
     x = x0.copy()
     xs = [x.copy()]
     sent = np.zeros(n, dtype=np.int64)
-    per_msg = C.payload_bytes(d, dt)
+    total = WorkerSum(aggregation, d, dt)
     V = _grads(problems, x, seed, 0, init_batch).astype(dt, copy=False)  # v_i^0
     codec = C if init == "compressed" else Identity()
     G = _compress(codec, V, seed, 0)  # g_i^0
-    g = G.sum(axis=0) / n
-    sent += codec.payload_bytes(d, dt)
+    g = total(G, codec, sent) / n
     for t in range(1, steps + 1):
         x = x - lr * g  # x^{t+1} = x^t − γ g^t
         xs.append(x)
         V = V * (1.0 - eta) + eta * _grads(problems, x, seed, t, batch_size)  # momentum
         Cm = _compress(C, V - G, seed, t)  # c_i = C(v_i^{t+1} − g_i^t)
         G = G + Cm
-        g = g + Cm.sum(axis=0) / n
-        sent += per_msg
+        g = g + total(Cm, C, sent) / n
     return Trace(np.stack(xs), sent, {"V": V, "G": G, "g": g})

@@ -12,7 +12,11 @@ Every function here takes ``(alg, problems, x0, *, lr, steps, seed, C)``: the al
 (its ``batch_size`` τ and options are read from it), the n workers' f_i, x^0 (d,), the step size
 γ, the number of steps T, the run seed and the compressor C to apply (the algorithm's, or a
 wrapper of it such as ``decomp sim``'s recorder). ``downlink`` only changes what crosses MPI,
-not the iterates: the references ignore it.
+not the iterates: the references ignore it. ``aggregation`` (the run's, as
+:meth:`~decomp.algorithms.base.MasterWorkerAlgorithm.aggregation_for` resolves it for the
+method) sets the order of the sums over workers and the bytes each rank sends for them
+(:class:`~decomp.sim._common.WorkerSum`): "gather" in worker order, "tree" in the binomial
+tree's grouping.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from decomp.algorithms.env import Stream
 from decomp.compress import Compressor, Identity
 from decomp.compress._wire import VDTYPE_CODE, round_like_wire
 from decomp.problems import Problem
-from decomp.sim._common import Trace, _compress, _grads
+from decomp.sim._common import Trace, WorkerSum, _compress, _grads
 
 __all__ = ["simulate_dcgd", "simulate_ef", "simulate_ef21", "simulate_ef21_plus", "simulate_gd"]
 
@@ -65,58 +69,61 @@ def _r16(v: np.ndarray, code: int) -> np.ndarray:
 
 
 def simulate_dcgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                  seed: int, C: Compressor) -> Trace:
+                  seed: int, C: Compressor, aggregation: str = "gather") -> Trace:
     """x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t))."""
     n, d, dt = len(problems), x0.size, x0.dtype
     x, xs, sent = x0.copy(), [x0.copy()], np.zeros(n, dtype=np.int64)
+    total = WorkerSum(aggregation, d, dt)
     for t in range(1, steps + 1):
         V = _compress(C, _grads(problems, x, seed, t, alg.batch_size), seed, t)
-        x = x - lr * (V.sum(axis=0) / n)
+        x = x - lr * (total(V, C, sent) / n)
         xs.append(x)
-        sent += C.payload_bytes(d, dt)
     return Trace(np.stack(xs), sent, {})
 
 
 def simulate_ef(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                seed: int, C: Compressor) -> Trace:
+                seed: int, C: Compressor, aggregation: str = "gather") -> Trace:
     """p_i = e_i + γ∇f_i(x^t); v_i = C(p_i); e_i = p_i − v_i; x^{t+1} = x^t − (1/n) Σ_i v_i.
     state: E (n, d) the e_i."""
     n, d, dt = len(problems), x0.size, x0.dtype
     x, xs, sent = x0.copy(), [x0.copy()], np.zeros(n, dtype=np.int64)
     E = np.zeros((n, d), dtype=dt)
+    total = WorkerSum(aggregation, d, dt)
     for t in range(1, steps + 1):
         P = E + lr * _grads(problems, x, seed, t, alg.batch_size)  # p_i = e_i + γ∇f_i(x^t)
         V = _compress(C, P, seed, t)  # v_i = C(p_i)
         E = P - V  # e_i = p_i − v_i
-        x = x - V.sum(axis=0) / n
+        x = x - total(V, C, sent) / n
         xs.append(x)
-        sent += C.payload_bytes(d, dt)
     return Trace(np.stack(xs), sent, {"E": E})
 
 
 def _ef21_init(alg: Any, problems: Sequence[Problem], x0: np.ndarray, seed: int,
-               C: Compressor) -> tuple[np.ndarray, np.ndarray, int]:
-    """(G (n, d) the g_i^0, g^0, bytes each worker sent): g_i^0 = C(∇f_i(x^0)) or ∇f_i(x^0)
-    (``init = "full"``)."""
+               C: Compressor, aggregation: str = "gather") -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+    """(G (n, d) the g_i^0, g^0, bytes each worker sent (n,)): g_i^0 = C(∇f_i(x^0)) or
+    ∇f_i(x^0) (``init = "full"``)."""
     codec = C if alg.init_mode == "compressed" else Identity()
     G = _compress(codec, _grads(problems, x0, seed, 0, None), seed, 0)  # full local gradients
-    return G, G.sum(axis=0) / len(problems), codec.payload_bytes(x0.size, x0.dtype)
+    sent = np.zeros(len(problems), dtype=np.int64)
+    g = WorkerSum(aggregation, x0.size, x0.dtype)(G, codec, sent) / len(problems)
+    return G, g, sent
 
 
 def simulate_ef21(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
-                  seed: int, C: Compressor) -> Trace:
+                  seed: int, C: Compressor, aggregation: str = "gather") -> Trace:
     """EF21 (Algorithm 1): x^{t+1} = x^t − γ g^t; c_i = C(∇f_i(x^{t+1}) − g_i);
     g_i += c_i; g += (1/n) Σ_i c_i. state: G (n, d), g."""
     n, d, dt = len(problems), x0.size, x0.dtype
-    G, g, first = _ef21_init(alg, problems, x0, seed, C)
-    x, xs, sent = x0.copy(), [x0.copy()], np.full(n, first, dtype=np.int64)
+    G, g, sent = _ef21_init(alg, problems, x0, seed, C, aggregation)
+    x, xs = x0.copy(), [x0.copy()]
+    total = WorkerSum(aggregation, d, dt)
     for t in range(1, steps + 1):
         x = x - lr * g  # x^{t+1} = x^t − γ g^t
         xs.append(x)
         Cm = _compress(C, _grads(problems, x, seed, t, alg.batch_size) - G, seed, t)
         G = G + Cm
-        g = g + Cm.sum(axis=0) / n
-        sent += C.payload_bytes(d, dt)
+        g = g + total(Cm, C, sent) / n
     return Trace(np.stack(xs), sent, {"G": G, "g": g})
 
 
@@ -125,8 +132,8 @@ def simulate_ef21_plus(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *,
     """EF21+: g_i ← the closer to ∇f_i(x^{t+1}) of g_i + C(∇f_i − g_i) (EF21) and C(∇f_i)
     (DCGD, stream 1); g = (1/n) Σ_i g_i. A payload and a flag byte per worker and step."""
     n, d, dt = len(problems), x0.size, x0.dtype
-    G, g, first = _ef21_init(alg, problems, x0, seed, C)
-    x, xs, sent = x0.copy(), [x0.copy()], np.full(n, first, dtype=np.int64)
+    G, g, sent = _ef21_init(alg, problems, x0, seed, C)
+    x, xs = x0.copy(), [x0.copy()]
     for t in range(1, steps + 1):
         x = x - lr * g
         xs.append(x)

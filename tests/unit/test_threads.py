@@ -37,12 +37,13 @@ def _problem(n: int, d: int = 9) -> tuple[list[Problem], np.ndarray]:
 
 
 def _reference(alg: Any, name: str, problems: list[Problem], x0: np.ndarray,
-               W: Any = None) -> np.ndarray:
+               W: Any = None, aggregation: str = "gather") -> np.ndarray:
     """decomp.sim's iterates of ``alg`` (the one place the reference is called; built from the
     same object): (STEPS + 1, d) for the master–worker family, (STEPS + 1, n, d) for the
     decentralized one."""
     del name
-    return reference(alg, problems, x0, W, lr=LR, steps=STEPS, seed=SEED).xs
+    return reference(alg, problems, x0, W, lr=LR, steps=STEPS, seed=SEED,
+                     aggregation=aggregation).xs
 
 
 def _iterates(alg: Any, env: Env, x0: np.ndarray) -> np.ndarray:
@@ -55,19 +56,19 @@ def _iterates(alg: Any, env: Env, x0: np.ndarray) -> np.ndarray:
     return np.stack(xs)
 
 
-def _mw(name: str, n: int, master: str) -> None:
+def _mw(name: str, n: int, master: str, aggregation: str = "gather") -> None:
     alg = _build(REGISTRY[name])
     size = n + (master == "dedicated")
     problems, x0 = _problem(n)
     board = Board(size)
 
     def rank(r: int) -> np.ndarray:
-        tp = ThreadMasterWorker(r, board, master)
+        tp = ThreadMasterWorker(r, board, master, aggregation)
         prob = problems[tp.worker] if tp.worker is not None else None
         return _iterates(alg, Env(tp, prob, n, SEED, LR), x0)
 
     got = run_ranks(board, rank)
-    ref = np.asarray(_reference(alg, name, problems, x0))
+    ref = np.asarray(_reference(alg, name, problems, x0, aggregation=aggregation))
     for xs in got:  # the model is the same on every rank
         np.testing.assert_array_equal(xs, ref)
 
@@ -91,6 +92,14 @@ DEC = [s.name for s in REGISTRY.values() if s.family == "decentralized"]
 @pytest.mark.parametrize("name", MW)
 def test_every_master_worker_method_on_threads_equals_its_reference(name: str, n: int) -> None:
     _mw(name, n, "shared")
+
+
+@pytest.mark.parametrize("n", [3, 4, 6])
+@pytest.mark.parametrize("name", MW)
+def test_every_master_worker_method_on_the_tree_equals_its_reference(name: str, n: int) -> None:
+    """aggregation = "tree": the sums are formed in the binomial tree's grouping, which the
+    reference follows (methods that need the master gather, and their reference too)."""
+    _mw(name, n, "shared", "tree")
 
 
 @pytest.mark.parametrize("name", MW)
