@@ -28,10 +28,11 @@ def run_iterates(alg: Any, env: Any, x0: np.ndarray, steps: int,
     return state, np.stack(xs)
 
 
-def masterworker_setting(comm: Any, master: str, dtype: str, seed: int,
-                         lr: float) -> tuple[MasterWorker, Env, list[Any], np.ndarray]:
+def masterworker_setting(comm: Any, master: str, dtype: str, seed: int, lr: float,
+                         aggregation: str = "gather") -> tuple[MasterWorker, Env, list[Any],
+                                                               np.ndarray]:
     """The transport, this rank's env, every worker's f_i and x^0 of the master-worker tests."""
-    tp = MasterWorker(comm, master)
+    tp = MasterWorker(comm, master, aggregation)
     ds = load_dataset("breast_cancer", scale="standard", dtype=dtype)
     probs = split_problem(ds, "logistic", tp.n_workers)
     x0 = initial_point("normal", ds.n_features, seed=seed, dtype=dtype)
