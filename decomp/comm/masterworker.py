@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
-from decomp.comm.tree import check_aggregation, tree_children, tree_parent
+from decomp.comm.tree import check_aggregation, resolve_aggregation, tree_children, tree_parent
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 MASTER_MODES = ("shared", "dedicated")
@@ -52,12 +52,7 @@ def _check_payload(payload: np.ndarray) -> None:
 def check_tree_master(master: str, aggregation: Any) -> str:
     """The aggregation, checked: one of :data:`decomp.comm.tree.AGGREGATIONS`, and "tree"
     only with a shared master (a dedicated master is a rank that only aggregates)."""
-    aggregation = check_aggregation(aggregation)
-    if aggregation == "tree" and master != "shared":
-        raise ConfigError("run.aggregation = 'tree' sums on every rank and needs no master "
-                          "rank: use master = 'shared' with it (or aggregation = 'gather' "
-                          "to keep a dedicated master)")
-    return aggregation
+    return resolve_aggregation(master, check_aggregation(aggregation))
 
 
 class MasterWorker:

@@ -21,12 +21,14 @@ from typing import Any, TypeVar
 
 from decomp.errors import ConfigError
 
-__all__ = ["AGGREGATIONS", "binomial_fold", "check_aggregation", "tree_children",
-           "tree_depth", "tree_parent"]
+__all__ = ["AGGREGATIONS", "DEFAULT_AGGREGATION", "binomial_fold", "check_aggregation",
+           "resolve_aggregation", "tree_children", "tree_depth", "tree_parent"]
 
 #: how the master–worker family sums the workers' payloads: gathered at rank 0 and summed
 #: in worker order, or reduced over the binomial tree (sparse union-merge at every node)
 AGGREGATIONS = ("gather", "tree")
+#: what a run with a shared master uses when it does not say (a dedicated master gathers)
+DEFAULT_AGGREGATION = "gather"
 
 T = TypeVar("T")
 
@@ -37,6 +39,20 @@ def check_aggregation(value: Any) -> str:
         raise ConfigError(f"run.aggregation must be one of {', '.join(AGGREGATIONS)}, got "
                           f"{value!r}")
     return str(value)
+
+
+def resolve_aggregation(master: str, aggregation: str | None) -> str:
+    """The aggregation of a run: ``aggregation`` if given (checked; "tree" refused with a
+    dedicated master, which is a rank that only aggregates), else :data:`DEFAULT_AGGREGATION`
+    with a shared master and "gather" with a dedicated one."""
+    if aggregation is None:
+        return DEFAULT_AGGREGATION if master == "shared" else "gather"
+    aggregation = check_aggregation(aggregation)
+    if aggregation == "tree" and master != "shared":
+        raise ConfigError("run.aggregation = 'tree' sums on every rank and needs no master "
+                          "rank: use master = 'shared' with it (or aggregation = 'gather' "
+                          "to keep a dedicated master)")
+    return aggregation
 
 
 def tree_parent(rank: int, n: int) -> int | None:

@@ -92,6 +92,9 @@ def _check_run(run: Any) -> None:
     if run.master not in MASTER_MODES:
         raise ConfigError(f"run.master must be one of {', '.join(MASTER_MODES)}, got "
                           f"{run.master!r}")
+    from decomp.comm.tree import resolve_aggregation
+
+    resolve_aggregation(run.master, run.aggregation)  # a known name; tree with a shared master
     if run.workers is not None and run.workers < 1:
         raise ConfigError(f"run.workers must be >= 1 (or left out), got {run.workers}")
     if not run.loss_blowup > 1:  # also refuses NaN; inf: never stop on a loss blow-up

@@ -72,7 +72,8 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
                   topology: Any = None, weights: str = "metropolis",
                   topology_options: dict[str, Any] | None = None, exchange: str = "auto",
                   delay_s: float = 0.0, share: Sequence[np.ndarray] = (),
-                  abort: bool = True, layout: Layout | None = None) -> Session:
+                  abort: bool = True, layout: Layout | None = None,
+                  aggregation: str | None = None) -> Session:
     """This rank's :class:`Session` of ``algorithm`` (None: ``GD()``) on ``comm`` (None: the
     world).
 
@@ -85,7 +86,9 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
     buffers) set to rank 0's values on every rank (set-up, not counted), before ``problem``
     is called. abort: install :func:`abort_on_error` (a user's script; ``decomp run``
     handles errors itself). layout: the model's tensors (``FlatModel.layout``; None: the
-    problem's one slot), for per-tensor compressors (see :class:`Session`).
+    problem's one slot), for per-tensor compressors (see :class:`Session`). aggregation:
+    the master–worker family's sum, "gather" | "tree" (None: the default with a shared
+    master, gather with a dedicated one; :func:`decomp.comm.tree.resolve_aggregation`).
     """
     comm = world(comm, abort=abort)
     algorithm = default_algorithm(algorithm)
@@ -100,7 +103,8 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
         algorithm.check_mixing(mixing)
     else:
         mixing = None
-    tp = open_transport(family, comm, master=master, mixing=mixing, exchange=exchange)
+    tp = open_transport(family, comm, master=master, mixing=mixing, exchange=exchange,
+                        aggregation=aggregation)
     for a in share:
         if a.size:
             comm.Bcast(a, root=0)

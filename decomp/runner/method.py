@@ -143,7 +143,7 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         exchange=cfg.topology.exchange, delay_s=cfg.network.delay_ms / 1e3,
         problem=lambda worker, n: None if worker is None else work.problems[worker],
         share=(work.x0,), abort=False,  # decomp run's CLI ends the job on an error itself
-        layout=work.layout)
+        layout=work.layout, aggregation=cfg.run.aggregation)
     if plan.decentralized:
         rho = (f"period {mixing.period}, rho over a period {mixing.rho:.4f}"
                if hasattr(mixing, "period") else f"rho {mixing.rho:.4f}")

@@ -19,6 +19,7 @@ from decomp.algorithms.registry import DECENTRALIZED_FAMILY, family_of
 from decomp.comm import MasterWorker, Neighborhood
 from decomp.comm.delay import DelayedTransport
 from decomp.comm.timevarying import NEIGHBOURHOODS, TimeVaryingNeighborhood
+from decomp.comm.tree import resolve_aggregation
 from decomp.compress import bind_attributes
 from decomp.errors import ConfigError, DivergenceError
 from decomp.layout import Layout
@@ -29,10 +30,12 @@ NEVER = 2**62
 
 
 def open_transport(family: str, comm: Any, *, master: str = "shared", mixing: Any = None,
-                   exchange: str = "auto") -> MasterWorker | Neighborhood | TimeVaryingNeighborhood:
+                   exchange: str = "auto", aggregation: str | None = None,
+                   ) -> MasterWorker | Neighborhood | TimeVaryingNeighborhood:
     """The transport of a family on ``comm``: :class:`MasterWorker` (``master`` shared or
-    dedicated), a :class:`Neighborhood` over the mixing matrix W (``mixing``), or, when
-    ``mixing`` is a time-varying schedule, a :class:`TimeVaryingNeighborhood` (one
+    dedicated; ``aggregation`` as :func:`decomp.comm.tree.resolve_aggregation`), a
+    :class:`Neighborhood` over the mixing matrix W (``mixing``), or, when ``mixing`` is a
+    time-varying schedule, a :class:`TimeVaryingNeighborhood` (one
     neighbourhood per distinct W_t of a period, built here once)."""
     if family == DECENTRALIZED_FAMILY:
         if mixing is None:
@@ -40,7 +43,7 @@ def open_transport(family: str, comm: Any, *, master: str = "shared", mixing: An
         if is_schedule(mixing):
             return TimeVaryingNeighborhood(mixing, comm, method=exchange)
         return Neighborhood(mixing, comm, method=exchange)
-    return MasterWorker(comm, master)
+    return MasterWorker(comm, master, resolve_aggregation(master, aggregation))
 
 
 class Session:

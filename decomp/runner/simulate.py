@@ -145,11 +145,13 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     """Run the reference for ``steps`` steps. Every payload of a method has the same size
     (the compressor contract), so the bytes grow linearly after the start: the count at step
     t is start + t × (end − start) / T, with the start from a 0-step run (EF21's g_i^0)."""
+    from decomp.comm.tree import resolve_aggregation
     from decomp.sim import reference
 
     alg = plan.algorithm  # the reference reads its hyper-parameters (C, τ, options)
     comp = _StepTagged(alg.compressor) if alg.uses_compressor else None
     kw = {"lr": lr, "seed": cfg.seed, "compressor": comp, "layout": work.layout}
+    agg = {"aggregation": resolve_aggregation(cfg.run.master, cfg.run.aggregation)}
     t = np.arange(steps + 1, dtype=np.float64)
     if plan.decentralized:
         tr = reference(alg, work.problems, work.x0, mixing, steps=steps, **kw)
@@ -158,8 +160,8 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
         return _Trace(tr.xs, up, down)
     rec = (_StepTagged(alg.compressor, record=len(work.problems), like=work.x0)
            if comp is not None else None)
-    tr = reference(alg, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec})
-    if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP, EF21-BC, PowerSGD)
+    tr = reference(alg, work.problems, work.x0, steps=steps, **{**kw, "compressor": rec}, **agg)
+    if "up_bytes" in tr.state:  # traffic that varies by step (EF21-PP/BC, PowerSGD, a tree)
         up = np.cumsum(tr.state["up_bytes"])
         if alg.downlink == "allreduce":  # every worker receives what it contributed
             return _Trace(tr.xs, up, up.copy())
@@ -167,7 +169,7 @@ def _trace(cfg: Config, plan: MethodPlan, lr: float, work: Workload, mixing: Any
     if rec is not None:
         rec.finish()
     start = float(reference(alg, work.problems, work.x0, steps=0,
-                            **kw).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
+                            **kw, **agg).bytes_up.mean()) if steps else float(tr.bytes_up.mean())
     up = start + t * (float(tr.bytes_up.mean()) - start) / max(steps, 1)
     return _Trace(tr.xs, up, _downlink(cfg, plan, work, rec, steps))
 

@@ -49,13 +49,29 @@ class WorkerSum:
     its subtree's sum message (:func:`decomp.compress.merge.sum_message_bytes`: sparse over
     the union of the subtree's supports for a sparse compressor — an entry a worker selected
     with the value exactly 0 is not told apart from one it did not select — dense otherwise;
-    rank 0 sends nothing)."""
+    rank 0 sends nothing). On the tree these sizes vary from step to step; ``up`` and
+    ``down`` list, per sum, the mean bytes a worker sent and the size of the total that comes
+    down (:meth:`traffic` puts them in a trace's ``state``)."""
 
     def __init__(self, aggregation: str, d: int, dtype: Any) -> None:
         from decomp.comm.tree import check_aggregation
 
         self.aggregation = check_aggregation(aggregation)
         self.d, self.dtype = d, np.dtype(dtype)
+        self.up: list[float] = []
+        self.down: list[int] = []
+
+    def traffic(self, steps: int) -> dict[str, np.ndarray]:
+        """{} on the gather (every payload has the compressor's size); on the tree
+        ``up_bytes`` and ``down_bytes`` (steps + 1,): per step t, the mean bytes a worker
+        sent and the bytes of the total broadcast (steps without a sum: 0)."""
+        if self.aggregation == "gather":
+            return {}
+        up, down = np.zeros(steps + 1), np.zeros(steps + 1)
+        k = len(self.up)
+        up[steps + 1 - k:] = self.up
+        down[steps + 1 - k:] = self.down
+        return {"up_bytes": up, "down_bytes": down}
 
     def __call__(self, V: np.ndarray, C: Compressor, sent: np.ndarray) -> np.ndarray:
         """The sum of the rows of V (n, d) compressed by C; adds each worker's bytes to
@@ -68,11 +84,17 @@ class WorkerSum:
         from decomp.compress.merge import sum_message_bytes
 
         sparse = sparse_count(C, self.d) is not None
+        mine = np.zeros(V.shape[0], dtype=np.int64)
+
+        def size(mask: np.ndarray) -> int:
+            return sum_message_bytes(int(mask.sum()) if sparse else None, self.d, self.dtype)
 
         def up(r: int, item: tuple[np.ndarray, np.ndarray]) -> None:
-            count = int(item[1].sum()) if sparse else None
-            sent[r] += sum_message_bytes(count, self.d, self.dtype)
+            mine[r] += size(item[1])
 
-        total, _ = binomial_fold([(v, v != 0) for v in V],
-                                 lambda a, b: (a[0] + b[0], a[1] | b[1]), up)
+        total, mask = binomial_fold([(v, v != 0) for v in V],
+                                    lambda a, b: (a[0] + b[0], a[1] | b[1]), up)
+        sent += mine
+        self.up.append(float(mine.mean()))
+        self.down.append(size(mask))
         return total

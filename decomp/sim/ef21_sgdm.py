@@ -44,4 +44,4 @@ def simulate_ef21_sgdm(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *,
         Cm = _compress(C, V - G, seed, t)  # c_i = C(v_i^{t+1} − g_i^t)
         G = G + Cm
         g = g + total(Cm, C, sent) / n
-    return Trace(np.stack(xs), sent, {"V": V, "G": G, "g": g})
+    return Trace(np.stack(xs), sent, {"V": V, "G": G, "g": g, **total.traffic(steps)})

@@ -78,7 +78,7 @@ def simulate_dcgd(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: 
         V = _compress(C, _grads(problems, x, seed, t, alg.batch_size), seed, t)
         x = x - lr * (total(V, C, sent) / n)
         xs.append(x)
-    return Trace(np.stack(xs), sent, {})
+    return Trace(np.stack(xs), sent, total.traffic(steps))
 
 
 def simulate_ef(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
@@ -95,19 +95,19 @@ def simulate_ef(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: fl
         E = P - V  # e_i = p_i − v_i
         x = x - total(V, C, sent) / n
         xs.append(x)
-    return Trace(np.stack(xs), sent, {"E": E})
+    return Trace(np.stack(xs), sent, {"E": E, **total.traffic(steps)})
 
 
 def _ef21_init(alg: Any, problems: Sequence[Problem], x0: np.ndarray, seed: int,
-               C: Compressor, aggregation: str = "gather") -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
+               C: Compressor, total: WorkerSum | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                      np.ndarray]:
     """(G (n, d) the g_i^0, g^0, bytes each worker sent (n,)): g_i^0 = C(∇f_i(x^0)) or
-    ∇f_i(x^0) (``init = "full"``)."""
+    ∇f_i(x^0) (``init = "full"``), summed by ``total`` (None: in worker order)."""
     codec = C if alg.init_mode == "compressed" else Identity()
     G = _compress(codec, _grads(problems, x0, seed, 0, None), seed, 0)  # full local gradients
     sent = np.zeros(len(problems), dtype=np.int64)
-    g = WorkerSum(aggregation, x0.size, x0.dtype)(G, codec, sent) / len(problems)
-    return G, g, sent
+    total = WorkerSum("gather", x0.size, x0.dtype) if total is None else total
+    return G, total(G, codec, sent) / len(problems), sent
 
 
 def simulate_ef21(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float, steps: int,
@@ -115,16 +115,16 @@ def simulate_ef21(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: 
     """EF21 (Algorithm 1): x^{t+1} = x^t − γ g^t; c_i = C(∇f_i(x^{t+1}) − g_i);
     g_i += c_i; g += (1/n) Σ_i c_i. state: G (n, d), g."""
     n, d, dt = len(problems), x0.size, x0.dtype
-    G, g, sent = _ef21_init(alg, problems, x0, seed, C, aggregation)
-    x, xs = x0.copy(), [x0.copy()]
     total = WorkerSum(aggregation, d, dt)
+    G, g, sent = _ef21_init(alg, problems, x0, seed, C, total)
+    x, xs = x0.copy(), [x0.copy()]
     for t in range(1, steps + 1):
         x = x - lr * g  # x^{t+1} = x^t − γ g^t
         xs.append(x)
         Cm = _compress(C, _grads(problems, x, seed, t, alg.batch_size) - G, seed, t)
         G = G + Cm
         g = g + total(Cm, C, sent) / n
-    return Trace(np.stack(xs), sent, {"G": G, "g": g})
+    return Trace(np.stack(xs), sent, {"G": G, "g": g, **total.traffic(steps)})
 
 
 def simulate_ef21_plus(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,

@@ -58,6 +58,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             :meth:`no_sync`. bucket_cap_mb: its bucket size (MiB; None: DDP's 25 MiB scaled
             to the model, :func:`decomp.torch.buckets.cap_bytes`).
         comm_timeout: the watchdog's limit (s) on a collective call; :mod:`decomp.torch.guard`.
+        aggregation: master–worker: "tree" | "gather" (None: the default, docs/netmodel.md).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer | None, model: nn.Module,
@@ -67,7 +68,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                  seed: int = 0, find_unused_parameters: bool = False,
                  check_every: int = 50, overlap: bool = False,
                  bucket_cap_mb: float | None = None,
-                 comm_timeout: float | None = 300.0) -> None:
+                 comm_timeout: float | None = 300.0, aggregation: str | None = None) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
         start_script(comm)  # torchrun / srun without PMI refused; threads per rank
         algorithm = default_algorithm(algorithm)
@@ -113,7 +114,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             algorithm, comm, problem=lambda worker, n: self.oracle, lr=env_lr, seed=seed,
             topology=topology, weights=weights, topology_options=topology_options,
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
-            layout=self.flat.layout)
+            layout=self.flat.layout, aggregation=aggregation)
         self.transport = self.session.transport
         self.buckets = _buckets.attach(self.flat, self.session, algorithm, pseudo=pseudo,
                                        overlap=overlap, bucket_cap_mb=bucket_cap_mb)

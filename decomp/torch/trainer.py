@@ -103,6 +103,7 @@ class Trainer:
         seed: run seed (partition, minibatches, compressor randomness, dropout).
         comm: mpi4py communicator (default ``MPI.COMM_WORLD``).
         master: "shared" (rank 0 is also worker 0) or "dedicated" (master–worker family only).
+        aggregation: "tree" | "gather", the master–worker sum (None: see docs/netmodel.md).
         topology: decentralized family only: W over the ranks — a generator name ("ring",
             "torus", "exponential", "complete", ...; default "ring"), a W file, an (n, n) array
             or a :class:`decomp.topologies.MixingMatrix`.
@@ -143,7 +144,7 @@ class Trainer:
                  metrics_path: str | Path | None = None, progress: bool = True,
                  verbose: bool = True, check_every: int = 50,
                  comm_timeout_s: float | None = 300.0, overlap: bool = False,
-                 bucket_cap_mb: float | None = None) -> None:
+                 bucket_cap_mb: float | None = None, aggregation: str | None = None) -> None:
         comm = world(comm)  # first: an error on any rank from here on ends the job
         check_script_launch()  # torchrun / srun without PMI: N one-rank copies
         self.comm = comm
@@ -210,7 +211,7 @@ class Trainer:
             algorithm, comm, problem=shard, lr=self.lr, seed=self.seed, master=master,
             topology=topology, weights=weights, topology_options=topology_options,
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
-            layout=self.flat.layout)
+            layout=self.flat.layout, aggregation=aggregation)
         self.transport = self.session.transport
         self.buckets = attach_buckets(self.flat, self.session, algorithm, overlap=overlap,
                                       bucket_cap_mb=bucket_cap_mb, problem=self.problem)
