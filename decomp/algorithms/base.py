@@ -27,7 +27,14 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from decomp.algorithms.env import Env, Workspace, scratch
-from decomp.comm.pattern import Call, CodecOp, bcast_bytes_calls, master_world
+from decomp.comm.pattern import (
+    Call,
+    CodecOp,
+    bcast_bytes_calls,
+    master_world,
+    tree_calls,
+    tree_levels,
+)
 from decomp.compress import Compressor, Identity
 from decomp.compress.aggregate import SumDecoder, SumEncoder, is_poison, sum_payload_bytes
 from decomp.compress.merge import SumMerger
@@ -333,16 +340,23 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
     decodes_own: ClassVar[bool] = True
 
     def comm_pattern(self, d: int, n: int, degree: int = 0, *, master: str = "shared",
-                     dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
+                     dtype: Any = np.float64, layout: Layout | None = None,
+                     aggregation: str = "gather") -> list[Call]:
         """The calls of one step for n workers and a d-vector of ``dtype`` (degree: unused
         here). Dense methods all-reduce the gradient; the others gather the workers' payloads
-        at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`).
+        at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`) —
+        or, with ``aggregation = "tree"`` (where :meth:`aggregation_for` allows it), reduce
+        them over the binomial tree (:func:`decomp.comm.pattern.tree_calls`) and broadcast
+        the total.
         layout: the model's tensors (None: one slot), for a method whose traffic depends on
         the shapes (PowerSGD); a per-tensor compressor is bound to it beforehand."""
         world, fanin = master_world(n, master)
         if not self.uses_compressor:
             return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, world,
                          what="dense gradient sum")]
+        if self.aggregation_for(aggregation) == "tree" and master == "shared":
+            return [*tree_calls(self.compressor, d, n, dtype),
+                    *self.downlink_calls(d, self.expected_senders(n), world, dtype)]
         up = self.uplink(self.compressor.payload_bytes(d, dtype), n, fanin, world)
         return [up, *self.downlink_calls(d, self.expected_senders(n), world, dtype)]
 
@@ -363,18 +377,28 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
         return bcast_bytes_calls(sum_payload_bytes(self.compressor, d, senders, dtype), world,
                                  "sum of payloads")
 
-    def codec_ops(self, n: int, degree: int = 0, *, master: str = "shared") -> list[CodecOp]:
+    def codec_ops(self, n: int, degree: int = 0, *, master: str = "shared",
+                  aggregation: str = "gather", d: int | None = None) -> list[CodecOp]:
         """The codec work of one step on the master's path: a worker's encode (before the
         gather), the shared master's decode into its own g_i / e_i (a dedicated master has
-        none), the decode of every payload into the sum and the downlink's work."""
+        none), the decode of every payload into the sum and the downlink's work. On the tree
+        (``aggregation = "tree"``, d given): rank 0's leaf (a decode) and one merge per
+        level — a sparse merge of 2^j payloads' entries priced as 2^j decodes, a dense one
+        as one axpy over d."""
         if not self.uses_compressor:
             return []
         C = self.compressor
         own = 0 if master == "dedicated" else 1
         k = self.encodes_per_step
-        return [CodecOp("encode", C, k, "a worker's payload"),
-                CodecOp("decode", C, k * own if self.decodes_own else 0, "own g_i / e_i"),
-                CodecOp("decode", C, self.expected_senders(n), "aggregate"),
+        head = [CodecOp("encode", C, k, "a worker's payload"),
+                CodecOp("decode", C, k * own if self.decodes_own else 0, "own g_i / e_i")]
+        if self.aggregation_for(aggregation) == "tree" and master == "shared" and d:
+            merges = [CodecOp("axpy", None, 1, f"dense merge, level {j}") if c is None else
+                      CodecOp("decode", C, w, f"sparse merge, level {j}")
+                      for j, (w, c) in enumerate(tree_levels(C, d, n, dense_switch=True))]
+            return [*head, CodecOp("decode", C, 1, "own leaf sum"), *merges,
+                    *self.downlink_ops()]
+        return [*head, CodecOp("decode", C, self.expected_senders(n), "aggregate"),
                 *self.downlink_ops()]
 
     def downlink_ops(self) -> list[CodecOp]:

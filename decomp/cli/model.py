@@ -165,8 +165,11 @@ def _run(args: argparse.Namespace) -> int:
     rows = predict_config(cfg, args.ranks, topos, link, d=d, compute_s=compute, costs=costs,
                           reference=reference, allreduce=args.allreduce, hops=args.hops,
                           transient=args.transient, layout=cal.model_layout(cfg))
+    from decomp.comm.tree import resolve_aggregation
+
+    agg = resolve_aggregation(cfg.run.master, cfg.run.aggregation)
     head = (f"# {cfg.name}: d = {d}, {link.source}; allreduce {args.allreduce}, hops "
-            f"{args.hops}; compute {'given' if args.compute_ms is not None else 'timed here'}; "
+            f"{args.hops}; aggregation {agg}; compute {'given' if args.compute_ms is not None else 'timed here'}; "
             f"codec costs {costs.path}")
     if reference is not None:
         head += (f"\n# steps to target: {reference.source}"
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"config": str(args.config), "d": d, "alpha_s": link.alpha_s,
                "beta_Bps": link.beta_Bps, "link": link.source, "allreduce": args.allreduce,
-               "hops": args.hops, "transient": args.transient,
+               "hops": args.hops, "transient": args.transient, "aggregation": agg,
                "calibration": str(costs.path),
                "reference": None if reference is None else {
                    "source": reference.source, "n_ref": reference.n_ref,

@@ -20,7 +20,7 @@ call                                           hops   why
 ``broadcast`` / ``broadcast_bytes``            L      binomial tree from the master
 ``allgather``                                  L      recursive doubling
 ``allreduce_sum``                              2L     reduce-scatter + all-gather (Rabenseifner)
-``reduce`` (a cost-model call kind)            L      binomial tree to rank 0
+``reduce`` (cost model: one tree level)        1      a subtree's sum to its parent
 ``tree_sum``                                   2L     binomial reduce, then the broadcast
 ============================================  =====  ==============================================
 
@@ -44,7 +44,7 @@ _clock = time.perf_counter
 
 #: hops of a call as a function of L = ceil(log2 n)
 _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: L,
-         "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: L}
+         "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: 1}
 
 
 #: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)

@@ -18,10 +18,11 @@ from decomp.comm.masterworker import FIRST_MAX
 from decomp.errors import ConfigError
 
 __all__ = ["CALLS", "CODEC_OPS", "MASTERS", "Call", "CodecOp", "bcast_bytes_calls",
-           "master_world"]
+           "master_world", "tree_calls", "tree_levels"]
 
-#: the communication calls a step is made of
-CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce")
+#: the communication calls a step is made of (reduce: one level of the tree aggregation, a
+#: subtree's sum sent to its parent)
+CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce", "reduce")
 #: the codec work a step does (axpy: one dense y += a·x pass over d)
 CODEC_OPS = ("encode", "decode", "axpy")
 #: where the master–worker family's master runs: on rank 0 with worker 0, or on its own rank
@@ -32,10 +33,11 @@ MASTERS = ("shared", "dedicated")
 class Call:
     """One communication call of a step.
 
-    call: exchange | gather | broadcast | allgather | allreduce; nbytes: bytes per message
-    (one rank's payload B); fan: messages of B serialised on the busiest link (exchange: the
-    degree k; gather: the master's fan-in; 1 for the other collectives, whose algorithm sets
-    it); n: ranks in the call; overlap: posted before the gradient and waited for after it
+    call: exchange | gather | broadcast | allgather | allreduce | reduce; nbytes: bytes per
+    message (one rank's payload B); fan: messages of B serialised on the busiest link
+    (exchange: the degree k; gather: the master's fan-in; reduce: 1, one level of the tree;
+    1 for the other collectives, whose algorithm sets it); n: ranks in the call; overlap:
+    posted before the gradient and waited for after it
     (D-PSGD), so it hides behind the computation; what: a few words for tables.
     """
 
@@ -80,3 +82,40 @@ def bcast_bytes_calls(size: int, n: int, what: str) -> list[Call]:
     if size + 8 > chunk:
         calls.append(Call("broadcast", size + 8 - chunk, 1, n, what=what + " (rest)"))
     return calls
+
+
+def tree_levels(C: Any, d: int, n: int, *,
+                dense_switch: bool = False) -> list[tuple[int, int | None]]:
+    """The levels of ``aggregation = "tree"`` over n ranks (:mod:`decomp.comm.tree`), j = 0 ..
+    ceil(log2 n) − 1: (workers in the largest subtree whose sum crosses level j — 2^j, fewer
+    at the top when n is not a power of two —, the entries of its sum message: that many
+    payloads' k entries, their union taken disjoint (an upper bound), at most d; None for a
+    compressor summed densely). dense_switch: None also from the level on where the sparse
+    message would not be smaller than the dense one (float64)."""
+    from decomp.compress.aggregate import sparse_count
+    from decomp.compress.merge import sum_message_bytes
+
+    k = sparse_count(C, d)
+    dense = sum_message_bytes(None, d, "float64")
+    out, j = [], 0
+    while (1 << j) < n:
+        w = min(1 << j, n - (1 << j))
+        c = None if k is None else min(w * k, d)
+        if dense_switch and c is not None and sum_message_bytes(c, d, "float64") >= dense:
+            c = None
+        out.append((w, c))
+        j += 1
+    return out
+
+
+def tree_calls(C: Any, d: int, n: int, dtype: Any) -> list[Call]:
+    """The reduction of ``aggregation = "tree"`` (:meth:`decomp.comm.MasterWorker.tree_sum`):
+    one ``reduce`` call per level j, the message of the largest subtree's sum at that level
+    (:func:`decomp.compress.merge.sum_message_bytes`: sparse while smaller than dense), one
+    hop each; rank 0 receives one per level, in turn (the critical path). The total then
+    comes down by :func:`bcast_bytes_calls`."""
+    from decomp.compress.merge import sum_message_bytes
+
+    return [Call("reduce", sum_message_bytes(c, d, dtype), 1, n,
+                 what=f"tree level {j}: sum of {w} worker(s)")
+            for j, (w, c) in enumerate(tree_levels(C, d, n))]

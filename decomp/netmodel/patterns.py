@@ -10,6 +10,7 @@ model (α seconds per message hop, β bytes/s per link)::
 
     exchange to k neighbours (one host link serialises its k sends)   α + k·B/β
     gather at the master, fan-in f (linear Gatherv)                   α + f·B/β
+    reduce, one level of the tree aggregation (B: that level's sum)   α + B/β
     broadcast, binomial tree (B < 12 KiB or n < 8)                    L(α + B/β)
     broadcast, scatter + recursive-doubling allgather (B < 512 KiB,
       n a power of two)                                               2Lα + 2(n−1)/n·B/β
@@ -79,7 +80,7 @@ def hops(c: Call, allreduce: str = "rabenseifner", mode: str = "algorithm") -> i
     n, L = c.n, _L(c.n)
     if n <= 1:
         return 0
-    if c.call in ("exchange", "gather"):
+    if c.call in ("exchange", "gather", "reduce"):
         return 1
     if c.call == "allgather":
         return L
@@ -95,7 +96,7 @@ def link_bytes(c: Call, allreduce: str = "rabenseifner") -> float:
     n, B = c.n, float(c.nbytes)
     if n <= 1:
         return 0.0
-    if c.call in ("exchange", "gather"):
+    if c.call in ("exchange", "gather", "reduce"):
         return c.fan * B
     if c.call == "allgather":
         return (n - 1) * B
@@ -201,24 +202,40 @@ def method_spec(method: Any, layout: Layout | None = None) -> MethodSpec:
 
 
 def step_pattern(method: Any, d: int, n: int, degree: int = 2, *, master: str = "shared",
-                 dtype: Any = np.float64) -> list[Call]:
+                 dtype: Any = np.float64, aggregation: str = "gather") -> list[Call]:
     """The communication calls of one step of ``method`` (anything :func:`method_spec`
     takes) for n workers (nodes), a d-vector of ``dtype`` and topology degree k
     (decentralized family), as its class declares them (``comm_pattern``). master: shared
-    (rank 0 is worker 0: fan-in n − 1, n ranks) or dedicated (fan-in n, n + 1 ranks)."""
+    (rank 0 is worker 0: fan-in n − 1, n ranks) or dedicated (fan-in n, n + 1 ranks);
+    aggregation: gather | tree (the master–worker family's sum; a class that takes no
+    ``aggregation`` sums the same way under both)."""
     s = method_spec(method)
     if n < 1 or d < 1:
         raise ConfigError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
-    return s.algorithm_object.comm_pattern(d, n, degree, master=master, dtype=dtype,
-                                           layout=s.layout)
+    alg = s.algorithm_object
+    extra = _aggregation(alg.comm_pattern, aggregation)
+    return alg.comm_pattern(d, n, degree, master=master, dtype=dtype, layout=s.layout, **extra)
 
 
-def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
+def _aggregation(fn: Any, aggregation: str) -> dict[str, str]:
+    """``{"aggregation": ...}`` for a declaration that takes it (the master–worker base
+    class's), else {} (dense, low-rank and decentralized methods: unaffected)."""
+    return {"aggregation": aggregation} if "aggregation" in inspect.signature(fn).parameters \
+        else {}
+
+
+def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared",
+              aggregation: str = "gather", d: int | None = None) -> list[CodecOp]:
     """The compression (and mixing) work of one step on its slowest rank, as the method's
     class declares it (``codec_ops``). Master–worker: a worker's encode (before the gather),
     the shared master's decode into its own g_i (e_i for EF; DCGD keeps no state; a dedicated
     master has none), the decode of every payload into the sum (n, or the expected
     participants) and one axpy-like pass applying it on every rank; decentralized: one encode
     and 1 + k decodes per replica round, 1 + k dense axpy for the mixing of D-PSGD / DCD /
-    ECD, n decodes for the all-gather baseline."""
-    return method_spec(method).algorithm_object.codec_ops(n, degree, master=master)
+    ECD, n decodes for the all-gather baseline; on the tree (``aggregation``, d given) the
+    merges of rank 0 instead of the n decodes."""
+    alg = method_spec(method).algorithm_object
+    extra: dict[str, Any] = _aggregation(alg.codec_ops, aggregation)
+    if extra:
+        extra["d"] = d
+    return alg.codec_ops(n, degree, master=master, **extra)

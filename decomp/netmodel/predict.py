@@ -68,12 +68,12 @@ def _compute(compute_s: ComputeArg, spec: MethodSpec, n: int) -> float:
 
 def _one(method: Any, d: int, n: int, topology: str, alpha: float, beta: float,
          compute_s: ComputeArg, *, dtype: Any, master: str, allreduce: str, hops_mode: str,
-         costs: CodecCosts | None) -> StepTime:
+         costs: CodecCosts | None, aggregation: str = "gather") -> StepTime:
     spec = method_spec(method)
     topo = canonical_topology(topology)
     check_ranks(topo, n)
     k = degree(topo, n) if spec.family == registry.DECENTRALIZED_FAMILY else 0
-    calls = step_pattern(spec, d, n, k, master=master, dtype=dtype)
+    calls = step_pattern(spec, d, n, k, master=master, dtype=dtype, aggregation=aggregation)
     rows, overlapped, blocking, total_bytes = [], 0.0, 0.0, 0.0
     for c in calls:
         t = call_time(c, alpha, beta, allreduce, hops_mode)
@@ -88,7 +88,7 @@ def _one(method: Any, d: int, n: int, topology: str, alpha: float, beta: float,
                      "overlap": c.overlap, "what": c.what})
     compress = 0.0
     if costs is not None:
-        for op in codec_ops(spec, n, k, master=master):
+        for op in codec_ops(spec, n, k, master=master, aggregation=aggregation, d=d):
             compress += op.count * costs.seconds(op.op, op.compressor, d, dtype)
     comp = _compute(compute_s, spec, n)
     step = max(comp, overlapped) + blocking + compress
@@ -100,7 +100,8 @@ def predict_step_time(method: Any, d: int, n: int, topology: str = "ring",
                       alpha: float = 1e-3, beta: float = 125e6, compute_s: ComputeArg = 0.0,
                       *, dtype: Any = np.float64, master: str = "shared",
                       allreduce: str = "rabenseifner", hops: str = "algorithm",
-                      costs: CodecCosts | None = None) -> StepTime | dict[str, StepTime]:
+                      costs: CodecCosts | None = None,
+                      aggregation: str = "gather") -> StepTime | dict[str, StepTime]:
     """Predicted seconds of one step.
 
     method: a registry name (a key of ``decomp.algorithms.REGISTRY``), a ``[[methods]]``-like
@@ -115,13 +116,17 @@ def predict_step_time(method: Any, d: int, n: int, topology: str = "ring",
     dedicated; allreduce: rabenseifner | ring | recursive-doubling; hops: ``algorithm`` (the
     MPI algorithms' hop counts) or ``emulated`` (:func:`decomp.comm.delay.rounds`, what
     ``[network] delay_ms`` adds); costs: codec costs (None: no compression time counted —
-    pass ``CodecCosts.load()`` for this machine's).
+    pass ``CodecCosts.load()`` for this machine's); aggregation: gather | tree, the
+    master–worker family's sum (a Config: its resolved ``run.aggregation``).
     """
+    from decomp.comm.tree import resolve_aggregation
     from decomp.config import Config
 
-    kw = dict(dtype=dtype, master=master, allreduce=allreduce, hops_mode=hops, costs=costs)
+    kw = dict(dtype=dtype, master=master, allreduce=allreduce, hops_mode=hops, costs=costs,
+              aggregation=aggregation)
     if isinstance(method, Config):
         kw["master"] = method.run.master
+        kw["aggregation"] = resolve_aggregation(method.run.master, method.run.aggregation)
         kw["dtype"] = np.dtype(method.problem.dtype or "float64")
         return {m.label: _one(m, d, n, topology, alpha, beta, compute_s, **kw)  # type: ignore[arg-type]
                 for m in method.methods}
@@ -169,7 +174,8 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
                    d: int, compute_s: ComputeArg, costs: CodecCosts | None,
                    reference: StepsReference | None, allreduce: str = "rabenseifner",
                    hops: str = "algorithm", transient: str = "measured",
-                   layout: Layout | None = None) -> list[Prediction]:
+                   layout: Layout | None = None,
+                   aggregation: str | None = None) -> list[Prediction]:
     """Every method of ``cfg`` at every (topology, n): step time, steps to target (scaled
     from ``reference`` by :func:`decomp.netmodel.steps.scale_steps`; without one, the
     config's ``run.steps``) and time to target.
@@ -179,7 +185,13 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     and only the excess over it scales (no excess measured: no scaling); ``bound`` — the
     upper bound S_ref · max(1, q_ref/q) over every split of S_ref
     (:func:`decomp.netmodel.steps.scale_steps`). layout: the model's tensors (the workload's;
-    None: one slot of d), which per-tensor compressors and low-rank methods are priced on."""
+    None: one slot of d), which per-tensor compressors and low-rank methods are priced on.
+    aggregation: gather | tree (None: the config's, :func:`decomp.comm.tree.
+    resolve_aggregation`)."""
+    from decomp.comm.tree import resolve_aggregation
+
+    aggregation = resolve_aggregation(cfg.run.master, aggregation if aggregation is not None
+                                      else cfg.run.aggregation)
     if transient not in ("measured", "bound"):
         raise ConfigError(f"transient must be 'measured' or 'bound', got {transient!r}")
     dtype = np.dtype(cfg.problem.dtype or "float64")
@@ -201,7 +213,7 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
             for s in specs:
                 st = _one(s, d, n, topo, link.alpha_s, link.beta_Bps, compute_s, dtype=dtype,
                           master=cfg.run.master, allreduce=allreduce, hops_mode=hops,
-                          costs=costs)
+                          costs=costs, aggregation=aggregation)
                 steps: float | None
                 if reference is None:
                     steps, src = float(cfg.run.steps), "run.steps (no target)"
