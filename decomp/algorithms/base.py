@@ -33,6 +33,7 @@ from decomp.comm.pattern import (
     bcast_bytes_calls,
     master_world,
     tree_calls,
+    tree_down_calls,
     tree_levels,
 )
 from decomp.compress import Compressor, Identity
@@ -346,8 +347,8 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
         here). Dense methods all-reduce the gradient; the others gather the workers' payloads
         at the master (:meth:`uplink`) and send the update back (:meth:`downlink_calls`) —
         or, with ``aggregation = "tree"`` (where :meth:`aggregation_for` allows it), reduce
-        them over the binomial tree (:func:`decomp.comm.pattern.tree_calls`) and broadcast
-        the total.
+        them over the binomial tree (:func:`decomp.comm.pattern.tree_calls`) and send the
+        total down (:func:`decomp.comm.pattern.tree_down_calls`).
         layout: the model's tensors (None: one slot), for a method whose traffic depends on
         the shapes (PowerSGD); a per-tensor compressor is bound to it beforehand."""
         world, fanin = master_world(n, master)
@@ -355,8 +356,8 @@ class MasterWorkerAlgorithm(AlgorithmOptions, ABC):
             return [Call("allreduce", d * np.dtype(dtype).itemsize, 1, world,
                          what="dense gradient sum")]
         if self.aggregation_for(aggregation) == "tree" and master == "shared":
-            return [*tree_calls(self.compressor, d, n, dtype),
-                    *self.downlink_calls(d, self.expected_senders(n), world, dtype)]
+            total = sum_payload_bytes(self.compressor, d, self.expected_senders(n), dtype)
+            return [*tree_calls(self.compressor, d, n, dtype), *tree_down_calls(total, n)]
         up = self.uplink(self.compressor.payload_bytes(d, dtype), n, fanin, world)
         return [up, *self.downlink_calls(d, self.expected_senders(n), world, dtype)]
 

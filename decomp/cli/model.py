@@ -169,7 +169,8 @@ def _run(args: argparse.Namespace) -> int:
 
     agg = resolve_aggregation(cfg.run.master, cfg.run.aggregation)
     head = (f"# {cfg.name}: d = {d}, {link.source}; allreduce {args.allreduce}, hops "
-            f"{args.hops}; aggregation {agg}; compute {'given' if args.compute_ms is not None else 'timed here'}; "
+            f"{args.hops}; aggregation {agg}; compute "
+            f"{'given' if args.compute_ms is not None else 'timed here'}; "
             f"codec costs {costs.path}")
     if reference is not None:
         head += (f"\n# steps to target: {reference.source}"

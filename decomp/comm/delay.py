@@ -21,6 +21,7 @@ call                                           hops   why
 ``allgather``                                  L      recursive doubling
 ``allreduce_sum``                              2L     reduce-scatter + all-gather (Rabenseifner)
 ``reduce`` (cost model: one tree level)        1      a subtree's sum to its parent
+``scatter`` (cost model)                       L      binomial scatter from rank 0
 ``tree_sum``                                   2L     binomial reduce, then the broadcast
 ============================================  =====  ==============================================
 
@@ -44,7 +45,8 @@ _clock = time.perf_counter
 
 #: hops of a call as a function of L = ceil(log2 n)
 _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: L,
-         "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: 1}
+         "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: 1,
+         "scatter": lambda L: L}
 
 
 #: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)

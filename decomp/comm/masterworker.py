@@ -38,6 +38,9 @@ FIRST_MAX = 2 << 20
 GROUP_CACHE = 64
 #: the message tag of the tree aggregation's point-to-point sends
 TREE_TAG = 0x7E5
+#: the tree's total goes down by scatter + recursive-doubling all-gather (not ``Bcast``) from
+#: this size on, with a power-of-two number of ranks >= 8 (below: :meth:`broadcast_bytes`)
+SPLIT_DOWN_MIN = 12288
 
 
 def _check_payload(payload: np.ndarray) -> None:
@@ -47,6 +50,14 @@ def _check_payload(payload: np.ndarray) -> None:
                if isinstance(payload, np.ndarray) else type(payload).__name__)
         raise PayloadError(f"payloads are 1-D uint8 arrays (a compressor's encode output), "
                            f"got a {got}")
+
+
+def split_down(n: int, previous: int) -> bool:
+    """Whether the tree's total goes down by scatter + recursive-doubling all-gather
+    (:meth:`MasterWorker.tree_sum`): n a power of two, at least 8 ranks, and the previous
+    step's total at least :data:`SPLIT_DOWN_MIN` bytes (every rank knows it: a steady size
+    takes the same path every step; the first step uses the broadcast)."""
+    return n >= 8 and n & (n - 1) == 0 and previous >= SPLIT_DOWN_MIN
 
 
 def check_tree_master(master: str, aggregation: Any) -> str:
@@ -101,6 +112,7 @@ class MasterWorker:
         self._down = np.empty(0, dtype=np.uint8)  # broadcast_bytes receive buffer
         self._groups: dict[bytes, Any] = {}  # participant subset -> its communicator
         self._tree_recv = np.empty(0, dtype=np.uint8)  # a child's message (grown on demand)
+        self._tree_down = 0  # size of the previous tree total (every rank agrees)
         self._status = MPI.Status()
 
     def gather(self, payload: np.ndarray | None,
@@ -331,7 +343,45 @@ class MasterWorker:
         if parent is not None:
             self.comm.Send([acc, MPI.BYTE], dest=parent, tag=TREE_TAG)
             self.bytes.up += acc.size
-        return self.broadcast_bytes(acc if self.is_master else None)
+        if split_down(self.size, self._tree_down):
+            return self._scatter_allgather(acc if self.is_master else None)
+        out = self.broadcast_bytes(acc if self.is_master else None)
+        self._tree_down = out.size
+        return out
+
+    def _scatter_allgather(self, payload: np.ndarray | None) -> np.ndarray:
+        """The root's payload on every rank as a long-message broadcast: its size (one int64
+        ``Bcast``, control), then ``Scatter`` of n blocks of ceil(size/n) bytes and an
+        all-gather by recursive doubling (``Sendrecv`` with rank ^ 2^j, j = 0 .. log2 n − 1):
+        2·log2(n) hops and 2(n−1)/n·size bytes on a link, where MPI's long-message broadcast
+        (scatter + ring all-gather) takes n − 1 hops. n a power of two. Counts ``down`` =
+        size and ``control`` = the size word and the padding, on every rank but 0."""
+        MPI, n, r = self._MPI, self.size, self.rank
+        self._mine[0] = 0 if payload is None else payload.size
+        self.comm.Bcast(self._mine, root=0)
+        size = int(self._mine[0])
+        b = -(-size // n)
+        if self._down.size < n * b:
+            self._down = np.empty(max(n * b, 2 * self._down.size), dtype=np.uint8)
+        buf = self._down[:n * b]
+        if payload is not None:
+            buf[:size] = payload
+        if r == 0:  # the root's own block stays where it is
+            self.comm.Scatter([buf, b, MPI.BYTE], MPI.IN_PLACE, root=0)
+        else:
+            self.comm.Scatter(None, [buf[r * b:(r + 1) * b], b, MPI.BYTE], root=0)
+        step = 1
+        while step < n:
+            lo, plo = (r // step) * step, ((r ^ step) // step) * step
+            self.comm.Sendrecv([buf[lo * b:(lo + step) * b], MPI.BYTE], dest=r ^ step,
+                               recvbuf=[buf[plo * b:(plo + step) * b], MPI.BYTE],
+                               source=r ^ step, sendtag=TREE_TAG, recvtag=TREE_TAG)
+            step *= 2
+        if r:
+            self.bytes.down += size
+            self.bytes.control += self._mine.nbytes + n * b - size
+        self._tree_down = size
+        return buf[:size]
 
     def broadcast(self, x: np.ndarray) -> None:
         """Bcast the master's x (in place) to every rank; counts bytes received downlink."""

@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from decomp.comm.masterworker import FIRST_MAX
+from decomp.comm.masterworker import FIRST_MAX, split_down
 from decomp.errors import ConfigError
 
 __all__ = ["CALLS", "CODEC_OPS", "MASTERS", "Call", "CodecOp", "bcast_bytes_calls",
-           "master_world", "tree_calls", "tree_levels"]
+           "master_world", "tree_calls", "tree_down_calls", "tree_levels"]
 
 #: the communication calls a step is made of (reduce: one level of the tree aggregation, a
-#: subtree's sum sent to its parent)
-CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce", "reduce")
+#: subtree's sum sent to its parent; scatter: a root's B bytes cut into n blocks, binomial)
+CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce", "reduce", "scatter")
 #: the codec work a step does (axpy: one dense y += a·x pass over d)
 CODEC_OPS = ("encode", "decode", "axpy")
 #: where the master–worker family's master runs: on rank 0 with worker 0, or on its own rank
@@ -119,3 +119,16 @@ def tree_calls(C: Any, d: int, n: int, dtype: Any) -> list[Call]:
     return [Call("reduce", sum_message_bytes(c, d, dtype), 1, n,
                  what=f"tree level {j}: sum of {w} worker(s)")
             for j, (w, c) in enumerate(tree_levels(C, d, n))]
+
+
+def tree_down_calls(size: int, n: int, what: str = "tree total") -> list[Call]:
+    """How the tree's total of steady ``size`` bytes comes down
+    (:meth:`decomp.comm.MasterWorker.tree_sum`): with n a power of two >= 8 and a long
+    payload, its size (one int64 broadcast), a scatter of n blocks and a recursive-doubling
+    all-gather of them; else :func:`bcast_bytes_calls`."""
+    if not split_down(n, size):
+        return bcast_bytes_calls(size, n, what)
+    block = -(-size // n)
+    return [Call("broadcast", 8, 1, n, what=f"{what}: size"),
+            Call("scatter", n * block, 1, n, what=f"{what}: scatter"),
+            Call("allgather", block, 1, n, what=f"{what}: all-gather (recursive doubling)")]

@@ -11,6 +11,7 @@ model (α seconds per message hop, β bytes/s per link)::
     exchange to k neighbours (one host link serialises its k sends)   α + k·B/β
     gather at the master, fan-in f (linear Gatherv)                   α + f·B/β
     reduce, one level of the tree aggregation (B: that level's sum)   α + B/β
+    scatter of B bytes from one rank (binomial)                       Lα + (n−1)/n·B/β
     broadcast, binomial tree (B < 12 KiB or n < 8)                    L(α + B/β)
     broadcast, scatter + recursive-doubling allgather (B < 512 KiB,
       n a power of two)                                               2Lα + 2(n−1)/n·B/β
@@ -82,7 +83,7 @@ def hops(c: Call, allreduce: str = "rabenseifner", mode: str = "algorithm") -> i
         return 0
     if c.call in ("exchange", "gather", "reduce"):
         return 1
-    if c.call == "allgather":
+    if c.call in ("allgather", "scatter"):
         return L
     if c.call == "broadcast":
         alg = _bcast_algorithm(c.nbytes, n)
@@ -100,6 +101,8 @@ def link_bytes(c: Call, allreduce: str = "rabenseifner") -> float:
         return c.fan * B
     if c.call == "allgather":
         return (n - 1) * B
+    if c.call == "scatter":
+        return (n - 1) / n * B
     if c.call == "broadcast":
         return _L(n) * B if _bcast_algorithm(B, n) == "binomial" else 2 * (n - 1) / n * B
     if _check_allreduce(allreduce) == "recursive-doubling":
