@@ -74,3 +74,27 @@ def test_a_method_that_needs_the_master_gathers_and_a_dedicated_master_is_refuse
         MasterWorker(comm, "shared", "ring")
     assert EF21(TopK(1), downlink="model").aggregation_for("tree") == "gather"
     assert EF21(TopK(1)).aggregation_for("tree") == "tree"
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_long_total_on_the_tree_equals_the_reference(comm) -> None:
+    """d = 2,000 and Top-300: the sums turn dense on the way up (SparCML's switch), and the
+    total (16 KB) comes down by scatter + recursive-doubling all-gather once the ranks are a
+    power of two >= 8 (tests/e2e/test_tree_8ranks.py), by the broadcast below: bit for bit
+    the reference either way, and every rank but 0 receives the total each step."""
+    from decomp.algorithms import Env
+    from decomp.comm.masterworker import split_down
+    from decomp.data import load_dataset
+    from decomp.problems import initial_point, split_problem
+
+    tp = MasterWorker(comm, "shared", "tree")
+    ds = load_dataset("synthetic", n_samples=40 * tp.size, n_features=2000, seed=3)
+    probs = split_problem(ds, "logistic", tp.n_workers)
+    x0 = initial_point("normal", 2000, seed=3)
+    alg = EF21(TopK(300))
+    _, xs = run_iterates(alg, Env(tp, probs[tp.worker], tp.n_workers, SEED, 0.1), x0, 6)
+    ref = reference(alg, probs, x0, lr=0.1, steps=6, seed=SEED, aggregation="tree")
+    ok = bool(np.array_equal(xs, ref.xs)) and tp.bytes.up == ref.bytes_up[tp.worker]
+    ok &= tp.bytes.down == (0 if tp.rank == 0 else int(ref.state["down_bytes"].sum()))
+    assert all(comm.allgather(ok)), comm.rank
+    assert split_down(tp.size, tp._tree_down) == (tp.size >= 8 and tp.size & (tp.size - 1) == 0)
