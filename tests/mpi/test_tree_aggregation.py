@@ -2,7 +2,7 @@
 (every method, every compressor) summed over the binomial tree equals decomp.sim with the
 tree's grouping — to the last bit where the sums are the runtime's own (the dense all-reduce
 of GD/SGDM is MPI's, compared within its tolerance) — and each rank sends what the reference
-counts (its subtree's sum message; rank 0 nothing). Also at 8 ranks: tests/e2e/test_tree_8ranks.py."""
+counts (its subtree's sum message; rank 0 nothing). At 8 ranks: tests/e2e/test_tree_8ranks.py."""
 
 from __future__ import annotations
 

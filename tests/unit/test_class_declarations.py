@@ -55,10 +55,11 @@ def _built(name: str) -> Any:
                       options=dict(spec.cls.pricing_options))
 
 
-def _per_step(alg: Any, work: Any, W: Any = None) -> np.ndarray:
+def _per_step(alg: Any, work: Any, W: Any = None, aggregation: str = "gather") -> np.ndarray:
     """(n,) bytes each rank's reference counter adds per step (steps 3 → 5)."""
     probs, x0 = work
-    runs = [reference(alg, probs, x0, W, lr=0.01, steps=s, seed=1) for s in (3, 5)]
+    runs = [reference(alg, probs, x0, W, lr=0.01, steps=s, seed=1, aggregation=aggregation)
+            for s in (3, 5)]
     sent = [r.bytes_up if W is None else r.bytes_sent for r in runs]  # the two families' traces
     return (sent[1] - sent[0]) / 2
 
@@ -81,6 +82,39 @@ def test_master_worker_pattern_is_the_bytes_the_reference_counts(work, name) -> 
         assert set(2 * per_step) <= {0, up[0].nbytes, 2 * up[0].nbytes}, name  # sends B or 0
         return
     assert (per_step == _sent(up[0])).all(), (name, per_step, up[0])
+
+
+@pytest.mark.parametrize("compressor", [TOPK, QSGD])
+@pytest.mark.parametrize("name", MASTER_WORKER)
+def test_the_tree_pattern_is_the_bytes_the_reference_counts(work, name, compressor) -> None:
+    """``aggregation = "tree"``: rank r > 0 sends one message per step, its subtree's sum,
+    at the level of its lowest set bit; the class declares that level's message (a ``reduce``
+    call; its union taken disjoint, so an upper bound for a sparse compressor, and exact
+    when the sums are dense: QSGD). Rank 0 sends nothing up. A method that keeps the master
+    (or sends dense vectors) declares what it declares under the gather."""
+    spec = REGISTRY[name]
+    _, x0 = work
+    if not spec.uses_compressor:
+        pytest.skip(f"{name} all-reduces dense vectors under either aggregation")
+    try:
+        alg = spec.build(compressor=compressor if spec.uses_compressor else None,
+                         batch_size=8 if spec.needs_batch else None,
+                         options=dict(spec.cls.pricing_options))
+        alg.check(x0.size)
+    except ConfigError:
+        pytest.skip(f"{name} does not take {compressor}")
+    calls = alg.comm_pattern(x0.size, N, dtype=x0.dtype, aggregation="tree")
+    per_step = _per_step(alg, work, aggregation="tree")
+    if alg.aggregation_for("tree") == "gather":
+        assert calls == alg.comm_pattern(x0.size, N, dtype=x0.dtype), name
+        return
+    levels = [c for c in calls if c.call == "reduce"]
+    assert len(levels) == 2 and per_step[0] == 0, (name, calls, per_step)
+    for r in range(1, N):
+        declared = levels[(r & -r).bit_length() - 1].nbytes
+        assert 0 < per_step[r] <= declared, (name, r, per_step, levels)
+        if compressor is QSGD:  # dense sums: exact
+            assert per_step[r] == declared, (name, r, per_step, levels)
 
 
 @pytest.mark.parametrize("name", DECENTRALIZED)

@@ -490,3 +490,25 @@ def test_the_model_prices_per_tensor_and_low_rank_methods_on_the_layout() -> Non
     assert sum(c.nbytes for c in low) == 8 * (2 * (64 + 32) + 64 + 2 * (10 + 64))
     assert low == PowerSGD(rank=2).comm_pattern(d, 4, layout=layout)
     assert step_pattern("powersgd", d, 4)[0].nbytes == 8 * d  # one flat slot: dense, as GD
+
+
+def test_the_tree_is_priced_from_the_class_pattern() -> None:
+    """aggregation = "tree" (issue 23): log2(n) reduce levels whose sums grow from one
+    payload's sparse sum to the dense vector (16 + 4d bytes in float32), then the total's
+    size, a scatter and a recursive-doubling all-gather; at 1,024 ranks the fan-in of n
+    payloads and the n − 1 hops of a long broadcast are gone."""
+    from decomp.netmodel.predict import predict_step_time
+
+    m = {"algorithm": "ef21", "compressor": {"kind": "topk", "ratio": 0.01}}
+    d, kw = 1_101_834, dict(alpha=4e-5, beta=1.25e9, dtype=np.float32)
+    gather = predict_step_time(m, d, 1024, aggregation="gather", **kw)
+    tree = predict_step_time(m, d, 1024, aggregation="tree", **kw)
+    levels = [c for c in tree.calls if c["call"] == "reduce"]
+    assert len(levels) == 10 and all(c["hops"] == 1 for c in levels)
+    assert levels[0]["bytes"] < levels[1]["bytes"] < levels[-1]["bytes"] == 16 + 4 * d
+    assert [c["call"] for c in tree.calls[10:]] == ["broadcast", "scatter", "allgather"]
+    assert tree.comm_s < gather.comm_s / 4
+    # a method that keeps the master prices its gather under either setting
+    plus = {"algorithm": "ef21_plus", "compressor": {"kind": "topk", "ratio": 0.01}}
+    assert predict_step_time(plus, d, 64, aggregation="tree", **kw).calls == \
+        predict_step_time(plus, d, 64, aggregation="gather", **kw).calls
