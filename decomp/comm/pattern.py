@@ -37,8 +37,8 @@ class Call:
     message (one rank's payload B); fan: messages of B serialised on the busiest link
     (exchange: the degree k; gather: the master's fan-in; reduce: 1, one level of the tree;
     1 for the other collectives, whose algorithm sets it); n: ranks in the call; overlap:
-    posted before the gradient and waited for after it
-    (D-PSGD), so it hides behind the computation; what: a few words for tables.
+    posted before the gradient and waited for after it (D-PSGD), so it hides behind the
+    computation; what: a few words for tables.
     """
 
     call: str
