@@ -31,7 +31,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from decomp.algorithms.base import Env, decode_add_or_poison, encode_or_poison, update_from_sum
+from decomp.algorithms.base import (
+    Env,
+    Own,
+    decode_add_or_poison,
+    encode_or_poison,
+    update_from_sum,
+)
 from decomp.algorithms.ef21 import EF21
 from decomp.comm.pattern import Call
 from decomp.compress import Compressor
@@ -99,8 +105,10 @@ class EF21PP(EF21):
             assert g_local is not None
             diff = np.subtract(self.grad(env, x, step), g_local, out=env.scratch("diff", x))
             payload = encode_or_poison(C, diff, env.key(step), C.payload_bytes(x.size, x.dtype))
-        gather = tp.gather_subset if self.transport == "gatherv" else tp.gather_subset_group
-        payloads = gather(payload, C.payload_bytes(x.size, x.dtype), mask)
+        payloads: list[np.ndarray] | Own | None = Own(payload)  # tree: a non-participant's
+        if self.aggregation_for(tp.aggregation) == "gather":   # sum is empty
+            gather = tp.gather_subset if self.transport == "gatherv" else tp.gather_subset_group
+            payloads = gather(payload, C.payload_bytes(x.size, x.dtype), mask)
         if payload is not None:
             assert g_local is not None
             decode_add_or_poison(C, payload, g_local)  # g_i += c_i
@@ -108,11 +116,6 @@ class EF21PP(EF21):
         return EF21PPState(step, x, g_local, g)
 
     # ---- declarations (decomp.netmodel) ----
-    def tree_refusal(self) -> str:
-        return ("ef21_pp: partial participation gathers the participants' payloads at the "
-                "master (on the tree the non-participants would relay every step); not yet "
-                "on the tree")
-
     def expected_senders(self, n: int) -> float:
         return self.probability(n) * n
 

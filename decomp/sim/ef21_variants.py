@@ -26,7 +26,7 @@ from decomp.compress.aggregate import SumEncoder
 from decomp.participation import participants
 from decomp.problems import Problem, oracle_grad
 from decomp.rng import Key
-from decomp.sim._common import Trace, _compress, _grads
+from decomp.sim._common import Trace, WorkerSum, _compress, _grads
 
 __all__ = ["simulate_ef21_bc", "simulate_ef21_pp"]
 
@@ -41,7 +41,7 @@ def _init_round(C: Compressor, init: str, problems: Sequence[Problem], x0: np.nd
 
 
 def simulate_ef21_pp(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, lr: float,
-                     steps: int, seed: int, C: Compressor) -> Trace:
+                     steps: int, seed: int, C: Compressor, aggregation: str = "gather") -> Trace:
     """EF21-PP for ``steps`` steps on n = len(problems) workers from x0 (d,); p, sampling,
     init, downlink and τ from ``alg`` (its ``transport`` only changes how the bytes move).
     state: G (n, d) the g_i, g, up_bytes, down_bytes (see the module doc), S (T+1, n) the
@@ -52,15 +52,21 @@ def simulate_ef21_pp(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, l
     per_msg = C.payload_bytes(d, dt)
     enc = SumEncoder(d, dt)
     codec, G, pay0 = _init_round(C, init, problems, x0, seed)
-    g = G.sum(axis=0) / n
+    tree = WorkerSum(aggregation, d, dt) if aggregation == "tree" else None
     x = x0.copy()
     xs = [x.copy()]
-    sent = np.full(n, codec.payload_bytes(d, dt), dtype=np.int64)
     up = np.zeros(steps + 1)
     down = np.zeros(steps + 1)
     masks = np.ones((steps + 1, n), dtype=bool)
-    up[0] = codec.payload_bytes(d, dt)
-    down[0] = enc.encode(codec, pay0).size if downlink == "compressed" else 0
+    if tree is None:
+        g = G.sum(axis=0) / n
+        sent = np.full(n, codec.payload_bytes(d, dt), dtype=np.int64)
+        up[0] = codec.payload_bytes(d, dt)
+        down[0] = enc.encode(codec, pay0).size if downlink == "compressed" else 0
+    else:  # the tree (aggregation = "tree"): its grouping, each rank's subtree message
+        sent = np.zeros(n, dtype=np.int64)
+        g = tree(G, codec, sent) / n
+        up[0], down[0] = tree.up[-1], tree.down[-1]
     for t in range(1, steps + 1):
         x = x - lr * g  # x^{t+1} = x^t − γ g^t
         xs.append(x)
@@ -73,8 +79,16 @@ def simulate_ef21_pp(alg: Any, problems: Sequence[Problem], x0: np.ndarray, *, l
             Cm = np.stack([C.reference(D[j], Key(seed, int(i), t)) for j, i in enumerate(idx)])
             pays = [C.encode(D[j], Key(seed, int(i), t)) for j, i in enumerate(idx)]
             G[idx] = G[idx] + Cm  # g_i^{t+1} = g_i^t + c_i^t for i ∈ S_t only
-            g = g + Cm.sum(axis=0) / n  # the mean over all n: c_i = 0 outside S_t
-            sent[idx] += per_msg
+            if tree is None:
+                g = g + Cm.sum(axis=0) / n  # the mean over all n: c_i = 0 outside S_t
+                sent[idx] += per_msg
+        if tree is not None:  # every rank takes part in the tree; c_i = 0 outside S_t
+            full = np.zeros((n, d), dtype=dt)
+            if idx.size:
+                full[idx] = Cm
+            g = g + tree(full, C, sent) / n
+            up[t], down[t] = tree.up[-1], tree.down[-1]
+            continue
         up[t] = idx.size * per_msg / n
         down[t] = enc.encode(C, pays).size if downlink == "compressed" else 0
     return Trace(np.stack(xs), sent, {"G": G, "g": g, "up_bytes": up, "down_bytes": down,

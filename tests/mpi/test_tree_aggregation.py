@@ -98,3 +98,20 @@ def test_a_long_total_on_the_tree_equals_the_reference(comm) -> None:
     ok &= tp.bytes.down == (0 if tp.rank == 0 else int(ref.state["down_bytes"].sum()))
     assert all(comm.allgather(ok)), comm.rank
     assert split_down(tp.size, tp._tree_down) == (tp.size >= 8 and tp.size & (tp.size - 1) == 0)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("transport", ["gatherv", "group"])
+def test_partial_participation_on_the_tree_equals_the_reference(comm, transport: str) -> None:
+    """EF21-PP on the tree: a worker that sits a step out sends the empty sum (16 bytes) and
+    still relays its subtree; bit for bit the reference, bytes per rank as it counts them
+    (the ``transport`` option only changes the gather, so both are the same run here)."""
+    from decomp.algorithms import EF21PP
+
+    alg = EF21PP(TopK(2), p=0.5, transport=transport)
+    tp, env, probs, x0 = masterworker_setting(comm, "shared", "float64", SEED, 0.2, "tree")
+    _, xs = run_iterates(alg, env, x0, STEPS)
+    ref = reference(alg, probs, x0, lr=0.2, steps=STEPS, seed=SEED, aggregation="tree")
+    ok = bool(np.array_equal(xs, ref.xs)) and tp.bytes.up == ref.bytes_up[tp.worker]
+    ok &= tp.bytes.down == (0 if tp.rank == 0 else int(ref.state["down_bytes"].sum()))
+    assert all(comm.allgather(ok)), comm.rank
