@@ -143,21 +143,27 @@ class Watchdog:
         self._last_step = dict.fromkeys(self.peers, 0)
         self._peer = {p: PeerState() for p in self.peers}
         self._all_ready_at: float | None = None
+        self._blamed: set[int] = set()  # the silent ranks the verdict names
         self._reqs: list[Any] = []
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ready() sends the news at once, not an interval later
         self._thread: threading.Thread | None = None
         self._on_silence = on_silence or self._abort
         self._clock = clock
-        self._sleep = sleep or self._stop.wait
+        self._sleep = sleep or self._wait
 
     def beat(self, step: int) -> None:
         """This rank has finished ``step`` (a plain store; the thread sends it)."""
         self.step = step
 
     def ready(self) -> None:
-        """Start-up is over on this rank (imports, data, compilation)."""
+        """Start-up is over on this rank (imports, data, compilation). The thread sends it
+        at once: a peer that has not heard it grants this rank the start-up limit, so a rank
+        frozen within one interval of its first step would otherwise be reported only after
+        ``startup_s``."""
         if self.phase == STARTING:
             self.phase = READY
+            self._wake.set()
 
     def enter(self, call: str) -> None:
         """This rank enters the watched collective ``call`` (e.g. ``"opt.step()"``)."""
@@ -183,6 +189,7 @@ class Watchdog:
         if self._thread is None:
             return
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         self._thread = None
 
@@ -218,6 +225,12 @@ class Watchdog:
             self.comm = None
 
     # --- the thread -------------------------------------------------------------------------
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until woken (stop, ready); True once stopped."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+        return self._stop.is_set()
+
     def _run(self) -> None:
         while not self._sleep(self.interval):
             now = self._clock()
@@ -239,6 +252,7 @@ class Watchdog:
             silent = [p for p in alive  # reception stalls (see the module doc): twice the
                       if now - self._heard[p] > 2 * self._limit(p)]  # limit, so theirs first
         if silent:
+            self._blamed = set(silent)
             return self._message(silent, now)
         if self._all_ready_at is None and self.phase != STARTING and all(
                 self._peer[p].phase != STARTING for p in self.peers):
@@ -320,6 +334,13 @@ class Watchdog:
 
     def _abort(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+        # One rank aborts for all: every live rank reaches the same verdict within an
+        # interval, and several MPI_Abort at once make the launcher's exit status whichever
+        # process it reaps first (124, or 9/11 of a rank it killed). The lowest live rank not
+        # blamed aborts at once; the others only if the job is still there a moment later.
+        if any(p < self.rank for p in self.peers
+               if p not in self._blamed and self._peer[p].phase != DONE):
+            time.sleep(max(2.0, 2 * self.interval))
         try:
             assert self.comm is not None
             self.comm.Abort(124)
