@@ -6,7 +6,8 @@ edited file whose sha was re-recorded, a file copied from another checkpoint, a 
 run folder. Ranks that start from different steps, or one rank whose state holds a NaN, never
 raise together — they wait in different collectives for ever (issue 26: 400 s with
 ``--comm-timeout 30``). :func:`check_restored` is one all-gather of a small summary of what
-each rank restored — (method, step, status, the state's structure, non-finite fields) — and
+each rank restored — (method, step, status, non-finite fields; the state's structure is
+recorded but may differ: the master's is not the workers') — and
 raises the same :class:`~decomp.errors.ConfigError` on every rank on the first disagreement,
 before the loop.
 """
@@ -46,13 +47,14 @@ def _ranks(rs: list[int]) -> str:
 
 def disagreement(summaries: list[dict[str, Any]], label: str, where: str) -> str:
     """The reason the restored checkpoints of ``label`` cannot be resumed ("" if they can):
-    the first key (method, step, status, structure) on which a rank differs from most
-    ranks, else a rank holding non-finite values in a method whose status is ``ok``."""
+    the first key (method, step, status) on which a rank differs from most ranks, else a
+    rank holding non-finite values in a method whose status is ``ok``."""
     pointer = where.rsplit("-s", 1)[0] + ".json"  # checkpoints/m<i>-s<step> -> m<i>.json
     fix = (f"Restore the run folder's checkpoints from one copy, or remove {pointer} and "
            f"{where} to restart {label} from step 0")
-    for key, what in (("method", "method index"), ("step", "step"), ("status", "status"),
-                      ("shape", "state layout (field names, shapes, dtypes)")):
+    # not the state's layout ("shape"): ranks hold different state legitimately (a
+    # master–worker master keeps the workers' g_i, EF21+ per-worker arrays, the workers not)
+    for key, what in (("method", "method index"), ("step", "step"), ("status", "status")):
         groups: dict[Any, list[int]] = {}
         for r, s in enumerate(summaries):
             groups.setdefault(s[key], []).append(r)
