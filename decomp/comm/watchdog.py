@@ -200,14 +200,12 @@ class Watchdog:
         self.stop()
         if self.comm is None:
             return
-        from mpi4py import MPI
-
-        MPI.Request.Waitall(self._reqs)  # eager 64-byte sends: complete
+        _settle(self._reqs)
         self.phase = DONE
         self.call = None
         self._reqs = []
         self._send()
-        MPI.Request.Waitall(self._reqs)
+        _settle(self._reqs)
         self._reqs = []
 
     def close(self) -> None:
@@ -346,6 +344,23 @@ class Watchdog:
             self.comm.Abort(124)
         finally:  # Abort does not return; if it ever does, leave anyway
             os._exit(124)
+
+
+def _settle(reqs: list[Any], seconds: float = 2.0) -> None:
+    """Wait up to ``seconds`` for heartbeat sends, then let them go: at exit a peer may
+    already be in ``MPI_Finalize`` and receive nothing more, and with many watchdogs in one
+    process (a test session's optimizers) the 64-byte eager sends fill the shared-memory
+    queue, so an unbounded ``Waitall`` held this rank's exit, and the peer's finalize, for ever."""
+    from mpi4py import MPI
+
+    deadline = time.monotonic() + seconds
+    while reqs and not MPI.Request.Testall(reqs):
+        if time.monotonic() > deadline:
+            for req in reqs:
+                if req != MPI.REQUEST_NULL:
+                    req.Free()  # legal on an active send: it completes, or not, on its own
+            return
+        time.sleep(0.001)
 
 
 def _ranks(ranks: list[int]) -> str:
