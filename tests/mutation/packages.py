@@ -1,0 +1,72 @@
+"""What `run_mutation.py` mutates and with which tests: per package, the files to mutate, the
+unit test files and the 2-rank MPI test files that exercise them, and the kill tests written for
+its survivors (docs/testing.md, "Mutation testing")."""
+
+from __future__ import annotations
+
+#: package -> the tests written for its surviving mutants, named after the behaviour they
+#: protect (``--after`` reruns the survivors against these)
+KILLS: dict[str, list[str]] = {
+    "kernels": ["tests/unit/test_kernels_chunk_bounds.py",
+             "tests/unit/test_kernels_fused_finiteness.py",
+             "tests/unit/test_kernels_topk_collect.py"],
+    "compress": ["tests/unit/test_compress_k_from_ratio.py",
+             "tests/unit/test_compress_natural_rounding.py"],
+    "algorithms": ["tests/unit/test_algorithms_non_finite.py",
+             "tests/unit/test_algorithms_option_checks.py"],
+    "comm": ["tests/unit/test_comm_timing_wrappers.py",
+             "tests/mpi/test_transport_variable_sizes.py",
+             "tests/mpi/test_transport_benchmarks.py"],
+    "topologies": ["tests/unit/test_topologies_edge_cases.py"],
+}
+
+
+def _unit(files: list[str]) -> list[str]:
+    return [f for f in files if f.startswith("tests/unit/")]
+
+
+def _mpi(files: list[str]) -> list[str]:
+    return [f for f in files if f.startswith("tests/mpi/")]
+
+
+#: package -> (files to mutate, unit test files, 2-rank MPI test files) exercising them
+PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "kernels": ([f"kernels/{f}.py" for f in ("bits", "fused", "quant", "randk", "reduce", "rng",
+                                             "topk")],
+                ["tests/unit/test_kernels.py", "tests/unit/test_compress_oracles.py",
+                 "tests/unit/test_compress_topk.py", "tests/unit/test_compress.py",
+                 "tests/unit/test_hot_path.py", "tests/unit/test_compress_stats.py",
+                 "tests/unit/test_algorithms_pure.py", *KILLS["kernels"]],
+                []),
+    "compress": ([f"decomp/compress/{f}.py" for f in (
+        "_common", "_ref", "_rng", "_wire", "aggregate", "base", "identity", "natural", "qsgd",
+        "randk", "scaled", "sign", "topk")],
+                 ["tests/unit/test_compress_oracles.py", "tests/unit/test_compress.py",
+                  "tests/unit/test_compress_stats.py", "tests/unit/test_compress_topk.py",
+                  "tests/unit/test_compress_registry.py", "tests/unit/test_hot_path.py",
+                  "tests/unit/test_kernels.py", *KILLS["compress"]],
+                 []),
+    "algorithms": ([f"decomp/algorithms/{f}.py" for f in (
+        "allreduce", "base", "choco", "dcd", "decentralized_base", "dense", "dpsgd", "ecd", "ef",
+        "ef21", "ef21_sgdm", "replica", "sgdm")],
+                   ["tests/unit/test_algorithms_pure.py", "tests/unit/test_registry.py",
+                    "tests/unit/test_directed_mixing.py", "tests/unit/test_decentralized.py",
+                    "tests/unit/test_sim_masterworker.py", *KILLS["algorithms"]],
+                   ["tests/mpi/test_masterworker_vs_sim.py",
+                    "tests/mpi/test_decentralized_vs_sim.py",
+                    "tests/mpi/test_decentralized_transport.py"]),
+    "comm": ([f"decomp/comm/{f}.py" for f in ("counters", "masterworker", "neighborhood",
+                                              "timing")],
+             ["tests/unit/test_algorithms_pure.py", *_unit(KILLS["comm"])],
+             ["tests/mpi/test_transport.py", "tests/mpi/test_decentralized_transport.py",
+              "tests/mpi/test_decentralized_vs_sim.py", "tests/mpi/test_masterworker_vs_sim.py",
+              *_mpi(KILLS["comm"])]),
+    "topologies": ([f"topologies/{f}.py" for f in (
+        "adjacency", "comm", "factory", "graphs", "mixing", "sampled", "schedule", "validation",
+        "weights")],
+                   ["tests/unit/test_topologies.py", "tests/unit/test_topologies_validation.py",
+                    "tests/unit/test_directed_mixing.py", "tests/unit/test_topologies_cli.py",
+                    *KILLS["topologies"]],
+                   ["tests/mpi/test_topology_comm.py", "tests/mpi/test_directed_mixing.py",
+                    "tests/mpi/test_decentralized_vs_sim.py"]),
+}
