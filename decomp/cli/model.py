@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
     net.add_argument("--allreduce", choices=ALLREDUCE_ALGORITHMS, default="rabenseifner",
                      help="all-reduce algorithm (default rabenseifner, MPICH's for long "
                      "messages)")
+    net.add_argument("--ranks-per-node", type=int, default=1, metavar="Q",
+                     help="ranks per node: aggregation = 'tree' sums within each node over "
+                     "shared memory first (default 1: every rank on the network)")
     net.add_argument("--hops", choices=HOPS, default="algorithm",
                      help="α multipliers: the MPI algorithms' (default) or those "
                      "[network] delay_ms emulates (decomp.comm.delay.rounds)")
@@ -164,12 +167,15 @@ def _run(args: argparse.Namespace) -> int:
             return cal.estimate_compute(cfg, n, spec.batch_size)
     rows = predict_config(cfg, args.ranks, topos, link, d=d, compute_s=compute, costs=costs,
                           reference=reference, allreduce=args.allreduce, hops=args.hops,
-                          transient=args.transient, layout=cal.model_layout(cfg))
+                          transient=args.transient, layout=cal.model_layout(cfg),
+                          ranks_per_node=args.ranks_per_node)
     from decomp.comm.tree import resolve_aggregation
 
     agg = resolve_aggregation(cfg.run.master, cfg.run.aggregation)
     head = (f"# {cfg.name}: d = {d}, {link.source}; allreduce {args.allreduce}, hops "
-            f"{args.hops}; aggregation {agg}; compute "
+            f"{args.hops}; aggregation {agg}"
+            f"{f' ({args.ranks_per_node} ranks per node)' if args.ranks_per_node > 1 else ''}"
+            "; compute "
             f"{'given' if args.compute_ms is not None else 'timed here'}; "
             f"codec costs {costs.path}")
     if reference is not None:

@@ -15,10 +15,10 @@ Downlink:
 :meth:`~MasterWorker.broadcast` (the dense model, in place) or
 :meth:`~MasterWorker.broadcast_bytes` (a variable-size uint8 payload: its size and head in one
 chunk sized from the previous call, the rest — if any — in a second ``Bcast``).
-Tree aggregation (``aggregation = "tree"``): :meth:`~MasterWorker.tree_sum` reduces every
-rank's sum message over the binomial tree of :mod:`decomp.comm.tree` (``Send`` / ``Probe`` +
-``Recv`` of uint8 buffers, merged at every inner node) and sends the total down with
-:meth:`~MasterWorker.broadcast_bytes` (MPI's broadcast tree).
+Tree aggregation (``aggregation = "tree"``): :meth:`~MasterWorker.tree_sum` runs this rank's
+rounds of :mod:`decomp.comm.tree` — a fixed-order sparse reduce-scatter (recursive halving) and
+all-gather (recursive doubling), node-aware when the ranks span several nodes (``Isend`` /
+``Probe`` + ``Recv`` of uint8 buffers) — and every rank ends with the total.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from decomp.comm.counters import ByteCounter
-from decomp.comm.tree import check_aggregation, resolve_aggregation, tree_children, tree_parent
+from decomp.comm.nodes import from_mpi
+from decomp.comm.tree import check_aggregation, resolve_aggregation, run_rounds, schedule
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 MASTER_MODES = ("shared", "dedicated")
@@ -38,9 +39,6 @@ FIRST_MAX = 2 << 20
 GROUP_CACHE = 64
 #: the message tag of the tree aggregation's point-to-point sends
 TREE_TAG = 0x7E5
-#: the tree's total goes down by scatter + recursive-doubling all-gather (not ``Bcast``) from
-#: this size on, with a power-of-two number of ranks >= 8 (below: :meth:`broadcast_bytes`)
-SPLIT_DOWN_MIN = 12288
 
 
 def _check_payload(payload: np.ndarray) -> None:
@@ -50,14 +48,6 @@ def _check_payload(payload: np.ndarray) -> None:
                if isinstance(payload, np.ndarray) else type(payload).__name__)
         raise PayloadError(f"payloads are 1-D uint8 arrays (a compressor's encode output), "
                            f"got a {got}")
-
-
-def split_down(n: int, previous: int) -> bool:
-    """Whether the tree's total goes down by scatter + recursive-doubling all-gather
-    (:meth:`MasterWorker.tree_sum`): n a power of two, at least 8 ranks, and the previous
-    step's total at least :data:`SPLIT_DOWN_MIN` bytes (every rank knows it: a steady size
-    takes the same path every step; the first step uses the broadcast)."""
-    return n >= 8 and n & (n - 1) == 0 and previous >= SPLIT_DOWN_MIN
 
 
 def check_tree_master(master: str, aggregation: Any) -> str:
@@ -73,7 +63,8 @@ class MasterWorker:
         comm: an ``mpi4py.MPI.Comm`` (intra-communicator).
         master: ``"shared"`` or ``"dedicated"``.
         aggregation: ``"gather"`` (payloads gathered at rank 0) or ``"tree"`` (summed over
-            the binomial tree by :meth:`tree_sum`; needs ``master = "shared"``).
+            the fixed-order reduce-scatter + all-gather of :meth:`tree_sum`; needs
+            ``master = "shared"``).
 
     Implements :class:`~decomp.comm.protocols.MasterWorkerTransport`.
     """
@@ -111,8 +102,7 @@ class MasterWorker:
         self._bfirst = np.empty(0, dtype=np.uint8)
         self._down = np.empty(0, dtype=np.uint8)  # broadcast_bytes receive buffer
         self._groups: dict[bytes, Any] = {}  # participant subset -> its communicator
-        self._tree_recv = np.empty(0, dtype=np.uint8)  # a child's message (grown on demand)
-        self._tree_down = 0  # size of the previous tree total (every rank agrees)
+        self._nodes = from_mpi(comm) if self.aggregation == "tree" else None
         self._status = MPI.Status()
 
     def gather(self, payload: np.ndarray | None,
@@ -320,68 +310,34 @@ class MasterWorker:
         self._first = min(FIRST_MAX, max(64, (size + size // 16 + 8 + 63) & ~63))
         return buf
 
-    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
-        """The sum of every rank's message on every rank (``aggregation = "tree"``).
+    def tree_sum(self, state: Any) -> np.ndarray:
+        """The sum of every rank's sum on every rank (``aggregation = "tree"``).
 
-        mine: this rank's sum message (uint8; :meth:`decomp.compress.merge.SumMerger.leaf`);
-        merge: ``merge(lower, upper) -> message``, applied at this rank to each child's
-        message in the order of :func:`decomp.comm.tree.tree_children`. The rank then sends
-        its subtree's sum to its parent (counted ``up``) and rank 0's total comes down by
-        :meth:`broadcast_bytes` (counted ``down`` / ``control`` as there). Returns the total
-        (a view, valid until the next call)."""
-        _check_payload(mine)
-        MPI, acc = self._MPI, mine
-        for child in tree_children(self.rank, self.size):
-            self.comm.Probe(source=child, tag=TREE_TAG, status=self._status)
-            nb = self._status.Get_count(MPI.BYTE)
-            if self._tree_recv.size < nb:
-                self._tree_recv = np.empty(max(nb, 2 * self._tree_recv.size), dtype=np.uint8)
-            got = self._tree_recv[:nb]
-            self.comm.Recv([got, MPI.BYTE], source=child, tag=TREE_TAG)
-            acc = merge(acc, got)
-        parent = tree_parent(self.rank, self.size)
-        if parent is not None:
-            self.comm.Send([acc, MPI.BYTE], dest=parent, tag=TREE_TAG)
-            self.bytes.up += acc.size
-        if split_down(self.size, self._tree_down):
-            return self._scatter_allgather(acc if self.is_master else None)
-        out = self.broadcast_bytes(acc if self.is_master else None)
-        self._tree_down = out.size
-        return out
+        state: this rank's :class:`decomp.compress.merge.RangeSum`, started with its own
+        payload; it runs its rounds of :func:`decomp.comm.tree.schedule` for this world and
+        node layout (:mod:`decomp.comm.nodes`): per round ``Isend`` of its ranges, then
+        ``Probe`` + ``Recv`` of each incoming range in order (variable sizes). Counts ``up``
+        = the bytes it sends while reducing, ``down`` = the bytes of the total's ranges it
+        receives. Returns the total as a downlink sum message."""
+        rows = schedule(self.size, state.d, self._nodes)
+        up, down = run_rounds(rows[self.rank], state, self._exchange)
+        self.bytes.up += up
+        self.bytes.down += down
+        return state.total()
 
-    def _scatter_allgather(self, payload: np.ndarray | None) -> np.ndarray:
-        """The root's payload on every rank as a long-message broadcast: its size (one int64
-        ``Bcast``, control), then ``Scatter`` of n blocks of ceil(size/n) bytes and an
-        all-gather by recursive doubling (``Sendrecv`` with rank ^ 2^j, j = 0 .. log2 n − 1):
-        2·log2(n) hops and 2(n−1)/n·size bytes on a link, where MPI's long-message broadcast
-        (scatter + ring all-gather) takes n − 1 hops. n a power of two. Counts ``down`` =
-        size and ``control`` = the size word and the padding, on every rank but 0."""
-        MPI, n, r = self._MPI, self.size, self.rank
-        self._mine[0] = 0 if payload is None else payload.size
-        self.comm.Bcast(self._mine, root=0)
-        size = int(self._mine[0])
-        b = -(-size // n)
-        if self._down.size < n * b:
-            self._down = np.empty(max(n * b, 2 * self._down.size), dtype=np.uint8)
-        buf = self._down[:n * b]
-        if payload is not None:
-            buf[:size] = payload
-        if r == 0:  # the root's own block stays where it is
-            self.comm.Scatter([buf, b, MPI.BYTE], MPI.IN_PLACE, root=0)
-        else:
-            self.comm.Scatter(None, [buf[r * b:(r + 1) * b], b, MPI.BYTE], root=0)
-        step = 1
-        while step < n:
-            lo, plo = (r // step) * step, ((r ^ step) // step) * step
-            self.comm.Sendrecv([buf[lo * b:(lo + step) * b], MPI.BYTE], dest=r ^ step,
-                               recvbuf=[buf[plo * b:(plo + step) * b], MPI.BYTE],
-                               source=r ^ step, sendtag=TREE_TAG, recvtag=TREE_TAG)
-            step *= 2
-        if r:
-            self.bytes.down += size
-            self.bytes.control += self._mine.nbytes + n * b - size
-        self._tree_down = size
-        return buf[:size]
+    def _exchange(self, rd: Any, out: list[np.ndarray]) -> list[np.ndarray]:
+        """One round's point-to-point messages (:func:`decomp.comm.tree.run_rounds`)."""
+        MPI = self._MPI
+        reqs = [self.comm.Isend([m, MPI.BYTE], dest=peer, tag=TREE_TAG)
+                for (peer, _, _), m in zip(rd.sends, out, strict=True)]
+        got = []
+        for peer, _, _ in rd.recvs:
+            self.comm.Probe(source=peer, tag=TREE_TAG, status=self._status)
+            buf = np.empty(self._status.Get_count(MPI.BYTE), dtype=np.uint8)
+            self.comm.Recv([buf, MPI.BYTE], source=peer, tag=TREE_TAG)
+            got.append(buf)
+        MPI.Request.Waitall(reqs)
+        return got
 
     def broadcast(self, x: np.ndarray) -> None:
         """Bcast the master's x (in place) to every rank; counts bytes received downlink."""

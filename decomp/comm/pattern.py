@@ -14,15 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from decomp.comm.masterworker import FIRST_MAX, split_down
+from decomp.comm.masterworker import FIRST_MAX
 from decomp.errors import ConfigError
 
 __all__ = ["CALLS", "CODEC_OPS", "MASTERS", "Call", "CodecOp", "bcast_bytes_calls",
-           "master_world", "tree_calls", "tree_down_calls", "tree_levels"]
+           "master_world", "tree_calls"]
 
-#: the communication calls a step is made of (reduce: one level of the tree aggregation, a
-#: subtree's sum sent to its parent; scatter: a root's B bytes cut into n blocks, binomial)
-CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce", "reduce", "scatter")
+#: the communication calls a step is made of (reduce: a subtree's sum sent to its parent;
+#: scatter: a root's B bytes cut into n blocks, binomial; sendrecv: one round of the tree
+#: aggregation's schedule, every rank sending fan messages of at most B bytes at once)
+CALLS = ("exchange", "gather", "broadcast", "allgather", "allreduce", "reduce", "scatter",
+         "sendrecv")
 #: the codec work a step does (axpy: one dense y += a·x pass over d)
 CODEC_OPS = ("encode", "decode", "axpy")
 #: where the master–worker family's master runs: on rank 0 with worker 0, or on its own rank
@@ -35,10 +37,12 @@ class Call:
 
     call: exchange | gather | broadcast | allgather | allreduce | reduce; nbytes: bytes per
     message (one rank's payload B); fan: messages of B serialised on the busiest link
-    (exchange: the degree k; gather: the master's fan-in; reduce: 1, one level of the tree;
+    (exchange: the degree k; gather: the master's fan-in; reduce: 1; sendrecv: the messages
+    one rank sends in the round;
     1 for the other collectives, whose algorithm sets it); n: ranks in the call; overlap:
     posted before the gradient and waited for after it (D-PSGD), so it hides behind the
-    computation; what: a few words for tables.
+    computation; what: a few words for tables; local: within one node (shared memory,
+    priced on the node's own link by the cost model).
     """
 
     call: str
@@ -47,6 +51,7 @@ class Call:
     n: int
     overlap: bool = False
     what: str = ""
+    local: bool = False
 
     def __post_init__(self) -> None:
         if self.call not in CALLS:
@@ -84,51 +89,69 @@ def bcast_bytes_calls(size: int, n: int, what: str) -> list[Call]:
     return calls
 
 
-def tree_levels(C: Any, d: int, n: int, *,
-                dense_switch: bool = False) -> list[tuple[int, int | None]]:
-    """The levels of ``aggregation = "tree"`` over n ranks (:mod:`decomp.comm.tree`), j = 0 ..
-    ceil(log2 n) − 1: (workers in the largest subtree whose sum crosses level j — 2^j, fewer
-    at the top when n is not a power of two —, the entries of its sum message: that many
-    payloads' k entries, their union taken disjoint (an upper bound), at most d; None for a
-    compressor summed densely). dense_switch: None also from the level on where the sparse
-    message would not be smaller than the dense one (float64)."""
+def _flat_rounds(n: int, d: int, k: float | None, per_leaf: int,
+                 dtype: Any) -> list[tuple[str, float, str]]:
+    """(op, bytes of the largest message, what) of each round of the flat schedule of
+    :mod:`decomp.comm.tree` over n ranks whose own sums hold ``per_leaf`` payloads of k
+    entries (None: dense): the fold, the L reduce-scatter steps, the L all-gather steps, the
+    unfold. Entries of a sum of W payloads over a range of m: W·k·m/d (their supports taken
+    disjoint and spread evenly: an upper bound), at most m; from the step where a message is
+    dense, its range stays dense (:class:`decomp.compress.merge.RangeSum`)."""
+    from decomp.comm.tree import tree_depth
+    from decomp.compress.merge import sum_message_bytes
+
+    L = tree_depth(n)
+    p = 1 << L
+    rem = n - p
+    out: list[tuple[str, float, str]] = []
+
+    def msg(w: int, m: float) -> tuple[float, bool]:
+        c = None if k is None else min(m, w * k * m / d)
+        b = sum_message_bytes(c, int(m), dtype)
+        return b, c is None or b == sum_message_bytes(None, int(m), dtype)
+
+    dense = k is None
+    if rem:
+        b, _ = msg(per_leaf, d)
+        out.append(("add", b, f"fold: {rem} rank(s) send their sum"))
+    for s in range(L):
+        w = per_leaf * ((1 << s) + min(rem, 1 << s))  # payloads in the largest group
+        m = d / (1 << (s + 1))
+        b, dn = (sum_message_bytes(None, int(m), dtype), True) if dense else msg(w, m)
+        dense = dense or dn
+        out.append(("add", b, f"reduce-scatter step {s}: sum of {w} payload(s), 1/{1 << (s + 1)} of d"))
+    for s in range(L):
+        m = d * (1 << s) / p
+        b = sum_message_bytes(None, int(m), dtype) if dense else msg(per_leaf * n, m)[0]
+        out.append(("put", b, f"all-gather step {s}: {1 << s}/{p} of the total"))
+    if rem:
+        b = sum_message_bytes(None, d, dtype) if dense else msg(per_leaf * n, d)[0]
+        out.append(("put", b, "unfold: the total to the folded rank(s)"))
+    return out
+
+
+def tree_calls(C: Any, d: int, n: int, dtype: Any, ranks_per_node: int = 1) -> list[Call]:
+    """The rounds of ``aggregation = "tree"`` (:meth:`decomp.comm.MasterWorker.tree_sum`,
+    the schedule of :mod:`decomp.comm.tree`) as ``sendrecv`` calls, one hop each, the
+    largest message of the round (:func:`_flat_rounds`). ranks_per_node > 1 (the node-aware
+    split, nodes of that many consecutive ranks): the flat schedule within a node (calls
+    marked ``local``: shared memory), then among the ⌈n / ranks_per_node⌉ node leaders
+    (each leader's sum holds a node's payloads), then each leader sends the total to its
+    node's other ranks (``local``, fan ranks_per_node − 1)."""
     from decomp.compress.aggregate import sparse_count
     from decomp.compress.merge import sum_message_bytes
 
     k = sparse_count(C, d)
-    dense = sum_message_bytes(None, d, "float64")
-    out, j = [], 0
-    while (1 << j) < n:
-        w = min(1 << j, n - (1 << j))
-        c = None if k is None else min(w * k, d)
-        if dense_switch and c is not None and sum_message_bytes(c, d, "float64") >= dense:
-            c = None
-        out.append((w, c))
-        j += 1
-    return out
-
-
-def tree_calls(C: Any, d: int, n: int, dtype: Any) -> list[Call]:
-    """The reduction of ``aggregation = "tree"`` (:meth:`decomp.comm.MasterWorker.tree_sum`):
-    one ``reduce`` call per level j, the message of the largest subtree's sum at that level
-    (:func:`decomp.compress.merge.sum_message_bytes`: sparse while smaller than dense), one
-    hop each; rank 0 receives one per level, in turn (the critical path). The total then
-    comes down by :func:`bcast_bytes_calls`."""
-    from decomp.compress.merge import sum_message_bytes
-
-    return [Call("reduce", sum_message_bytes(c, d, dtype), 1, n,
-                 what=f"tree level {j}: sum of {w} worker(s)")
-            for j, (w, c) in enumerate(tree_levels(C, d, n))]
-
-
-def tree_down_calls(size: int, n: int, what: str = "tree total") -> list[Call]:
-    """How the tree's total of steady ``size`` bytes comes down
-    (:meth:`decomp.comm.MasterWorker.tree_sum`): with n a power of two >= 8 and a long
-    payload, its size (one int64 broadcast), a scatter of n blocks and a recursive-doubling
-    all-gather of them; else :func:`bcast_bytes_calls`."""
-    if not split_down(n, size):
-        return bcast_bytes_calls(size, n, what)
-    block = -(-size // n)
-    return [Call("broadcast", 8, 1, n, what=f"{what}: size"),
-            Call("scatter", n * block, 1, n, what=f"{what}: scatter"),
-            Call("allgather", block, 1, n, what=f"{what}: all-gather (recursive doubling)")]
+    q = max(1, min(int(ranks_per_node), n))
+    if q == 1 or q == n:
+        return [Call("sendrecv", b, 1, n, what=w) for _, b, w in _flat_rounds(n, d, k, 1, dtype)]
+    nodes = -(-n // q)
+    inner = [Call("sendrecv", b, 1, q, local=True, what="node: " + w)
+             for _, b, w in _flat_rounds(q, d, k, 1, dtype)]
+    lead = [Call("sendrecv", b, 1, nodes, what="leaders: " + w)
+            for _, b, w in _flat_rounds(nodes, d, None if k is None else k, q, dtype)]
+    dense_total = k is None or sum_message_bytes(min(d, n * k), d, dtype) == \
+        sum_message_bytes(None, d, dtype)
+    total = sum_message_bytes(None if dense_total else min(d, n * (k or 0)), d, dtype)
+    return [*inner, *lead, Call("sendrecv", total, q - 1, q, local=True,
+                                what="node: the leader sends the total")]

@@ -97,9 +97,10 @@ class MasterWorkerTransport(Protocol):
         and returns (c,) uint16 (the 16-bit float all-reduce)."""
         ...
 
-    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
-        """Every rank's sum message (``mine``) merged over the binomial tree of
-        :mod:`decomp.comm.tree` (``merge(lower, upper)``), the total on every rank."""
+    def tree_sum(self, state: Any) -> np.ndarray:
+        """Every rank's sum (``state``: this rank's :class:`decomp.compress.merge.RangeSum`,
+        started with its payload) reduced by the fixed-order schedule of
+        :mod:`decomp.comm.tree`; the total, as a downlink sum message, on every rank."""
         ...
 
     def allreduce_uncounted(self, vec: np.ndarray) -> None:

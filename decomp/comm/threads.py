@@ -34,7 +34,8 @@ import numpy as np
 from decomp.comm.counters import ByteCounter
 from decomp.comm.masterworker import MASTER_MODES, check_tree_master
 from decomp.comm.neighborhood import _as_payload
-from decomp.comm.tree import binomial_fold
+from decomp.comm.nodes import from_env
+from decomp.comm.tree import run_rounds, schedule
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 __all__ = ["Board", "ThreadMasterWorker", "ThreadNeighborhood", "run_ranks"]
@@ -313,20 +314,26 @@ class ThreadMasterWorker:
         self.bytes.down += got[0].size
         return got[0]
 
-    def tree_sum(self, mine: np.ndarray, merge: Any) -> np.ndarray:
-        """Every rank's message merged in the binomial tree's grouping
-        (:func:`decomp.comm.tree.binomial_fold`); ``up`` counts this rank's message to its
-        parent, ``down`` the total (rank 0 excepted), as the MPI transport counts them."""
-        got = self.board.publish(self.rank, _as_payload(mine).copy())
+    def tree_sum(self, state: Any) -> np.ndarray:
+        """The rounds of :func:`decomp.comm.tree.schedule` (node layout from
+        ``DECOMP_NODE_LAYOUT``, else flat) on this rank's :class:`~decomp.compress.merge.
+        RangeSum`, one :meth:`Board.publish` per round (every rank publishes in every
+        round); ``up`` / ``down`` counted as the MPI transport counts them."""
+        rows = schedule(self.size, state.d, from_env(self.size))
 
-        def sent(r: int, msg: np.ndarray) -> None:
-            if r == self.rank:
-                self.bytes.up += msg.size
+        def exchange(rd: Any, out: list[np.ndarray]) -> list[np.ndarray]:
+            got = self.board.publish(self.rank, {p: m.copy() for (p, _, _), m in
+                                                 zip(rd.sends, out, strict=True)})
+            return [got[p][self.rank] for p, _, _ in rd.recvs]
 
-        total = binomial_fold(got, lambda a, b: merge(a, b).copy(), sent)
-        if not self.is_master:
-            self.bytes.down += total.size
-        return total
+        for rd in rows[self.rank]:  # idle rounds too: publish is collective
+            if not rd.sends and not rd.recvs:
+                self.board.publish(self.rank, {})
+            else:
+                up, down = run_rounds([rd], state, exchange)
+                self.bytes.up += up
+                self.bytes.down += down
+        return state.total()
 
     def allreduce_sum(self, vec: np.ndarray) -> None:
         self.allreduce_uncounted(vec)

@@ -1,25 +1,23 @@
-"""Pairwise merge of downlink sums: the inner nodes of the tree aggregation (SparCML).
+"""One rank's partial sum in the tree aggregation, and its messages (SparCML).
 
-Every message of ``aggregation = "tree"`` is a sum in the wire format of
-:mod:`decomp.compress.aggregate` (kind :data:`~decomp.compress.aggregate.KIND`: sparse = the
-summed values of an ascending index union with bit-packed indices, or dense). A worker turns
-its compressed payload into that format (:meth:`SumMerger.leaf`: a one-payload
-:class:`~decomp.compress.aggregate.SumEncoder` sum, so Top-k's indices travel packed at
-bits(d − 1) bits), and every inner node of the tree merges its children's sums into its own
-(:meth:`SumMerger.merge`)::
+Every message of ``aggregation = "tree"`` (:mod:`decomp.comm.tree`) is one index range
+[lo, hi) of a partial sum, in the wire format of :mod:`decomp.compress.aggregate` for a vector
+of length m = hi − lo (kind :data:`~decomp.compress.aggregate.KIND`)::
 
-    sparse ⊕ sparse:  union of the two ascending index lists, values at a common index
-                      a_j + b_j (kernels.fused.merge_sum); sent dense instead as soon as the
-                      sparse encoding is not smaller than the dense one (16 + d·itemsize)
-    dense ⊕ sparse:   out = a; out[idx_b] += vals_b
-    dense ⊕ dense:    out = a + b
+    sparse:  the present entries' values | their indices − lo packed at bits(m − 1) bits
+             16 + c·itemsize + ceil(c·bits(m − 1)/8) bytes, sent while smaller than
+    dense:   the m values                                     16 + m·itemsize bytes
 
-so a sum is sparse while the union of its subtree's index sets is small and dense from the
-level where it fills up (SparCML, Renggli et al., SC'19: the dynamic sparse-to-dense switch).
-Every entry of the result is the sum of the same two partial sums whatever the case, so the
-result is the dense tree-ordered sum to the last bit (an entry a subtree did not send adds
-nothing, as +0 would). A poisoned payload (a worker's non-finite vector) makes its leaf a
-dense NaN vector, and every sum above it NaN.
+so a range of the whole vector (lo = 0, hi = d) is exactly the downlink sum the master–worker
+family applies (:class:`~decomp.compress.aggregate.SumDecoder`). :class:`RangeSum` keeps the
+rank's sum dense in memory with a presence mask (the union of the supports summed into it; a
+dense message makes its whole range present): receiving adds a range (``acc[lo:hi] +=``
+the message's values, absent entries adding +0) or puts it (the total's ranges in the
+all-gather). Every entry is therefore the same dense sum whatever the encoding, and decomp.sim
+runs this class on its own rows, so MPI equals the reference to the last bit and in every
+byte. A worker's own payload enters through :meth:`RangeSum.start` (its one-payload sum:
+Top-k's indices, or dense); a poisoned payload (a worker's non-finite vector) starts a dense
+NaN sum, and every sum it enters is NaN.
 """
 
 from __future__ import annotations
@@ -31,132 +29,130 @@ import numpy as np
 from decomp.compress.aggregate import KIND, SumEncoder, index_bits
 from decomp.compress.base import HEADER_BYTES, Compressor, Header, read_header, write_header
 from decomp.errors import PayloadError
-from decomp.kernels.bits import pack_codes, unpack_codes
-from decomp.kernels.fused import merge_sum
+from decomp.kernels.bits import pack_codes, packed_bytes, unpack_codes
 
-__all__ = ["SumMerger", "sum_message_bytes"]
+__all__ = ["RangeSum", "sum_message_bytes"]
 
 
-def sum_message_bytes(count: int | None, d: int, dtype: Any) -> int:
-    """Bytes of a tree message: the sparse sum of ``count`` entries, or the dense one
-    (``count`` None, or the sparse encoding not smaller than the dense)."""
+def sum_message_bytes(count: float | None, m: int, dtype: Any) -> int:
+    """Bytes of a tree message over a range of m entries: the sparse sum of ``count``
+    present entries, or the dense one (``count`` None, or sparse not smaller than dense)."""
     isz = np.dtype(dtype).itemsize
-    dense = HEADER_BYTES + d * isz
-    if count is None:
+    dense = HEADER_BYTES + m * isz
+    if count is None or m == 0:
         return dense
-    sparse = HEADER_BYTES + count * isz + (count * index_bits(d) + 7) // 8
+    c = int(np.ceil(count))
+    sparse = HEADER_BYTES + c * isz + (c * index_bits(m) + 7) // 8
     return dense if sparse >= dense else sparse
 
 
-class SumMerger:
-    """One run's buffers for the tree: leaves, merges (two result buffers used in turn, so a
-    merge never writes into its own input), index scratch. d: vector length; dtype: the
-    model's (float32 / float64). Results are views valid until the next-but-one call."""
+class RangeSum:
+    """One rank's partial sum of d values of ``dtype`` (float32 / float64) for one run:
+    ``acc`` (d,) and ``present`` (d,) bool, reused from step to step."""
 
     def __init__(self, d: int, dtype: Any) -> None:
         self.enc = SumEncoder(d, dtype)
         self.d, self.dtype = self.enc.d, self.enc.dtype
-        self.bits = index_bits(self.d)
-        self.dense_bytes = self.enc.dense_bytes
-        self._out = [np.zeros(self.dense_bytes, dtype=np.uint8) for _ in range(2)]
-        self._turn = 0
-        self._ia = np.empty(0, dtype=np.uint32)
-        self._ib = np.empty(0, dtype=np.uint32)
-        self._all_idx = np.empty(0, dtype=np.uint32)
-        self._all_vals = np.empty(0, dtype=self.dtype)
-        self._union = np.empty(0, dtype=np.uint32)
-        self._vals = np.empty(0, dtype=self.dtype)
+        self.code = self.enc.code
+        self.acc = np.zeros(self.d, dtype=self.dtype)
+        self.present = np.zeros(self.d, dtype=bool)
+        self._idx = np.empty(0, dtype=np.uint32)
 
-    # ------------------------------------------------------------------ leaves
-    def empty(self) -> np.ndarray:
-        """The sum of nothing (a rank that contributes no payload): sparse, 0 entries."""
-        buf = self._next()
-        write_header(buf, Header(KIND, self.enc.code, self.bits, 0, self.d))
-        return buf[:HEADER_BYTES]
-
-    def leaf(self, C: Compressor, payload: np.ndarray | None) -> np.ndarray:
-        """This rank's own payload as a one-term sum (None: :meth:`empty`)."""
+    # ------------------------------------------------------------------ the leaf
+    def start(self, C: Compressor, payload: np.ndarray | None) -> None:
+        """This rank's own payload as its sum (None: the empty sum, a rank that sends no
+        payload this step)."""
         if payload is None:
-            return self.empty()
-        return self.enc.encode(C, [payload])
+            self.acc[:] = 0
+            self.present[:] = False
+            return
+        msg = self.enc.encode(C, [payload])
+        self.acc[:] = 0
+        self.present[:] = False
+        self.put(0, self.d, msg)
 
-    # ------------------------------------------------------------------ merge
-    def _next(self) -> np.ndarray:
-        self._turn ^= 1
-        return self._out[self._turn]
+    def start_dense(self, values: np.ndarray, present: np.ndarray) -> None:
+        """The sum ``values`` with the entries ``present`` (decomp.sim's rows: a sparse
+        compressor's support, or everything); all present when its sparse message would not
+        be smaller than the dense one (as :meth:`start` encodes a payload)."""
+        self.acc[:] = values
+        self.present[:] = present
+        if sum_message_bytes(int(np.count_nonzero(self.present)), self.d, self.dtype) == \
+                HEADER_BYTES + self.d * self.dtype.itemsize:
+            self.present[:] = True
 
-    def _parse(self, p: np.ndarray, scratch: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """(dense body, None) or (values, indices) of a sum payload (indices unpacked into
-        the scratch array named ``scratch``)."""
-        h = read_header(p, KIND, self.d)
-        isz = self.dtype.itemsize
+    # ------------------------------------------------------------------ messages
+    def encode(self, lo: int, hi: int) -> np.ndarray:
+        """A fresh message of the range [lo, hi) (module doc)."""
+        m, isz = hi - lo, self.dtype.itemsize
+        pres = self.present[lo:hi]
+        count = int(np.count_nonzero(pres))
+        total = sum_message_bytes(count, m, self.dtype)
+        buf = np.empty(total, dtype=np.uint8)
+        if total == HEADER_BYTES + m * isz:
+            write_header(buf, Header(KIND, self.code, 0, m, m))
+            buf[HEADER_BYTES:].view(self.dtype)[:] = self.acc[lo:hi]
+            return buf
+        bits = index_bits(m)
+        write_header(buf, Header(KIND, self.code, bits, count, m))
+        idx = np.flatnonzero(pres).astype(np.uint32)
+        v1 = HEADER_BYTES + count * isz
+        buf[HEADER_BYTES:v1].view(self.dtype)[:] = self.acc[lo:hi][idx]
+        pack_codes(idx, count, bits, buf, v1)
+        return buf
+
+    def _parse(self, lo: int, hi: int,
+               msg: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(values, None) of a dense message or (values, indices relative to lo)."""
+        m, isz = hi - lo, self.dtype.itemsize
+        h = read_header(msg, KIND, m)
+        if h.d != m:
+            raise PayloadError(f"tree sum: a message of {h.d} entries for a range of {m}")
+        if h.vdtype != self.code:
+            raise PayloadError("tree sum: a message of another value type")
         if h.flags == 0:
-            if p.size != self.dense_bytes or h.count != self.d:
+            if msg.size != HEADER_BYTES + m * isz or h.count != m:
                 raise PayloadError("tree sum: dense message of the wrong length")
-            return p[HEADER_BYTES:].view(self.dtype), None
-        if h.flags != self.bits:
-            raise PayloadError(f"tree sum: index width {h.flags} does not fit d={self.d}")
+            return msg[HEADER_BYTES:].view(self.dtype), None
+        if h.flags != index_bits(m):
+            raise PayloadError(f"tree sum: index width {h.flags} does not fit {m} entries")
         v1 = HEADER_BYTES + h.count * isz
-        if p.size != sum_message_bytes(h.count, self.d, self.dtype):
+        if msg.size != v1 + packed_bytes(h.count, h.flags):
             raise PayloadError("tree sum: sparse message of the wrong length")
-        idx = getattr(self, scratch)
-        if idx.size < h.count:
-            idx = np.empty(max(h.count, 2 * idx.size), dtype=np.uint32)
-            setattr(self, scratch, idx)
-        unpack_codes(p, v1, h.count, self.bits, idx)
-        if h.count and int(idx[:h.count].max()) >= self.d:
+        if self._idx.size < h.count:
+            self._idx = np.empty(max(h.count, 2 * self._idx.size), dtype=np.uint32)
+        idx = self._idx[:h.count]
+        unpack_codes(msg, v1, h.count, h.flags, idx)
+        if h.count and int(idx.max()) >= m:
             raise PayloadError("tree sum: index out of range (corrupted)")
-        return p[HEADER_BYTES:v1].view(self.dtype), idx[:h.count]
+        return msg[HEADER_BYTES:v1].view(self.dtype), idx
 
-    def _dense_out(self, a: np.ndarray) -> np.ndarray:
-        """A fresh dense message whose body is a copy of ``a`` (d,)."""
-        buf = self._next()
-        write_header(buf, Header(KIND, self.enc.code, 0, self.d, self.d))
-        body = buf[HEADER_BYTES:self.dense_bytes].view(self.dtype)
-        body[:] = a
-        return buf[:self.dense_bytes]
+    def add(self, lo: int, hi: int, msg: np.ndarray) -> None:
+        """acc[lo:hi] += the message's sum (absent entries add +0); their presence joins."""
+        vals, idx = self._parse(lo, hi, msg)
+        if idx is None:
+            self.acc[lo:hi] += vals
+            self.present[lo:hi] = True
+        elif idx.size:
+            if idx.size > 1 and not bool((idx[1:] > idx[:-1]).all()):
+                raise PayloadError("tree sum: indices not ascending (corrupted)")
+            at = idx.astype(np.int64) + lo
+            self.acc[at] += vals
+            self.present[at] = True
 
-    def merge(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """The sum message of ``a`` ⊕ ``b`` (``a`` the lower block's sum, see the module
-        doc): sparse while smaller than dense, else dense."""
-        va, ia = self._parse(a, "_ia")
-        vb, ib = self._parse(b, "_ib")
-        if ia is None or ib is None:  # at least one dense: the result is dense
-            dense, (vals, idx) = (va, (vb, ib)) if ia is None else (vb, (va, ia))
-            out = self._dense_out(dense)
-            body = out[HEADER_BYTES:].view(self.dtype)
-            if idx is None:
-                body += vals
-            elif idx.size:
-                body[idx] += vals  # indices are distinct within one sum
-            return out
-        ca, cb = ia.size, ib.size
-        cap = ca + cb
-        if self._union.size < cap:
-            size = max(cap, 2 * self._union.size)
-            self._all_idx = np.empty(size, dtype=np.uint32)
-            self._all_vals = np.empty(size, dtype=self.dtype)
-            self._union = np.empty(size, dtype=np.uint32)
-            self._vals = np.empty(size, dtype=self.dtype)
-        for k, (v, i) in enumerate(((va, ia), (vb, ib))):
-            lo = 0 if k == 0 else ca
-            order = None if i.size < 2 or bool((i[1:] > i[:-1]).all()) else np.argsort(i)
-            self._all_idx[lo:lo + i.size] = i if order is None else i[order]
-            self._all_vals[lo:lo + i.size] = v if order is None else v[order]
-        starts = np.array([0, ca, cap], dtype=np.int64)
-        count = merge_sum(self._all_idx, self._all_vals, starts, self._union, self._vals)
-        if count < 0:
-            raise PayloadError("tree sum: repeated index in a sum (corrupted)")
-        total = sum_message_bytes(count, self.d, self.dtype)
-        buf = self._next()
-        if total == self.dense_bytes:  # the union fills up: send the dense sum from here
-            write_header(buf, Header(KIND, self.enc.code, 0, self.d, self.d))
-            body = buf[HEADER_BYTES:self.dense_bytes].view(self.dtype)
-            body[:] = 0
-            body[self._union[:count]] = self._vals[:count]
-            return buf[:self.dense_bytes]
-        write_header(buf, Header(KIND, self.enc.code, self.bits, count, self.d))
-        v1 = HEADER_BYTES + count * self.dtype.itemsize
-        buf[HEADER_BYTES:v1].view(self.dtype)[:] = self._vals[:count]
-        pack_codes(self._union, count, self.bits, buf, v1)
-        return buf[:total]
+    def put(self, lo: int, hi: int, msg: np.ndarray) -> None:
+        """acc[lo:hi] = the message's sum (zero where absent), presence with it."""
+        vals, idx = self._parse(lo, hi, msg)
+        if idx is None:
+            self.acc[lo:hi] = vals
+            self.present[lo:hi] = True
+            return
+        self.acc[lo:hi] = 0
+        self.present[lo:hi] = False
+        at = idx.astype(np.int64) + lo
+        self.acc[at] = vals
+        self.present[at] = True
+
+    def total(self) -> np.ndarray:
+        """The whole sum as a downlink message (sparse while smaller)."""
+        return self.encode(0, self.d)

@@ -10,7 +10,9 @@ model (α seconds per message hop, β bytes/s per link)::
 
     exchange to k neighbours (one host link serialises its k sends)   α + k·B/β
     gather at the master, fan-in f (linear Gatherv)                   α + f·B/β
-    reduce, one level of the tree aggregation (B: that level's sum)   α + B/β
+    reduce, a subtree's sum to its parent                             α + B/β
+    sendrecv, one round of the tree aggregation (B: the round's
+      largest message, fan: the messages one rank sends)              α + fan·B/β
     scatter of B bytes from one rank (binomial)                       Lα + (n−1)/n·B/β
     broadcast, binomial tree (B < 12 KiB or n < 8)                    L(α + B/β)
     broadcast, scatter + recursive-doubling allgather (B < 512 KiB,
@@ -25,6 +27,8 @@ with L = ceil(log2 n). The broadcast thresholds are MPICH's (``MPIR_CVAR_BCAST_S
 = 12288, ``..._LONG_MSG_SIZE`` = 524288, binomial below 8 ranks). With ``hops = "emulated"``
 the α multiplier of every call is :func:`decomp.comm.delay.rounds` instead — the hops
 ``[network] delay_ms`` adds in an emulated run (1, 1, L, L, 2L) — for comparing with those runs.
+A call within one node (``local``: the tree's node-aware split) is priced on shared memory,
+α = :data:`LOCAL_ALPHA`, β = :data:`LOCAL_BETA`, whatever the network.
 
 :func:`codec_ops` lists the compression work on the step's critical path (the master's, for
 the master–worker family: its own worker's encode, the decode of every payload, the sum's
@@ -49,12 +53,17 @@ from decomp.compress.aggregate import sum_payload_bytes
 from decomp.errors import ConfigError
 from decomp.layout import Layout
 
-__all__ = ["ALLREDUCE_ALGORITHMS", "BCAST_LONG", "BCAST_SHORT", "HOPS", "Call", "CodecOp",
+__all__ = ["ALLREDUCE_ALGORITHMS", "BCAST_LONG", "BCAST_SHORT", "HOPS", "LOCAL_ALPHA",
+           "LOCAL_BETA", "Call", "CodecOp",
            "MethodSpec", "bcast_bytes_calls", "call_time", "codec_ops", "hops", "link_bytes",
            "method_spec", "step_pattern", "sum_payload_bytes"]
 
 ALLREDUCE_ALGORITHMS = ("rabenseifner", "ring", "recursive-doubling")
 HOPS = ("algorithm", "emulated")
+#: a message within one node (shared memory): seconds per hop, bytes/s (MPICH's shared-memory
+#: channel on a current server; the network's α, β price every other call)
+LOCAL_ALPHA = 1e-6
+LOCAL_BETA = 5e9
 #: MPICH's broadcast switch points (bytes)
 BCAST_SHORT = 12288
 BCAST_LONG = 524288
@@ -81,7 +90,7 @@ def hops(c: Call, allreduce: str = "rabenseifner", mode: str = "algorithm") -> i
     n, L = c.n, _L(c.n)
     if n <= 1:
         return 0
-    if c.call in ("exchange", "gather", "reduce"):
+    if c.call in ("exchange", "gather", "reduce", "sendrecv"):
         return 1
     if c.call in ("allgather", "scatter"):
         return L
@@ -97,7 +106,7 @@ def link_bytes(c: Call, allreduce: str = "rabenseifner") -> float:
     n, B = c.n, float(c.nbytes)
     if n <= 1:
         return 0.0
-    if c.call in ("exchange", "gather", "reduce"):
+    if c.call in ("exchange", "gather", "reduce", "sendrecv"):
         return c.fan * B
     if c.call == "allgather":
         return (n - 1) * B
@@ -112,7 +121,10 @@ def link_bytes(c: Call, allreduce: str = "rabenseifner") -> float:
 
 def call_time(c: Call, alpha: float, beta: float, allreduce: str = "rabenseifner",
               mode: str = "algorithm") -> float:
-    """Seconds of one call: hops · α + link bytes / β (α seconds, β bytes/s)."""
+    """Seconds of one call: hops · α + link bytes / β (α seconds, β bytes/s; a ``local``
+    call: :data:`LOCAL_ALPHA`, :data:`LOCAL_BETA`)."""
+    if c.local:
+        alpha, beta = LOCAL_ALPHA, LOCAL_BETA
     return hops(c, allreduce, mode) * alpha + link_bytes(c, allreduce) / beta
 
 
@@ -205,30 +217,37 @@ def method_spec(method: Any, layout: Layout | None = None) -> MethodSpec:
 
 
 def step_pattern(method: Any, d: int, n: int, degree: int = 2, *, master: str = "shared",
-                 dtype: Any = np.float64, aggregation: str = "gather") -> list[Call]:
+                 dtype: Any = np.float64, aggregation: str = "gather",
+                 ranks_per_node: int = 1) -> list[Call]:
     """The communication calls of one step of ``method`` (anything :func:`method_spec`
     takes) for n workers (nodes), a d-vector of ``dtype`` and topology degree k
     (decentralized family), as its class declares them (``comm_pattern``). master: shared
     (rank 0 is worker 0: fan-in n − 1, n ranks) or dedicated (fan-in n, n + 1 ranks);
     aggregation: gather | tree (the master–worker family's sum; a class that takes no
-    ``aggregation`` sums the same way under both)."""
+    ``aggregation`` sums the same way under both); ranks_per_node: the tree's node-aware
+    split (nodes of that many consecutive ranks; 1: flat)."""
     s = method_spec(method)
     if n < 1 or d < 1:
         raise ConfigError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
     alg = s.algorithm_object
-    extra = _aggregation(alg.comm_pattern, aggregation)
+    extra = _aggregation(alg.comm_pattern, aggregation, ranks_per_node)
     return alg.comm_pattern(d, n, degree, master=master, dtype=dtype, layout=s.layout, **extra)
 
 
-def _aggregation(fn: Any, aggregation: str) -> dict[str, str]:
-    """``{"aggregation": ...}`` for a declaration that takes it (the master–worker base
-    class's), else {} (dense, low-rank and decentralized methods: unaffected)."""
-    return {"aggregation": aggregation} if "aggregation" in inspect.signature(fn).parameters \
-        else {}
+def _aggregation(fn: Any, aggregation: str, ranks_per_node: int = 1) -> dict[str, Any]:
+    """``{"aggregation": ..., "ranks_per_node": ...}`` for a declaration that takes them (the
+    master–worker base class's), else {} (dense, low-rank and decentralized methods:
+    unaffected)."""
+    params = inspect.signature(fn).parameters
+    out: dict[str, Any] = {"aggregation": aggregation} if "aggregation" in params else {}
+    if out and "ranks_per_node" in params:
+        out["ranks_per_node"] = ranks_per_node
+    return out
 
 
 def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared",
-              aggregation: str = "gather", d: int | None = None) -> list[CodecOp]:
+              aggregation: str = "gather", d: int | None = None,
+              ranks_per_node: int = 1) -> list[CodecOp]:
     """The compression (and mixing) work of one step on its slowest rank, as the method's
     class declares it (``codec_ops``). Master–worker: a worker's encode (before the gather),
     the shared master's decode into its own g_i (e_i for EF; DCGD keeps no state; a dedicated
@@ -236,9 +255,9 @@ def codec_ops(method: Any, n: int, degree: int = 2, *, master: str = "shared",
     participants) and one axpy-like pass applying it on every rank; decentralized: one encode
     and 1 + k decodes per replica round, 1 + k dense axpy for the mixing of D-PSGD / DCD /
     ECD, n decodes for the all-gather baseline; on the tree (``aggregation``, d given) the
-    merges of rank 0 instead of the n decodes."""
+    tree's range work instead of the n decodes."""
     alg = method_spec(method).algorithm_object
-    extra: dict[str, Any] = _aggregation(alg.codec_ops, aggregation)
+    extra: dict[str, Any] = _aggregation(alg.codec_ops, aggregation, ranks_per_node)
     if extra:
         extra["d"] = d
     return alg.codec_ops(n, degree, master=master, **extra)

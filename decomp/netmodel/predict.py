@@ -68,12 +68,14 @@ def _compute(compute_s: ComputeArg, spec: MethodSpec, n: int) -> float:
 
 def _one(method: Any, d: int, n: int, topology: str, alpha: float, beta: float,
          compute_s: ComputeArg, *, dtype: Any, master: str, allreduce: str, hops_mode: str,
-         costs: CodecCosts | None, aggregation: str = "gather") -> StepTime:
+         costs: CodecCosts | None, aggregation: str = "gather",
+         ranks_per_node: int = 1) -> StepTime:
     spec = method_spec(method)
     topo = canonical_topology(topology)
     check_ranks(topo, n)
     k = degree(topo, n) if spec.family == registry.DECENTRALIZED_FAMILY else 0
-    calls = step_pattern(spec, d, n, k, master=master, dtype=dtype, aggregation=aggregation)
+    calls = step_pattern(spec, d, n, k, master=master, dtype=dtype, aggregation=aggregation,
+                         ranks_per_node=ranks_per_node)
     rows, overlapped, blocking, total_bytes = [], 0.0, 0.0, 0.0
     for c in calls:
         t = call_time(c, alpha, beta, allreduce, hops_mode)
@@ -88,7 +90,8 @@ def _one(method: Any, d: int, n: int, topology: str, alpha: float, beta: float,
                      "overlap": c.overlap, "what": c.what})
     compress = 0.0
     if costs is not None:
-        for op in codec_ops(spec, n, k, master=master, aggregation=aggregation, d=d):
+        for op in codec_ops(spec, n, k, master=master, aggregation=aggregation, d=d,
+                            ranks_per_node=ranks_per_node):
             compress += op.count * costs.seconds(op.op, op.compressor, d, dtype)
     comp = _compute(compute_s, spec, n)
     step = max(comp, overlapped) + blocking + compress
@@ -101,7 +104,8 @@ def predict_step_time(method: Any, d: int, n: int, topology: str = "ring",
                       *, dtype: Any = np.float64, master: str = "shared",
                       allreduce: str = "rabenseifner", hops: str = "algorithm",
                       costs: CodecCosts | None = None,
-                      aggregation: str = "gather") -> StepTime | dict[str, StepTime]:
+                      aggregation: str = "gather",
+                      ranks_per_node: int = 1) -> StepTime | dict[str, StepTime]:
     """Predicted seconds of one step.
 
     method: a registry name (a key of ``decomp.algorithms.REGISTRY``), a ``[[methods]]``-like
@@ -117,13 +121,15 @@ def predict_step_time(method: Any, d: int, n: int, topology: str = "ring",
     MPI algorithms' hop counts) or ``emulated`` (:func:`decomp.comm.delay.rounds`, what
     ``[network] delay_ms`` adds); costs: codec costs (None: no compression time counted —
     pass ``CodecCosts.load()`` for this machine's); aggregation: gather | tree, the
-    master–worker family's sum (a Config: its resolved ``run.aggregation``).
+    master–worker family's sum (a Config: its resolved ``run.aggregation``);
+    ranks_per_node: the tree's node-aware split (nodes of that many ranks; 1: flat, the
+    network links every rank).
     """
     from decomp.comm.tree import resolve_aggregation
     from decomp.config import Config
 
     kw = dict(dtype=dtype, master=master, allreduce=allreduce, hops_mode=hops, costs=costs,
-              aggregation=aggregation)
+              aggregation=aggregation, ranks_per_node=ranks_per_node)
     if isinstance(method, Config):
         kw["master"] = method.run.master
         kw["aggregation"] = resolve_aggregation(method.run.master, method.run.aggregation)
@@ -175,7 +181,8 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
                    reference: StepsReference | None, allreduce: str = "rabenseifner",
                    hops: str = "algorithm", transient: str = "measured",
                    layout: Layout | None = None,
-                   aggregation: str | None = None) -> list[Prediction]:
+                   aggregation: str | None = None,
+                   ranks_per_node: int = 1) -> list[Prediction]:
     """Every method of ``cfg`` at every (topology, n): step time, steps to target (scaled
     from ``reference`` by :func:`decomp.netmodel.steps.scale_steps`; without one, the
     config's ``run.steps``) and time to target.
@@ -187,7 +194,7 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
     (:func:`decomp.netmodel.steps.scale_steps`). layout: the model's tensors (the workload's;
     None: one slot of d), which per-tensor compressors and low-rank methods are priced on.
     aggregation: gather | tree (None: the config's, :func:`decomp.comm.tree.
-    resolve_aggregation`)."""
+    resolve_aggregation`); ranks_per_node: the tree's node-aware split (1: flat)."""
     from decomp.comm.tree import resolve_aggregation
 
     aggregation = resolve_aggregation(cfg.run.master, aggregation if aggregation is not None
@@ -213,7 +220,8 @@ def predict_config(cfg: Any, ranks: Sequence[int], topologies: Sequence[str], li
             for s in specs:
                 st = _one(s, d, n, topo, link.alpha_s, link.beta_Bps, compute_s, dtype=dtype,
                           master=cfg.run.master, allreduce=allreduce, hops_mode=hops,
-                          costs=costs, aggregation=aggregation)
+                          costs=costs, aggregation=aggregation,
+                          ranks_per_node=ranks_per_node)
                 steps: float | None
                 if reference is None:
                     steps, src = float(cfg.run.steps), "run.steps (no target)"

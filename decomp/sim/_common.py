@@ -45,13 +45,16 @@ class WorkerSum:
 
     aggregation "gather": rows added in worker order (``V.sum(axis=0)``, as the master
     decodes the payloads); each worker sends its payload (``per_msg`` bytes). "tree": the
-    binomial tree's grouping (:func:`decomp.comm.tree.binomial_fold`) and each rank sends
-    its subtree's sum message (:func:`decomp.compress.merge.sum_message_bytes`: sparse over
-    the union of the subtree's supports for a sparse compressor — an entry a worker selected
-    with the value exactly 0 is not told apart from one it did not select — dense otherwise;
-    rank 0 sends nothing). On the tree these sizes vary from step to step; ``up`` and
-    ``down`` list, per sum, the mean bytes a worker sent and the size of the total that comes
-    down (:meth:`traffic` puts them in a trace's ``state``)."""
+    schedule of :mod:`decomp.comm.tree` run on one :class:`~decomp.compress.merge.RangeSum`
+    per worker (:func:`decomp.comm.tree.run_all`; node layout ``DECOMP_NODE_LAYOUT``, else
+    flat, :mod:`decomp.comm.nodes`) — the MPI transport's own arithmetic and messages; a
+    row's present entries are its non-zeros for a sparse compressor (an entry a worker
+    selected with the value exactly 0 is not told apart from one it did not select), every
+    entry otherwise. On the tree the sizes vary from step to step; ``up`` lists, per sum,
+    the mean bytes a worker sent, ``down`` the bytes received summed over the ranks and
+    divided by n − 1 (what decomp sim multiplies by the n − 1 receivers of a broadcast; its
+    mean per rank then is the transports' count), ``recv`` each rank's received bytes
+    (:meth:`traffic` puts ``up`` and ``down`` in a trace's ``state``)."""
 
     def __init__(self, aggregation: str, d: int, dtype: Any) -> None:
         from decomp.comm.tree import check_aggregation
@@ -59,12 +62,14 @@ class WorkerSum:
         self.aggregation = check_aggregation(aggregation)
         self.d, self.dtype = d, np.dtype(dtype)
         self.up: list[float] = []
-        self.down: list[int] = []
+        self.down: list[float] = []
+        self.recv: list[np.ndarray] = []
+        self._states: list[Any] = []
 
     def traffic(self, steps: int) -> dict[str, np.ndarray]:
         """{} on the gather (every payload has the compressor's size); on the tree
         ``up_bytes`` and ``down_bytes`` (steps + 1,): per step t, the mean bytes a worker
-        sent and the bytes of the total broadcast (steps without a sum: 0)."""
+        sent and the received bytes as :attr:`down` lists them (steps without a sum: 0)."""
         if self.aggregation == "gather":
             return {}
         up, down = np.zeros(steps + 1), np.zeros(steps + 1)
@@ -79,22 +84,22 @@ class WorkerSum:
         if self.aggregation == "gather":
             sent += C.payload_bytes(self.d, self.dtype)
             return V.sum(axis=0)
-        from decomp.comm.tree import binomial_fold
+        from decomp.comm.nodes import from_env
+        from decomp.comm.tree import run_all
         from decomp.compress.aggregate import sparse_count
-        from decomp.compress.merge import sum_message_bytes
+        from decomp.compress.merge import RangeSum
 
+        n = V.shape[0]
+        if len(self._states) != n:
+            self._states = [RangeSum(self.d, self.dtype) for _ in range(n)]
         sparse = sparse_count(C, self.d) is not None
-        mine = np.zeros(V.shape[0], dtype=np.int64)
-
-        def size(mask: np.ndarray) -> int:
-            return sum_message_bytes(int(mask.sum()) if sparse else None, self.d, self.dtype)
-
-        def up(r: int, item: tuple[np.ndarray, np.ndarray]) -> None:
-            mine[r] += size(item[1])
-
-        total, mask = binomial_fold([(v, v != 0) for v in V],
-                                    lambda a, b: (a[0] + b[0], a[1] | b[1]), up)
+        for st, v in zip(self._states, V, strict=True):
+            st.start_dense(v, v != 0 if sparse else True)
+        counts = run_all(self._states, from_env(n))
+        mine = np.array([u for u, _ in counts], dtype=np.int64)
+        got = np.array([r for _, r in counts], dtype=np.int64)
         sent += mine
         self.up.append(float(mine.mean()))
-        self.down.append(size(mask))
-        return total
+        self.down.append(float(got.sum()) / (n - 1) if n > 1 else 0.0)
+        self.recv.append(got)
+        return self._states[0].acc.copy()
