@@ -11,6 +11,7 @@ for a payload of a given size (the transport's chunking, so it lives with the tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +95,8 @@ def _flat_rounds(n: int, d: int, k: float | None, per_leaf: int,
     """(op, bytes of the largest message, what) of each round of the flat schedule of
     :mod:`decomp.comm.tree` over n ranks whose own sums hold ``per_leaf`` payloads of k
     entries (None: dense): the fold, the L reduce-scatter steps, the L all-gather steps, the
-    unfold. Entries of a sum of W payloads over a range of m: W·k·m/d (their supports taken
-    disjoint and spread evenly: an upper bound), at most m; from the step where a message is
+    unfold. Entries of a sum of W payloads over a range of m (rounded up): W·k·m/d (their
+    supports taken disjoint and spread evenly), at most m; from the step where a message is
     dense, its range stays dense (:class:`decomp.compress.merge.RangeSum`)."""
     from decomp.comm.tree import tree_depth
     from decomp.compress.merge import sum_message_bytes
@@ -107,8 +108,8 @@ def _flat_rounds(n: int, d: int, k: float | None, per_leaf: int,
 
     def msg(w: int, m: float) -> tuple[float, bool]:
         c = None if k is None else min(m, w * k * m / d)
-        b = sum_message_bytes(c, int(m), dtype)
-        return b, c is None or b == sum_message_bytes(None, int(m), dtype)
+        b = sum_message_bytes(c, math.ceil(m), dtype)
+        return b, c is None or b == sum_message_bytes(None, math.ceil(m), dtype)
 
     dense = k is None
     if rem:
@@ -117,12 +118,12 @@ def _flat_rounds(n: int, d: int, k: float | None, per_leaf: int,
     for s in range(L):
         w = per_leaf * ((1 << s) + min(rem, 1 << s))  # payloads in the largest group
         m = d / (1 << (s + 1))
-        b, dn = (sum_message_bytes(None, int(m), dtype), True) if dense else msg(w, m)
+        b, dn = (sum_message_bytes(None, math.ceil(m), dtype), True) if dense else msg(w, m)
         dense = dense or dn
         out.append(("add", b, f"reduce-scatter step {s}: sum of {w} payload(s), 1/{1 << (s + 1)} of d"))
     for s in range(L):
         m = d * (1 << s) / p
-        b = sum_message_bytes(None, int(m), dtype) if dense else msg(per_leaf * n, m)[0]
+        b = sum_message_bytes(None, math.ceil(m), dtype) if dense else msg(per_leaf * n, m)[0]
         out.append(("put", b, f"all-gather step {s}: {1 << s}/{p} of the total"))
     if rem:
         b = sum_message_bytes(None, d, dtype) if dense else msg(per_leaf * n, d)[0]
@@ -136,8 +137,8 @@ def tree_calls(C: Any, d: int, n: int, dtype: Any, ranks_per_node: int = 1) -> l
     largest message of the round (:func:`_flat_rounds`). ranks_per_node > 1 (the node-aware
     split, nodes of that many consecutive ranks): the flat schedule within a node (calls
     marked ``local``: shared memory), then among the ⌈n / ranks_per_node⌉ node leaders
-    (each leader's sum holds a node's payloads), then each leader sends the total to its
-    node's other ranks (``local``, fan ranks_per_node − 1)."""
+    (each leader's sum holds a node's payloads), then the total down each node by a binomial
+    tree (``local``, ⌈log2 ranks_per_node⌉ rounds)."""
     from decomp.compress.aggregate import sparse_count
     from decomp.compress.merge import sum_message_bytes
 
@@ -153,5 +154,7 @@ def tree_calls(C: Any, d: int, n: int, dtype: Any, ranks_per_node: int = 1) -> l
     dense_total = k is None or sum_message_bytes(min(d, n * k), d, dtype) == \
         sum_message_bytes(None, d, dtype)
     total = sum_message_bytes(None if dense_total else min(d, n * (k or 0)), d, dtype)
-    return [*inner, *lead, Call("sendrecv", total, q - 1, q, local=True,
-                                what="node: the leader sends the total")]
+    down = [Call("sendrecv", total, 1, q, local=True,
+                 what=f"node: the total down, binomial round {t}")
+            for t in range((q - 1).bit_length())]
+    return [*inner, *lead, *down]

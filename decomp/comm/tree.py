@@ -32,8 +32,8 @@ e.g. n = 6: ((c0 ⊕ c1) ⊕ (c2 ⊕ c3)) ⊕ (c4 ⊕ c5); n = 5: ((c0 ⊕ c1) �
 
 **Node-aware** (a node layout, :mod:`decomp.comm.nodes`): the ranks of each node first form
 their node's sum by the flat schedule among themselves (shared memory), the nodes' first ranks
-(leaders) then the total by the flat schedule among the leaders, and each leader sends it to
-its node's other ranks; the grouping is G over the nodes of G over each node's ranks (in rank
+(leaders) then the total by the flat schedule among the leaders, and the total goes down each
+node by a binomial tree (local rank i < 2^t sends it to i + 2^t); the grouping is G over the nodes of G over each node's ranks (in rank
 order), a function of the layout — one node, or one rank per node, is the flat G(n).
 """
 
@@ -190,10 +190,17 @@ def schedule(n: int, d: int, nodes: tuple[tuple[int, ...], ...] | None = None
     for r, row in zip(leaders, _flat(leaders, d), strict=True):
         rows[r] += row
     rows = _pad(rows)
-    for m in nodes:  # the leader sends the total to its node's other ranks
-        rows[m[0]].append(Round(tuple((r, 0, d) for r in m[1:]), (), "put"))
-        for r in m[1:]:
-            rows[r].append(Round((), ((m[0], 0, d),), "put"))
+    step = 1
+    while step < max(len(m) for m in nodes):  # the total down each node: a binomial tree
+        for m in nodes:
+            for i, r in enumerate(m):
+                if i < step and i + step < len(m):
+                    rows[r].append(Round(((m[i + step], 0, d),), (), "put"))
+                elif step <= i < 2 * step:
+                    rows[r].append(Round((), ((m[i - step], 0, d),), "put"))
+                else:
+                    rows[r].append(IDLE_PUT)
+        step *= 2
     return tuple(tuple(r) for r in rows)
 
 

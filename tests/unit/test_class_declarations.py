@@ -87,11 +87,13 @@ def test_master_worker_pattern_is_the_bytes_the_reference_counts(work, name) -> 
 
 @pytest.mark.parametrize("name", MASTER_WORKER)
 def test_the_tree_pattern_is_the_bytes_the_reference_counts(work, name) -> None:
-    """``aggregation = "tree"``: rank r > 0 sends one message per step, its subtree's sum,
-    at the level of its lowest set bit; the class declares that level's message (a ``reduce``
-    call; its union taken disjoint, so an upper bound for a sparse compressor, and exact
-    when the sums are dense: QSGD). Rank 0 sends nothing up. A method that keeps the master,
-    or sends dense vectors, declares what it declares under the gather."""
+    """``aggregation = "tree"``: every rank sends one range of its partial sum per
+    reduce-scatter step (decomp.comm.tree); the class declares each step's message (a
+    ``sendrecv`` call: the largest range, its entries those of disjoint supports spread
+    evenly — for QSGD, whose sums are dense, the dense range). The ranks' mean bytes stay
+    within the declared steps' for a sparse compressor (the supports overlap; one rank's
+    range may hold more than its share) and every rank's equal them for a dense one. A method that keeps the master, or sends dense vectors, declares what it
+    declares under the gather."""
     alg = _built(name)
     _, x0 = work
     if "aggregation" not in inspect.signature(alg.comm_pattern).parameters:
@@ -103,13 +105,13 @@ def test_the_tree_pattern_is_the_bytes_the_reference_counts(work, name) -> None:
         assert calls == alg.comm_pattern(x0.size, N, dtype=x0.dtype), name
         assert (per_step == _per_step(alg, work)).all(), name
         return
-    levels = [c for c in calls if c.call == "reduce"]
-    assert len(levels) == 2 and per_step[0] == 0, (name, calls, per_step)
+    steps = [c for c in calls if c.what.startswith("reduce-scatter")]
+    assert len(steps) == 2 and all(c.call == "sendrecv" for c in calls), (name, calls)
+    declared = sum(c.nbytes for c in steps)
     dense = alg.compressor.is_unbiased  # QSGD here: its sums are dense
-    for r in range(1, N):
-        declared = levels[(r & -r).bit_length() - 1].nbytes
-        assert 0 < per_step[r] <= declared, (name, r, per_step, levels)
-        assert per_step[r] == declared or not dense, (name, r, per_step, levels)
+    assert (0 < per_step).all() and per_step.mean() <= declared, (name, per_step, steps)
+    if dense and x0.size % N == 0:
+        assert (per_step == declared).all(), (name, per_step, steps)
 
 
 @pytest.mark.parametrize("name", DECENTRALIZED)

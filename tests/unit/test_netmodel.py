@@ -493,21 +493,29 @@ def test_the_model_prices_per_tensor_and_low_rank_methods_on_the_layout() -> Non
 
 
 def test_the_tree_is_priced_from_the_class_pattern() -> None:
-    """aggregation = "tree" (issue 23): log2(n) reduce levels whose sums grow from one
-    payload's sparse sum to the dense vector (16 + 4d bytes in float32), then the total's
-    size, a scatter and a recursive-doubling all-gather; at 1,024 ranks the fan-in of n
-    payloads and the n − 1 hops of a long broadcast are gone."""
+    """aggregation = "tree" (issue 23): log2(n) reduce-scatter rounds whose messages stay
+    near one payload's half while the sums are sparse and halve with the range once they
+    are dense, then log2(n) all-gather rounds of the total's ranges — one hop each; at 1,024
+    ranks it beats the gather and moves no more than the dense all-reduce's 2·(n−1)/n·4d
+    bytes on a link; 1,000 ranks add the fold and the unfold. The node-aware split (32 ranks
+    per node) sends only the leaders' 2·log2(1024/32) rounds over the network."""
     from decomp.netmodel.predict import predict_step_time
 
     m = {"algorithm": "ef21", "compressor": {"kind": "topk", "ratio": 0.01}}
     d, kw = 1_101_834, dict(alpha=4e-5, beta=1.25e9, dtype=np.float32)
     gather = predict_step_time(m, d, 1024, aggregation="gather", **kw)
     tree = predict_step_time(m, d, 1024, aggregation="tree", **kw)
-    levels = [c for c in tree.calls if c["call"] == "reduce"]
-    assert len(levels) == 10 and all(c["hops"] == 1 for c in levels)
-    assert levels[0]["bytes"] < levels[1]["bytes"] < levels[-1]["bytes"] == 16 + 4 * d
-    assert [c["call"] for c in tree.calls[10:]] == ["broadcast", "scatter", "allgather"]
-    assert tree.comm_s < gather.comm_s / 4
+    sgd = predict_step_time("sgd", d, 1024, **kw)
+    assert len(tree.calls) == 20 and all(c["call"] == "sendrecv" and c["hops"] == 1
+                                         for c in tree.calls)
+    rs = [c["bytes"] for c in tree.calls[:10]]
+    assert max(rs) < 2 * rs[0] and rs[-1] < rs[0]  # sparse halves, then dense shrinking
+    assert tree.comm_s < gather.comm_s / 20 and tree.link_bytes < sgd.link_bytes
+    odd = predict_step_time(m, d, 1000, aggregation="tree", **kw)
+    assert [c["what"].split(":")[0] for c in (odd.calls[0], odd.calls[-1])] == ["fold", "unfold"]
+    node = predict_step_time(m, d, 1024, aggregation="tree", ranks_per_node=32, **kw)
+    net = [c for c in node.calls if not c["what"].startswith("node")]
+    assert len(net) == 2 * 5 and node.comm_s < gather.comm_s / 10
     # a method that keeps the master prices its gather under either setting
     plus = {"algorithm": "ef21_plus", "compressor": {"kind": "topk", "ratio": 0.01}}
     assert predict_step_time(plus, d, 64, aggregation="tree", **kw).calls == \
