@@ -62,9 +62,10 @@ class MasterWorker:
     Args:
         comm: an ``mpi4py.MPI.Comm`` (intra-communicator).
         master: ``"shared"`` or ``"dedicated"``.
-        aggregation: ``"gather"`` (payloads gathered at rank 0) or ``"tree"`` (summed over
+        aggregation: ``"gather"`` (payloads gathered at rank 0), ``"tree"`` (summed over
             the fixed-order reduce-scatter + all-gather of :meth:`tree_sum`; needs
-            ``master = "shared"``).
+            ``master = "shared"``) or ``"auto"`` (the tree when the ranks span more than one
+            node, :mod:`decomp.comm.nodes`; the resolved one is :attr:`aggregation`).
 
     Implements :class:`~decomp.comm.protocols.MasterWorkerTransport`.
     """
@@ -75,6 +76,9 @@ class MasterWorker:
         if master not in MASTER_MODES:
             raise ConfigError(f"run.master must be one of {MASTER_MODES}, got {master!r}")
         self.aggregation = check_tree_master(master, aggregation)
+        self._nodes, count = (from_mpi(comm) if self.aggregation != "gather"
+                              else (None, 1))
+        self.aggregation = resolve_aggregation(master, self.aggregation, count)
         self._MPI = MPI
         self.comm = comm
         self.rank: int = comm.Get_rank()
@@ -102,7 +106,6 @@ class MasterWorker:
         self._bfirst = np.empty(0, dtype=np.uint8)
         self._down = np.empty(0, dtype=np.uint8)  # broadcast_bytes receive buffer
         self._groups: dict[bytes, Any] = {}  # participant subset -> its communicator
-        self._nodes = from_mpi(comm) if self.aggregation == "tree" else None
         self._status = MPI.Status()
 
     def gather(self, payload: np.ndarray | None,

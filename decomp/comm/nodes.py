@@ -12,6 +12,9 @@ order:
 2. MPI (the MPI transport only, without the variable): ``MPI_Comm_split_type(
    COMM_TYPE_SHARED)`` — the ranks that share memory are a node;
 3. else (decomp.sim, the thread transport): flat, the same grouping as one node.
+
+The node count also decides ``aggregation = "auto"`` (the default): the tree on more than one
+node, the gather on one (:func:`decomp.comm.tree.resolve_aggregation`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from decomp.errors import ConfigError
 
-__all__ = ["ENV", "Nodes", "from_env", "from_mpi", "parse_layout"]
+__all__ = ["ENV", "Nodes", "count_env", "from_env", "from_mpi", "parse_layout"]
 
 #: the environment variable that sets the node layout
 ENV = "DECOMP_NODE_LAYOUT"
@@ -61,15 +64,24 @@ def from_env(n: int) -> Nodes | None:
     return None if text is None else parse_layout(text, n)
 
 
-def from_mpi(comm: Any) -> Nodes | None:
-    """The layout of ``comm``: ``DECOMP_NODE_LAYOUT`` if set, else the shared-memory
-    sub-communicators of ``MPI_Comm_split_type`` (collective; None for one node or one rank
-    per node: flat)."""
+def count_env(n: int) -> int:
+    """Nodes n ranks span by ``DECOMP_NODE_LAYOUT`` (1 when unset or flat): what
+    ``aggregation = "auto"`` decides by outside MPI (decomp.sim, the thread transport)."""
+    nodes = from_env(n)
+    return 1 if nodes is None else len(nodes)
+
+
+def from_mpi(comm: Any) -> tuple[Nodes | None, int]:
+    """(layout, node count) of ``comm``: ``DECOMP_NODE_LAYOUT`` if set, else the
+    shared-memory sub-communicators of ``MPI_Comm_split_type`` (collective). The layout is
+    None for one node or one rank per node (flat)."""
     from mpi4py import MPI
 
     n = comm.Get_size()
     if os.environ.get(ENV) is not None:
-        return from_env(n)
+        nodes = from_env(n)
+        count = 1 if nodes is None else len(nodes)
+        return (None if count == n else nodes), count
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         first = local.allreduce(comm.Get_rank(), op=MPI.MIN)  # the node's id: its first rank
@@ -80,4 +92,4 @@ def from_mpi(comm: Any) -> Nodes | None:
     for r, f in enumerate(ids):
         nodes.setdefault(f, []).append(r)
     out = tuple(tuple(v) for _, v in sorted(nodes.items()))
-    return None if len(out) == 1 or len(out) == n else out
+    return (None if len(out) == 1 or len(out) == n else out), len(out)

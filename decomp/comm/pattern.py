@@ -120,7 +120,8 @@ def _flat_rounds(n: int, d: int, k: float | None, per_leaf: int,
         m = d / (1 << (s + 1))
         b, dn = (sum_message_bytes(None, math.ceil(m), dtype), True) if dense else msg(w, m)
         dense = dense or dn
-        out.append(("add", b, f"reduce-scatter step {s}: sum of {w} payload(s), 1/{1 << (s + 1)} of d"))
+        out.append(("add", b, f"reduce-scatter step {s}: sum of {w} payload(s), "
+                              f"1/{1 << (s + 1)} of d"))
     for s in range(L):
         m = d * (1 << s) / p
         b = sum_message_bytes(None, math.ceil(m), dtype) if dense else msg(per_leaf * n, m)[0]

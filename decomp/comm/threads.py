@@ -34,8 +34,8 @@ import numpy as np
 from decomp.comm.counters import ByteCounter
 from decomp.comm.masterworker import MASTER_MODES, check_tree_master
 from decomp.comm.neighborhood import _as_payload
-from decomp.comm.nodes import from_env
-from decomp.comm.tree import run_rounds, schedule
+from decomp.comm.nodes import count_env, from_env
+from decomp.comm.tree import resolve_aggregation, run_rounds, schedule
 from decomp.errors import ConfigError, LaunchError, PayloadError, UsageError
 
 __all__ = ["Board", "ThreadMasterWorker", "ThreadNeighborhood", "run_ranks"]
@@ -242,7 +242,8 @@ class ThreadMasterWorker:
                  aggregation: str = "gather") -> None:
         if master not in MASTER_MODES:
             raise ConfigError(f"master must be one of {MASTER_MODES}, got {master!r}")
-        self.aggregation = check_tree_master(master, aggregation)
+        self.aggregation = resolve_aggregation(master, check_tree_master(master, aggregation),
+                                               count_env(board.n))
         self.rank, self.size, self.board, self.mode = rank, board.n, board, master
         if master == "dedicated" and self.size < 2:
             raise LaunchError("master = 'dedicated' needs at least 2 ranks (1 master + workers)")

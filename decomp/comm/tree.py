@@ -33,8 +33,9 @@ e.g. n = 6: ((c0 ⊕ c1) ⊕ (c2 ⊕ c3)) ⊕ (c4 ⊕ c5); n = 5: ((c0 ⊕ c1) �
 **Node-aware** (a node layout, :mod:`decomp.comm.nodes`): the ranks of each node first form
 their node's sum by the flat schedule among themselves (shared memory), the nodes' first ranks
 (leaders) then the total by the flat schedule among the leaders, and the total goes down each
-node by a binomial tree (local rank i < 2^t sends it to i + 2^t); the grouping is G over the nodes of G over each node's ranks (in rank
-order), a function of the layout — one node, or one rank per node, is the flat G(n).
+node by a binomial tree (local rank i < 2^t sends it to i + 2^t); the grouping is G over the
+nodes of G over each node's ranks (in rank order), a function of the layout — one node, or
+one rank per node, is the flat G(n).
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ __all__ = ["AGGREGATIONS", "DEFAULT_AGGREGATION", "Round", "check_aggregation", 
            "resolve_aggregation", "run_all", "run_rounds", "schedule", "tree_depth"]
 
 #: how the master–worker family sums the workers' payloads: gathered at rank 0 and summed
-#: in worker order, or reduced by the fixed-order sparse reduce-scatter + all-gather
-AGGREGATIONS = ("gather", "tree")
-#: what a run with a shared master uses when it does not say (a dedicated master gathers)
-DEFAULT_AGGREGATION = "gather"
+#: in worker order, reduced by the fixed-order sparse reduce-scatter + all-gather ("tree"), or
+#: "auto": the tree when the ranks span more than one node, else the gather
+AGGREGATIONS = ("gather", "tree", "auto")
+#: what a run with a shared master uses when it does not say (a dedicated master gathers).
+#: On one node the gather is faster (shared memory; measured, docs/netmodel.md), on a network
+#: the tree (the cost model, from 16 ranks on): "auto" picks by the node count.
+DEFAULT_AGGREGATION = "auto"
 
 T = TypeVar("T")
 
@@ -65,17 +69,24 @@ def check_aggregation(value: Any) -> str:
     return str(value)
 
 
-def resolve_aggregation(master: str, aggregation: str | None) -> str:
+def resolve_aggregation(master: str, aggregation: str | None, nodes: int | None = None) -> str:
     """The aggregation of a run: ``aggregation`` if given (checked; "tree" refused with a
     dedicated master, which is a rank that only aggregates), else :data:`DEFAULT_AGGREGATION`
-    with a shared master and "gather" with a dedicated one."""
+    with a shared master and "gather" with a dedicated one. "auto" becomes "tree" when the
+    run's ranks span ``nodes`` > 1 nodes, "gather" on one node (or with a dedicated master);
+    with ``nodes`` None it stays "auto" (the transport decides once it knows the layout)."""
     if aggregation is None:
-        return DEFAULT_AGGREGATION if master == "shared" else "gather"
+        aggregation = DEFAULT_AGGREGATION if master == "shared" else "gather"
     aggregation = check_aggregation(aggregation)
     if aggregation == "tree" and master != "shared":
         raise ConfigError("run.aggregation = 'tree' sums on every rank and needs no master "
                           "rank: use master = 'shared' with it (or aggregation = 'gather' "
                           "to keep a dedicated master)")
+    if aggregation == "auto":
+        if master != "shared":
+            return "gather"
+        if nodes is not None:
+            return "tree" if nodes > 1 else "gather"
     return aggregation
 
 

@@ -79,10 +79,11 @@ class RunConfig:
     start; fail_rank / fail_step: inject a failure (tests of the abort path);
     checkpoint_every: steps between checkpoints (0: only at the end of each method and on a
     termination signal); comm_timeout_s: the watchdog's limit on a silent rank or a step that
-    does not complete (seconds); aggregation: gather | tree — how the master–worker family
-    sums the workers' payloads (gathered at rank 0, or reduced over a binomial tree with
-    sparse merges; unset: :data:`decomp.comm.tree.DEFAULT_AGGREGATION` with a shared master,
-    gather with a dedicated one; docs/netmodel.md)."""
+    does not complete (seconds); aggregation: gather | tree | auto — how the master–worker
+    family sums the workers' payloads (gathered at rank 0, or a fixed-order sparse
+    reduce-scatter + all-gather; auto: the tree when the ranks span several nodes; unset:
+    :data:`decomp.comm.tree.DEFAULT_AGGREGATION` (auto) with a shared master, gather with a
+    dedicated one; docs/netmodel.md)."""
 
     steps: int = 100
     log_every: int = 10

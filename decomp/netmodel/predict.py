@@ -70,8 +70,12 @@ def _one(method: Any, d: int, n: int, topology: str, alpha: float, beta: float,
          compute_s: ComputeArg, *, dtype: Any, master: str, allreduce: str, hops_mode: str,
          costs: CodecCosts | None, aggregation: str = "gather",
          ranks_per_node: int = 1) -> StepTime:
+    from decomp.comm.tree import resolve_aggregation
+
     spec = method_spec(method)
     topo = canonical_topology(topology)
+    # "auto": the tree when the n ranks span more than one node of ranks_per_node
+    aggregation = resolve_aggregation(master, aggregation, -(-n // max(1, ranks_per_node)))
     check_ranks(topo, n)
     k = degree(topo, n) if spec.family == registry.DECENTRALIZED_FAMILY else 0
     calls = step_pattern(spec, d, n, k, master=master, dtype=dtype, aggregation=aggregation,

@@ -95,7 +95,12 @@ def reference(alg: Any, problems: Sequence[Problem], x0: np.ndarray, W: Any = No
         raise ConfigError(f"{alg.name} is a master–worker method: its reference takes no "
                           "mixing matrix W and no per-node start X0")
     if "aggregation" in inspect.signature(fn).parameters:  # sums a tree regroups
-        extra["aggregation"] = alg.aggregation_for(check_aggregation(aggregation))
+        from decomp.comm.nodes import count_env
+        from decomp.comm.tree import resolve_aggregation
+
+        agg = resolve_aggregation("shared", check_aggregation(aggregation),
+                                  count_env(len(problems)))
+        extra["aggregation"] = alg.aggregation_for(agg)
     return fn(alg, problems, x0, lr=lr, steps=steps, seed=seed, C=C, **extra)
 
 

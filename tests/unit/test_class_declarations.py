@@ -92,8 +92,9 @@ def test_the_tree_pattern_is_the_bytes_the_reference_counts(work, name) -> None:
     ``sendrecv`` call: the largest range, its entries those of disjoint supports spread
     evenly — for QSGD, whose sums are dense, the dense range). The ranks' mean bytes stay
     within the declared steps' for a sparse compressor (the supports overlap; one rank's
-    range may hold more than its share) and every rank's equal them for a dense one. A method that keeps the master, or sends dense vectors, declares what it
-    declares under the gather."""
+    range may hold more than its share) and every rank's equal them for a dense one. A
+    method that keeps the master, or sends dense vectors, declares what it declares under
+    the gather."""
     alg = _built(name)
     _, x0 = work
     if "aggregation" not in inspect.signature(alg.comm_pattern).parameters:
