@@ -20,9 +20,10 @@ call                                           hops   why
 ``broadcast`` / ``broadcast_bytes``            L      binomial tree from the master
 ``allgather``                                  L      recursive doubling
 ``allreduce_sum``                              2L     reduce-scatter + all-gather (Rabenseifner)
-``reduce`` (cost model: one tree level)        1      a subtree's sum to its parent
+``reduce`` (cost model)                        1      a subtree's sum to its parent
 ``scatter`` (cost model)                       L      binomial scatter from rank 0
-``tree_sum``                                   2L     binomial reduce, then the broadcast
+``sendrecv`` (cost model: one tree round)      1      every rank's message of the round at once
+``tree_sum``                                   2L     reduce-scatter + all-gather rounds
 ============================================  =====  ==============================================
 
 A split call (``exchange_start`` / ``exchange_finish``, ``gather_start`` / ``gather_finish``)
@@ -46,7 +47,7 @@ _clock = time.perf_counter
 #: hops of a call as a function of L = ceil(log2 n)
 _HOPS = {"exchange": lambda L: 1, "gather": lambda L: 1, "broadcast": lambda L: L,
          "allgather": lambda L: L, "allreduce": lambda L: 2 * L, "reduce": lambda L: 1,
-         "scatter": lambda L: L}
+         "scatter": lambda L: L, "sendrecv": lambda L: 1}
 
 
 #: the hop kind of each counted call (:data:`~decomp.comm.protocols.COUNTED_CALLS`)
