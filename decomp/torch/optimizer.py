@@ -58,7 +58,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             :meth:`no_sync`. bucket_cap_mb: its bucket size (MiB; None: DDP's 25 MiB scaled
             to the model, :func:`decomp.torch.buckets.cap_bytes`).
         comm_timeout: the watchdog's limit (s) on a collective call; :mod:`decomp.torch.guard`.
-        aggregation: master–worker: "tree" | "gather" (None: the default, docs/netmodel.md).
+        aggregation: master–worker: "tree" | "gather" | "auto" (None: auto, docs/netmodel.md).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer | None, model: nn.Module,

@@ -103,7 +103,7 @@ class Trainer:
         seed: run seed (partition, minibatches, compressor randomness, dropout).
         comm: mpi4py communicator (default ``MPI.COMM_WORLD``).
         master: "shared" (rank 0 is also worker 0) or "dedicated" (master–worker family only).
-        aggregation: "tree" | "gather", the master–worker sum (None: see docs/netmodel.md).
+        aggregation: "tree" | "gather" | "auto", the master–worker sum (None: auto, netmodel.md).
         topology: decentralized family only: W over the ranks — a generator name ("ring",
             "torus", "exponential", "complete", ...; default "ring"), a W file, an (n, n) array
             or a :class:`decomp.topologies.MixingMatrix`.

@@ -106,3 +106,24 @@ def test_the_node_layout_variable_is_checked() -> None:
         parse_layout("2,3", 4)
     with pytest.raises(ConfigError, match="ranks per node"):
         parse_layout("two", 4)
+
+
+def test_auto_takes_the_tree_across_nodes_and_the_gather_on_one(monkeypatch) -> None:
+    """The default ``auto``: the gather on one node (measured faster on shared memory), the
+    tree across nodes (the cost model); a dedicated master gathers; the thread transport
+    and the cost model resolve it as the MPI transport does."""
+    from decomp.comm.threads import Board, ThreadMasterWorker
+    from decomp.comm.tree import DEFAULT_AGGREGATION, resolve_aggregation
+    from decomp.netmodel.predict import predict_step_time
+
+    assert DEFAULT_AGGREGATION == "auto" == resolve_aggregation("shared", None)
+    assert resolve_aggregation("shared", None, 1) == "gather"
+    assert resolve_aggregation("shared", "auto", 2) == "tree"
+    assert resolve_aggregation("dedicated", None, 4) == "gather"
+    assert ThreadMasterWorker(0, Board(4), "shared", "auto").aggregation == "gather"
+    monkeypatch.setenv("DECOMP_NODE_LAYOUT", "2")
+    assert ThreadMasterWorker(0, Board(4), "shared", "auto").aggregation == "tree"
+    m = {"algorithm": "ef21", "compressor": {"kind": "topk", "ratio": 0.01}}
+    calls = [predict_step_time(m, 10_000, 64, aggregation="auto", ranks_per_node=q).calls[0]
+             ["call"] for q in (1, 64)]
+    assert calls == ["sendrecv", "gather"]
