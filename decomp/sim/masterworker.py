@@ -15,8 +15,8 @@ wrapper of it such as ``decomp sim``'s recorder). ``downlink`` only changes what
 not the iterates: the references ignore it. ``aggregation`` (the run's, as
 :meth:`~decomp.algorithms.base.MasterWorkerAlgorithm.aggregation_for` resolves it for the
 method) sets the order of the sums over workers and the bytes each rank sends for them
-(:class:`~decomp.sim._common.WorkerSum`): "gather" in worker order, "tree" in the binomial
-tree's grouping.
+(:class:`~decomp.sim._common.WorkerSum`): "gather" in worker order, "tree" by the schedule of
+:mod:`decomp.comm.tree` ("auto" resolved by :mod:`decomp.comm.nodes`' layout).
 """
 
 from __future__ import annotations
