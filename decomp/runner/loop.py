@@ -122,7 +122,7 @@ def _run_claimed(cfg: Config, comm: Any, plans: list[Any], mixing: Any, n: int, 
     out: Outputs | None = None
     with RunControl(comm, comm_timeout_s=cfg.run.comm_timeout_s) as control:
         try:
-            work = prepare(cfg, n, local_workers(cfg, rank))
+            work = prepare(cfg, n, local_workers(cfg, rank), comm)
             check_sizes(plans, work.d, work.layout)
             store.layout = work.layout  # recorded in checkpoints, checked on resume
             fp = {**fp, DATA_KEY: data_digest(work, comm)}  # collective: the data's hash

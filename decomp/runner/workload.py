@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from decomp.config import Config
-from decomp.data import load_dataset
+from decomp.data.shared import load_dataset_once
 from decomp.errors import ConfigError
 from decomp.layout import Layout
 from decomp.problems import initial_point, make_problem, split_problem
@@ -96,9 +96,12 @@ class WorkloadLoader(Protocol):
         """Refuse what this kind of problem cannot run, before any data is loaded."""
         ...
 
-    def load(self, cfg: Config, n_workers: int, local: set[int] | None) -> Workload:
+    def load(self, cfg: Config, n_workers: int, local: set[int] | None,
+             comm: Any = None) -> Workload:
         """The workload for n_workers workers; local: the workers this process computes
-        gradients for (None: all, as the reference needs). Same x^0 on every rank."""
+        gradients for (None: all, as the reference needs); comm: the run's ranks, which a
+        loader may use to read the data once per node (None: one process). Same x^0 on
+        every rank."""
         ...
 
 
@@ -118,12 +121,15 @@ def local_workers(cfg: Config, rank: int) -> set[int]:
     return {rank}
 
 
-def prepare(cfg: Config, n_workers: int, local: set[int] | None = None) -> Workload:
+def prepare(cfg: Config, n_workers: int, local: set[int] | None = None,
+            comm: Any = None) -> Workload:
     """Load the dataset, cut it into n shards, compute L, L_i and x^0 (same on every rank).
 
     local: the workers this process computes for (None: all, as the reference needs); a
-    loader may build only those (torch), or all (the small numpy problems)."""
-    return loader_for(cfg).load(cfg, n_workers, local)
+    loader may build only those (torch), or all (the small numpy problems). comm: the run's
+    ranks (collective then): the numpy problems' dataset is read by one rank per node
+    (:func:`decomp.data.shared.load_dataset_once`)."""
+    return loader_for(cfg).load(cfg, n_workers, local, comm)
 
 
 @dataclass
@@ -188,14 +194,16 @@ class NumpyLoader:
     def check(self, cfg: Config) -> None:
         return None
 
-    def load(self, cfg: Config, n_workers: int, local: set[int] | None) -> NumpyWorkload:
-        """Every worker's problem (they are small), whatever ``local`` says."""
+    def load(self, cfg: Config, n_workers: int, local: set[int] | None,
+             comm: Any = None) -> NumpyWorkload:
+        """Every worker's problem (they are small), whatever ``local`` says; the dataset read
+        once per node of ``comm`` (None: here)."""
         p = cfg.problem
         if (p.dtype or "float64") not in ("float64", "float32"):
             raise ConfigError(f"problem.dtype must be float64 or float32, got {p.dtype!r}")
-        ds = load_dataset(p.dataset, directory=cfg.data_dir, dtype=p.dtype or "float64",
-                          scale=p.scale, seed=cfg.seed, n_samples=p.n_samples,
-                          n_features=p.n_features)
+        ds = load_dataset_once(p.dataset, comm, directory=cfg.data_dir,
+                               dtype=p.dtype or "float64", scale=p.scale, seed=cfg.seed,
+                               n_samples=p.n_samples, n_features=p.n_features)
         problems = split_problem(ds, p.kind, n_workers, shard=p.shard, seed=cfg.seed, lam=p.lam)
         x0 = initial_point(cfg.run.x0 or "normal", ds.n_features, seed=cfg.seed,
                            dtype=p.dtype or "float64")

@@ -241,9 +241,11 @@ class TorchLoader:
                     f"objective, which a neural network does not have: give [[methods]] lr as "
                     f"a number for problem.kind = 'torch' (e.g. lr = 0.1)")
 
-    def load(self, cfg: Any, n_workers: int, local: set[int] | None) -> TorchWorkload:
+    def load(self, cfg: Any, n_workers: int, local: set[int] | None,
+             comm: Any = None) -> TorchWorkload:
         """Only the ``local`` workers' problems (None: all n); the shards are at least as
-        large as the largest minibatch of any method (``batch_size``, ``init_batch``)."""
+        large as the largest minibatch of any method (``batch_size``, ``init_batch``).
+        comm: unused (each rank builds its own shards)."""
         taus = [m.batch_size or 1 for m in cfg.methods]
         taus += [m.options["init_batch"] for m in cfg.methods if m.options.get("init_batch")]
         return build_torch_workload(cfg.problem, n_workers, seed=cfg.seed,

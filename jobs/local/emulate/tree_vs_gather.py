@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The master–worker family's sum over the emulated cluster: ``run.aggregation = "gather"``
+against ``"tree"`` on H hosts x 1 rank (every rank behind its own shaped link), measured and
+predicted by the cost model (docs/networks.md, "8 hosts: tree against gather").
+
+    flock /tmp/decomp-emulate.lock python jobs/local/emulate/tree_vs_gather.py \\
+        jobs/configs/networks_tree8.toml --hosts 8 --rate 100mbit --steps 8 --repeat 2
+
+Per repeat, gather then tree (interleaved, so a change of the machine's load hits both): stand
+up the hosts, ``decomp run CONFIG`` for ``--steps`` steps, tear down; a method's step time is
+the mean wall time between its first logged step and its last (start-up and the first step
+left out, as in sweep.py). The link's α (base latency) and β (rate) come from ``decomp bench
+link`` on two hosts at the same rate (or ``--link`` a saved one). The model's prediction
+(:func:`decomp.netmodel.predict_step_time`, hops as emulated) is given the run's own compute per
+step (the master–worker family books none: all-reduce SGD's gradient time of the same run) and
+its measured compression time where booked, else this machine's codec calibration; its job is
+the communication. Prints measured, predicted and the error per method and aggregation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE))
+
+from sweep import step_times  # noqa: E402
+
+BASELINE = "all-reduce SGD"
+MODES = ("gather", "tree")
+
+
+def run_once(config: str, hosts: int, rate: str, steps: int, mode: str, out: Path,
+             rep: int) -> dict[str, Any]:
+    name = f"tree8-{mode}-{rep}"
+    cmd = [sys.executable, str(HERE / "cluster.py"), "run", "--hosts", str(hosts),
+           "--ranks-per-host", "1", "--rate", rate, "--", str(BIN / "decomp"), "run", config,
+           "--steps", str(steps), "--out", str(out), "--overwrite", "--no-progress",
+           "--set", f'name="{name}"', "--set", f'run.aggregation="{mode}"',
+           "--set", f"run.log_every={max(1, steps // 2)}"]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, timeout=3600)
+    summary = json.loads((out / name / "summary.json").read_text())["methods"]
+    return {"times": step_times(out / name, skip=1),
+            "summary": {s["method"]: s for s in summary}}
+
+
+def link(hosts_rate: str, path: Path | None) -> dict[str, float]:
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    dest = path or Path("/tmp/decomp-tree8-link.json")
+    cmd = [sys.executable, str(HERE / "cluster.py"), "run", "--hosts", "2", "--ranks-per-host",
+           "1", "--rate", hosts_rate, "--", str(BIN / "decomp"), "bench", "link",
+           "--json", str(dest)]
+    print("+", " ".join(cmd), flush=True)
+    # exits 1 when the fit misses its checks (a loaded machine): the fit is written anyway
+    subprocess.run(cmd, check=False, timeout=600)
+    return json.loads(dest.read_text())
+
+
+def predict(config: str, mode: str, runs: list[dict[str, Any]], alpha: float, beta: float,
+            n: int, d: int) -> dict[str, float]:
+    """Predicted seconds per step of every method with ``run.aggregation = mode``."""
+    from decomp.config import load_config
+    from decomp.netmodel import predict_step_time
+    from decomp.netmodel.calibrate import CodecCosts
+
+    cfg = load_config(config, [f'run.aggregation="{mode}"'])
+    per = runs[0]["summary"]
+    dense = statistics.median(r["summary"][BASELINE]["compute_s"]
+                              / r["summary"][BASELINE]["steps"] for r in runs)
+    comp = {m: (statistics.median(r["summary"][m]["compute_s"] / r["summary"][m]["steps"]
+                                  for r in runs)
+                if per[m]["compute_s"] is not None else dense) for m in per}
+    pred = predict_step_time(cfg, d, n, "ring", alpha, beta,
+                             lambda spec, n_, c=comp: c[spec.label], hops="emulated",
+                             costs=CodecCosts.load())
+    assert isinstance(pred, dict)
+    out = {}
+    for m, st in pred.items():
+        booked = [r["summary"][m]["compress_s"] for r in runs]
+        if booked[0] is not None:
+            measured = statistics.median(b / r["summary"][m]["steps"]
+                                         for b, r in zip(booked, runs, strict=True))
+            out[m] = st.step_s - st.compress_s + measured
+        else:
+            out[m] = st.step_s
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("config")
+    p.add_argument("--hosts", type=int, default=8)
+    p.add_argument("--rate", default="100mbit")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--d", type=int, default=1_101_834)
+    p.add_argument("--link", type=Path, help="decomp bench link --json of this rate (else run)")
+    p.add_argument("--out", type=Path, default=Path("runs/tree8"))
+    p.add_argument("--json", type=Path, help="write the measurements and predictions here")
+    args = p.parse_args(argv)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for rep in range(args.repeat):
+        for mode in MODES:
+            runs[mode].append(run_once(args.config, args.hosts, args.rate, args.steps, mode,
+                                       args.out, rep))
+    lk = link(args.rate, args.link)
+    rows = []
+    for mode in MODES:
+        pred = predict(args.config, mode, runs[mode], lk["alpha_s"], lk["beta_Bps"],
+                       args.hosts, args.d)
+        for m in runs[mode][0]["times"]:
+            meas = [r["times"][m]["step_s"] for r in runs[mode]]
+            rows.append({"aggregation": mode, "method": m, "measured_ms": meas,
+                         "median_ms": statistics.median(meas) * 1e3,
+                         "predicted_ms": pred[m] * 1e3,
+                         "error": pred[m] / statistics.median(meas) - 1})
+    print(f"alpha0 = {lk['alpha_s'] * 1e3:.3f} ms, beta = {lk['beta_Bps'] / 1e6:.2f} MB/s, "
+          f"{args.hosts} hosts x 1 rank at {args.rate}")
+    print("| aggregation | method | measured ms/step (each run) | median | predicted | error |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        each = ", ".join(f"{t * 1e3:.0f}" for t in r["measured_ms"])
+        print(f"| {r['aggregation']} | {r['method']} | {each} | {r['median_ms']:.1f} | "
+              f"{r['predicted_ms']:.1f} | {r['error']:+.0%} |")
+    ef = [r for r in rows if r["method"] != BASELINE]
+    for m in {r["method"] for r in ef}:
+        g = next(r for r in ef if r["method"] == m and r["aggregation"] == "gather")
+        t = next(r for r in ef if r["method"] == m and r["aggregation"] == "tree")
+        print(f"{m}: tree / gather = {t['median_ms'] / g['median_ms']:.2f} measured, "
+              f"{t['predicted_ms'] / g['predicted_ms']:.2f} predicted")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"link": lk, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
