@@ -8,7 +8,8 @@ codes of b bits take exactly ceil(d*b/8) bytes.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 _U8 = np.uint8
 

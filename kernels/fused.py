@@ -15,7 +15,8 @@ reduction over it vectorises (no float reassociation is involved).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 
 @njit(cache=True, nogil=True)

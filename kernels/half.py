@@ -17,7 +17,8 @@ Codes: 2 = float16, 3 = bfloat16 (those of decomp.compress._wire).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 
 @njit(cache=True, nogil=True)

@@ -9,9 +9,9 @@ into a small buffer that stays in L1, then a packing loop writes them out.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from decomp.kernels.bits import pack_codes, unpack_codes
+from decomp.kernels.jit import njit
 from decomp.kernels.rng import fill_u32
 
 _CH = 32768  # entries per chunk (multiple of 8, so chunks start on a byte boundary)

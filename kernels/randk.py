@@ -11,9 +11,9 @@ of the bitmap words, O(d/64 + k).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from decomp.kernels.jit import njit
 from decomp.kernels.rng import mulhi_index, splitmix64
 
 _S6 = np.uint64(6)

@@ -10,7 +10,8 @@ result does not depend on the compiler. The numpy twin is ``decomp.compress._ref
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 LANES = 64
 

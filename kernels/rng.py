@@ -16,7 +16,8 @@ purpose).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)

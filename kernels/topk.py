@@ -35,7 +35,8 @@ import math
 import threading
 
 import numpy as np
-from numba import njit
+
+from decomp.kernels.jit import njit
 
 NONFINITE = -1  # status returned when x holds NaN or inf
 
