@@ -37,9 +37,17 @@ BASELINE = "all-reduce SGD"
 MODES = ("gather", "tree")
 
 
+def read_run(out: Path, name: str) -> dict[str, Any]:
+    summary = json.loads((out / name / "summary.json").read_text())["methods"]
+    return {"times": step_times(out / name, skip=1),
+            "summary": {s["method"]: s for s in summary}}
+
+
 def run_once(config: str, hosts: int, rate: str, steps: int, mode: str, out: Path,
-             rep: int) -> dict[str, Any]:
+             rep: int, again: bool = True) -> dict[str, Any]:
     name = f"tree8-{mode}-{rep}"
+    if not again:
+        return read_run(out, name)
     cmd = [sys.executable, str(HERE / "cluster.py"), "run", "--hosts", str(hosts),
            "--ranks-per-host", "1", "--rate", rate, "--", str(BIN / "decomp"), "run", config,
            "--steps", str(steps), "--out", str(out), "--overwrite", "--no-progress",
@@ -47,9 +55,7 @@ def run_once(config: str, hosts: int, rate: str, steps: int, mode: str, out: Pat
            "--set", f"run.log_every={max(1, steps // 2)}"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, timeout=3600)
-    summary = json.loads((out / name / "summary.json").read_text())["methods"]
-    return {"times": step_times(out / name, skip=1),
-            "summary": {s["method"]: s for s in summary}}
+    return read_run(out, name)
 
 
 def link(hosts_rate: str, path: Path | None) -> dict[str, float]:
@@ -66,8 +72,10 @@ def link(hosts_rate: str, path: Path | None) -> dict[str, float]:
 
 
 def predict(config: str, mode: str, runs: list[dict[str, Any]], alpha: float, beta: float,
-            n: int, d: int) -> dict[str, float]:
-    """Predicted seconds per step of every method with ``run.aggregation = mode``."""
+            n: int, d: int, every: list[dict[str, Any]]) -> dict[str, float]:
+    """Predicted seconds per step of every method with ``run.aggregation = mode``: compute
+    per step is the median over ``every`` run (both aggregations: the gradient does not
+    depend on how the sum travels, and one mode's load must not become the model's)."""
     from decomp.config import load_config
     from decomp.netmodel import predict_step_time
     from decomp.netmodel.calibrate import CodecCosts
@@ -75,9 +83,9 @@ def predict(config: str, mode: str, runs: list[dict[str, Any]], alpha: float, be
     cfg = load_config(config, [f'run.aggregation="{mode}"'])
     per = runs[0]["summary"]
     dense = statistics.median(r["summary"][BASELINE]["compute_s"]
-                              / r["summary"][BASELINE]["steps"] for r in runs)
+                              / r["summary"][BASELINE]["steps"] for r in every)
     comp = {m: (statistics.median(r["summary"][m]["compute_s"] / r["summary"][m]["steps"]
-                                  for r in runs)
+                                  for r in every)
                 if per[m]["compute_s"] is not None else dense) for m in per}
     pred = predict_step_time(cfg, d, n, "ring", alpha, beta,
                              lambda spec, n_, c=comp: c[spec.label], hops="emulated",
@@ -106,17 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link", type=Path, help="decomp bench link --json of this rate (else run)")
     p.add_argument("--out", type=Path, default=Path("runs/tree8"))
     p.add_argument("--json", type=Path, help="write the measurements and predictions here")
+    p.add_argument("--reuse", action="store_true",
+                   help="read the runs already in --out instead of running them")
     args = p.parse_args(argv)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     for rep in range(args.repeat):
         for mode in MODES:
             runs[mode].append(run_once(args.config, args.hosts, args.rate, args.steps, mode,
-                                       args.out, rep))
+                                       args.out, rep, again=not args.reuse))
     lk = link(args.rate, args.link)
     rows = []
     for mode in MODES:
         pred = predict(args.config, mode, runs[mode], lk["alpha_s"], lk["beta_Bps"],
-                       args.hosts, args.d)
+                       args.hosts, args.d, [r for rs in runs.values() for r in rs])
         for m in runs[mode][0]["times"]:
             meas = [r["times"][m]["step_s"] for r in runs[mode]]
             rows.append({"aggregation": mode, "method": m, "measured_ms": meas,
