@@ -5,8 +5,6 @@ communicator whose rank order is reversed the node's first rank of that communic
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,8 +12,6 @@ import scipy.sparse as sp
 import decomp.data.shared as shared
 from decomp.data.tabular import load_dataset
 from decomp.errors import DataError
-
-DATA = os.environ.get("DECOMP_DATA", "")
 
 
 def _counting(monkeypatch) -> list[str]:
@@ -39,26 +35,30 @@ def _same(a, b) -> bool:
             and np.array_equal(a, b))
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("breast_cancer", {"scale": "standard"}),
-    ("a9a", {"scale": "maxabs", "dtype": "float32"}),
-    ("synthetic", {"n_samples": 40, "n_features": 7, "seed": 3}),
-])
-def test_every_rank_holds_the_parsed_arrays_read_by_one_rank(any_comm, monkeypatch, name, kw):
-    if name == "a9a" and not any((p := os.path.join(DATA, f)) and os.path.isfile(p)
-                                 for f in ("a9a", "a9a.gz")):
-        pytest.skip("a9a not in $DECOMP_DATA")
+def _check(comm, monkeypatch, name: str, directory, kw) -> None:
     calls = _counting(monkeypatch)
-    node = shared.node_comm(any_comm)
+    node = shared.node_comm(comm)
     node_rank = node.Get_rank()
     node.Free()
-    ds = shared.load_dataset_once(name, any_comm, directory=DATA or None, **kw)
-    mine = load_dataset(name, directory=DATA or None, **kw)
+    ds = shared.load_dataset_once(name, comm, directory=directory, **kw)
+    mine = load_dataset(name, directory=directory, **kw)
     ok = _same(ds.A, mine.A) and np.array_equal(ds.b, mine.b) and ds.b.dtype == mine.b.dtype
-    reads = len(calls)
-    everyone = any_comm.allgather((ok, reads, node_rank))
+    everyone = comm.allgather((ok, len(calls), node_rank))
     assert all(o for o, _, _ in everyone), everyone
     assert all(r == (1 if nr == 0 else 0) for _, r, nr in everyone), everyone
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("breast_cancer", {"scale": "standard"}),
+    ("synthetic", {"n_samples": 40, "n_features": 7, "seed": 3}),
+])
+def test_every_rank_holds_the_arrays_read_by_one_rank(any_comm, monkeypatch, name, kw):
+    _check(any_comm, monkeypatch, name, None, kw)
+
+
+def test_a_sparse_libsvm_file_is_read_once(comm, monkeypatch, data_dir):
+    """CSR data, indices and indptr, float32 after maxabs scaling."""
+    _check(comm, monkeypatch, "a9a", str(data_dir), {"scale": "maxabs", "dtype": "float32"})
 
 
 def test_a_reading_error_is_raised_on_every_rank(comm, tmp_path_factory):
