@@ -10,11 +10,16 @@ calls :func:`~decomp.data.tabular.load_dataset` and broadcasts, within the node,
 error it raised (every rank of the node raises the same one) or the arrays: dense ``A`` or a
 CSR's data, indices and indptr, and ``b``, by buffer (no pickling of the arrays). The values
 are the leader's bytes, so every rank holds exactly what it would have parsed itself.
+
+While the leader parses, the others wait in a nonblocking barrier tested every millisecond
+with a sleep in between: a blocking MPI call would spin (MPICH polls) and take the cores the
+leader needs when the node is oversubscribed.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -57,6 +62,9 @@ def _share(node: Any, name: str, kw: dict[str, Any]) -> Dataset:
             header = {"error": type(e).__name__, "message": str(e)}
         else:
             header = _header(ds)
+        node.Ibarrier().Wait()
+    else:
+        wait_quietly(node.Ibarrier())
     header = node.bcast(header if leader else None, root=0)
     if "error" in header:
         cls = DataError if header["error"] == "DataError" else ConfigError
@@ -70,6 +78,12 @@ def _share(node: Any, name: str, kw: dict[str, Any]) -> Dataset:
         assert ds is not None
         return ds
     return _dataset(header, arrays)
+
+
+def wait_quietly(request: Any, interval_s: float = 0.001) -> None:
+    """Complete ``request`` without spinning: test it, sleep, test again."""
+    while not request.Test():
+        time.sleep(interval_s)
 
 
 def _arrays(ds: Dataset) -> list[np.ndarray]:
@@ -100,4 +114,4 @@ def _dataset(header: dict[str, Any], arrays: list[np.ndarray]) -> Dataset:
     return Dataset(name=header["name"], A=A, b=b)
 
 
-__all__ = ["ONCE_ENV", "load_dataset_once", "node_comm"]
+__all__ = ["ONCE_ENV", "load_dataset_once", "node_comm", "wait_quietly"]
