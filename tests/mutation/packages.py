@@ -18,6 +18,8 @@ KILLS: dict[str, list[str]] = {
              "tests/mpi/test_transport_variable_sizes.py",
              "tests/mpi/test_transport_benchmarks.py"],
     "topologies": ["tests/unit/test_topologies_edge_cases.py"],
+    "methods": [],
+    "schedule": [],
 }
 
 
@@ -69,4 +71,19 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
                     *KILLS["topologies"]],
                    ["tests/mpi/test_topology_comm.py", "tests/mpi/test_directed_mixing.py",
                     "tests/mpi/test_decentralized_vs_sim.py"]),
+    "methods": ([f"decomp/algorithms/{f}.py" for f in (
+        "beer", "deepsqueeze", "edge_replica", "ef21_bc", "ef21_pp")],
+                ["tests/unit/test_beer.py", "tests/unit/test_ef21_variants.py",
+                 "tests/unit/test_deepsqueeze.py", "tests/unit/test_invariants.py",
+                 "tests/unit/test_time_varying.py", "tests/unit/test_checkpoint_values.py",
+                 *_unit(KILLS["methods"])],
+                ["tests/mpi/test_beer_vs_sim.py", "tests/mpi/test_ef21_variants_vs_sim.py",
+                 "tests/mpi/test_deepsqueeze_vs_sim.py", "tests/mpi/test_time_varying.py",
+                 *_mpi(KILLS["methods"])]),
+    "schedule": (["topologies/schedule.py"],
+                 ["tests/unit/test_topologies.py", "tests/unit/test_topologies_edge_cases.py",
+                  "tests/unit/test_time_varying.py", "tests/unit/test_invariants.py",
+                  *_unit(KILLS["schedule"])],
+                 ["tests/mpi/test_time_varying.py", "tests/mpi/test_topology_comm.py",
+                  *_mpi(KILLS["schedule"])]),
 }

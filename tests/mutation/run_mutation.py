@@ -133,21 +133,25 @@ def trace(work: Path, cmd: list[str], files: list[str], out: Path, **extra: str)
     return inverted
 
 
-def setup(work: Path) -> dict:
-    """Once per copy: the pristine numba cache, which tests call which function (traced on the
-    unmutated copy) and each package's baseline time."""
+def setup(work: Path, pkgs: list[str]) -> dict:
+    """Once per copy (again if a package not traced yet is asked for): the pristine numba
+    cache, which tests of the selected packages call which function (traced on the unmutated
+    copy) and each package's baseline time."""
     path = work / "mutation-setup.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    print(f"setting up {work.name}: tracing the unmutated tests", flush=True)
-    unit = sorted({t for p in PACKAGES for t in pools(work, p)[1]})
-    mpi = sorted({t for p in PACKAGES for t in pools(work, p)[2]})
+    old = json.loads(path.read_text()) if path.exists() else {}
+    traced = old.get("traced", list(PACKAGES) if old else [])  # older setups traced them all
+    if old and set(pkgs) <= set(traced):
+        return old
+    pkgs = sorted(set(pkgs) | set(traced))
+    print(f"setting up {work.name}: tracing the unmutated tests of {pkgs}", flush=True)
+    unit = sorted({t for p in pkgs for t in pools(work, p)[1]})
+    mpi = sorted({t for p in pkgs for t in pools(work, p)[2]})
     tu = trace(work, UNIT[:3] + ["-q", "-p", "no:cacheprovider"], unit, work / "trace-unit.json")
-    # compiled kernels call no Python a profiler sees: trace them once as Python
-    tk = trace(work, UNIT[:3] + ["-q", "-p", "no:cacheprovider", "--timeout=120"],
-               pools(work, "kernels")[1], work / "trace-kernels.json", NUMBA_DISABLE_JIT="1")
-    for k, v in tk.items():
-        tu.setdefault(k, set()).update(v)
+    if "kernels" in pkgs:  # compiled kernels call no Python a profiler sees: trace as Python
+        tk = trace(work, UNIT[:3] + ["-q", "-p", "no:cacheprovider", "--timeout=120"],
+                   pools(work, "kernels")[1], work / "trace-kernels.json", NUMBA_DISABLE_JIT="1")
+        for k, v in tk.items():
+            tu.setdefault(k, set()).update(v)
     tm = trace(work, MPI2[:6] + ["--with-mpi", "-q", "-p", "no:cacheprovider"], mpi,
                work / "trace-mpi.json") if mpi else {}
     data = {"unit": UNIT, "mpi": MPI2,
@@ -155,7 +159,7 @@ def setup(work: Path) -> dict:
                          for p in PACKAGES},
             "trace_unit": {k: sorted(v) for k, v in tu.items()},
             "trace_mpi": {k: sorted(v) for k, v in tm.items()},
-            "timeout": 900, "baseline": {}}
+            "timeout": 900, "baseline": old.get("baseline", {}), "traced": pkgs}
     path.write_text(json.dumps(data))
     return data
 
@@ -356,7 +360,7 @@ def main() -> None:
         for pkg in pkgs:
             after(pkg, work, rev(a.after))
     elif not a.report:
-        data = setup(work)
+        data = setup(work, pkgs)
         for pkg in pkgs:
             run(pkg, work, session(pkg, work, a.sample), deadline, data)
     print(f"source {commit}, tests {tests} ({work}); sample of {a.sample} per package, seed 17")
