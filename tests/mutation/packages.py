@@ -19,7 +19,7 @@ KILLS: dict[str, list[str]] = {
              "tests/mpi/test_transport_benchmarks.py"],
     "topologies": ["tests/unit/test_topologies_edge_cases.py"],
     "methods": [],
-    "schedule": [],
+    "schedule": ["tests/unit/test_one_peer_schedules.py"],
 }
 
 
