@@ -5,6 +5,7 @@ Written for gaps mutation testing found (docs/testing.md, "Mutation testing").""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -77,7 +78,8 @@ def test_a_schedule_refuses_a_step_that_is_not_a_non_negative_integer(bad: objec
 
 def test_a_schedule_refuses_no_nodes_and_a_hypercube_of_other_than_a_power_of_two() -> None:
     """n >= 1 for either schedule (the period is undefined below), n a power of two for the
-    hypercube; the one-peer exponential takes any n >= 1."""
+    hypercube (a refusal that says so, also for n < 1); the one-peer exponential takes any
+    n >= 1."""
     for n in (0, -1):
         with pytest.raises(TopologyError, match="n must be >= 1"):
             one_peer_period(n)
@@ -85,9 +87,13 @@ def test_a_schedule_refuses_no_nodes_and_a_hypercube_of_other_than_a_power_of_tw
             OnePeerExponential(n)
         with pytest.raises(TopologyError):
             OnePeerExponential(n, symmetric=True)
+    for n in (0, -1, 3, 6, 12):
+        for call in (lambda n=n: OnePeerExponential(n, symmetric=True),
+                     lambda n=n: one_peer_hypercube(n, 0)):
+            with pytest.raises(TopologyError, match=f"one-peer hypercube: n must be a power of "
+                                                    f"two, got n = {n}"):
+                call()
     for n in (3, 6, 12):
-        with pytest.raises(TopologyError, match=f"power of two, got n = {n}"):
-            OnePeerExponential(n, symmetric=True)
         assert OnePeerExponential(n).validate(n).n == n
     assert one_peer_period(1) == one_peer_period(2) == 1
 
@@ -133,13 +139,16 @@ def test_a_schedule_whose_period_union_is_disconnected_is_refused() -> None:
 
 def test_a_static_schedule_is_its_matrix_at_every_step() -> None:
     """StaticSchedule(W): W at every t, period 1, and W's n, name, symmetry, rho and checks;
-    its peers are W's neighbours, in and out, ascending."""
+    its peers are W's neighbours, in and out, ascending; it cannot be changed after it is
+    made (frozen)."""
     m = metropolis_hastings(ring(6))
     s = StaticSchedule(m)
     assert is_schedule(s) and not is_schedule(m)
     assert s.period == 1 and s.n == 6 and s.name == m.name and s.symmetric
     assert s.rho == m.rho and all(s(t) is m for t in (0, 1, 17))
     assert s.validate(6) is s
+    with pytest.raises(dataclasses.FrozenInstanceError):  # shared by every rank's transport
+        s.mixing = one_peer_exponential(6, 0)  # type: ignore[misc]
     assert [s.peers(i) for i in (0, 3)] == [(1, 5), (2, 4)]
     d = StaticSchedule(one_peer_exponential(5, 1))  # directed: in 3, out 2 for node 0
     assert d.peers(0) == (2, 3) and not d.symmetric
