@@ -84,10 +84,6 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
                  *_mpi(KILLS["methods"])]),
     "schedule": (["topologies/schedule.py"],
                  ["tests/unit/test_topologies.py", "tests/unit/test_topologies_edge_cases.py",
-                  "tests/unit/test_time_varying.py", "tests/unit/test_invariants.py",
-                  "tests/unit/test_beer.py", "tests/unit/test_directed_mixing.py",
-                  *_unit(KILLS["schedule"])],
-                 ["tests/mpi/test_time_varying.py", "tests/mpi/test_topology_comm.py",
-                  "tests/mpi/test_beer_vs_sim.py",
-                  *_mpi(KILLS["schedule"])]),
+                  "tests/unit/test_time_varying.py", *_unit(KILLS["schedule"])],
+                 ["tests/mpi/test_topology_comm.py", *_mpi(KILLS["schedule"])]),
 }
