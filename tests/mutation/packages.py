@@ -19,7 +19,8 @@ KILLS: dict[str, list[str]] = {
              "tests/mpi/test_transport_benchmarks.py"],
     "topologies": ["tests/unit/test_topologies_edge_cases.py"],
     "methods": ["tests/unit/test_ef21_variant_option_values.py",
-                "tests/unit/test_gossip_first_non_finite_step.py"],
+                "tests/unit/test_gossip_first_non_finite_step.py",
+                "tests/unit/test_gossip_declared_codec_work.py"],
     "schedule": ["tests/unit/test_one_peer_schedules.py"],
 }
 
