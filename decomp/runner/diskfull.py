@@ -10,6 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from decomp.errors import StorageError
@@ -47,16 +50,64 @@ def storage_error(e: OSError, path: Path, needed: int | None, what: str) -> Stor
     return StorageError(f"cannot write {what} {path}: {cause}{size}; {fix}")
 
 
+#: bytes handed to the file system per write call: the progress a stalled write is judged by
+CHUNK = 8 << 20
+
+
+class Writing:
+    """The file write this process is in (main thread), for the signal backstop
+    (:mod:`decomp.runner.guard`): what and where, and when it last made progress (a chunk
+    written, the file opened, synced or renamed)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self.since = time.monotonic()
+
+    def progress(self) -> None:
+        self.since = time.monotonic()
+
+
+#: the write in progress (None: none); set and cleared by :func:`writing` only
+CURRENT: Writing | None = None
+
+
+@contextmanager
+def writing(path: Path, what: str) -> Iterator[Writing]:
+    """Mark a write to ``path`` as in progress (nested writes keep the outer mark)."""
+    global CURRENT
+    if CURRENT is not None:
+        yield CURRENT
+        return
+    w = CURRENT = Writing(path, what)
+    try:
+        yield w
+    finally:
+        CURRENT = None
+
+
 def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
-    """Replace ``path`` by ``data`` at once (temporary file + fsync + rename); on failure the
-    temporary file is removed and a :class:`StorageError` names the path and bytes."""
+    """Replace ``path`` by ``data`` at once (temporary file ``<name>.tmp`` in the same folder,
+    fsync, rename): readers see the old file or the new one, never a part. On failure the
+    temporary file is removed and a :class:`StorageError` names the path and bytes. The
+    process's one atomic writer: run files, checkpoints and the torch front ends' files."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing(path, what) as w:
+            with open(tmp, "wb") as f:
+                w.progress()
+                view = memoryview(data)
+                for i in range(0, len(view), CHUNK):
+                    f.write(view[i:i + CHUNK])
+                    w.progress()
+                f.flush()
+                os.fsync(f.fileno())
+                w.progress()
+            os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise storage_error(e, path, len(data), what) from None
+
+
+def write_text_atomic(path: Path, text: str, what: str = "run file") -> None:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+    write_bytes_atomic(path, text.encode(), what)

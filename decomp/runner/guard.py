@@ -34,6 +34,8 @@ LAUNCHERS = ("hydra_pmi_proxy", "mpiexec", "mpiexec.hydra", "mpirun", "slurmstep
              "orted", "prterun")
 #: how long the main thread has to act on a stop signal before the backstop ends the process
 BACKSTOP_GRACE_S = 2.0
+#: after a stop signal, a file write that makes no progress this long is taken as hung
+WRITE_STALL_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -85,7 +87,7 @@ class Backstop:
             if not data:
                 return
             for signum in data:
-                if signum in self.stop_signals and not self._voting():
+                if signum in self.stop_signals:
                     self._later(signum)
 
     def _voting(self) -> bool:
@@ -93,19 +95,39 @@ class Backstop:
         return bool(self.flag.deferred and self.flag.stepping)
 
     def _later(self, signum: int) -> None:
-        time.sleep(BACKSTOP_GRACE_S)  # the main thread's handler ends the job before this
-        if self._voting():  # the first step completed meanwhile: the vote stops every rank
-            return
-        # still here: data loading or the first step's compilation (the signal is only
-        # recorded there), or native code swallowed the handler's exception
-        name = signal.Signals(signum).name
-        message = (f"stopped by {name} before the first step (loading data or compiling "
-                   f"kernels; the process did not stop within {BACKSTOP_GRACE_S:.0f} s): "
-                   "ending the job at once, nothing to save yet")
-        try:
-            from mpi4py import MPI
+        """After a stop signal: end the process if it has not stopped within the grace before
+        the first step, or if a file write makes no progress for :func:`write_stall_s`."""
+        from decomp.runner import diskfull
 
-            if MPI.Is_initialized() and not MPI.Is_finalized():
+        stall = write_stall_s()
+        deadline = time.monotonic() + BACKSTOP_GRACE_S
+        while True:
+            time.sleep(0.1)
+            w = diskfull.CURRENT
+            if w is not None:
+                quiet = time.monotonic() - w.since
+                if quiet >= stall:
+                    self._end(signum, f"stopped by {signal.Signals(signum).name} while "
+                              f"writing {w.what} {w.path}: no progress for {quiet:.0f} s (a "
+                              "hung file system?); ending the job at once, the last complete "
+                              "checkpoint is kept")
+                continue
+            if self._voting():  # the stop vote stops every rank; keep watching its writes
+                if self.flag.installed:
+                    continue
+                return
+            if time.monotonic() >= deadline:
+                # data loading or the first step's compilation (the signal is only recorded
+                # there), or native code swallowed the handler's exception
+                self._end(signum, f"stopped by {signal.Signals(signum).name} before the first "
+                          "step (loading data or compiling kernels; the process did not stop "
+                          f"within {BACKSTOP_GRACE_S:.0f} s): ending the job at once, nothing "
+                          "to save yet")
+
+    def _end(self, signum: int, message: str) -> None:
+        try:
+            MPI = sys.modules.get("mpi4py.MPI")  # importing it would initialise MPI
+            if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized():
                 from decomp.comm.control import abort_job
 
                 abort_job(MPI.COMM_WORLD, message, 128 + signum)
@@ -114,6 +136,16 @@ class Backstop:
         rank = os.environ.get("PMI_RANK", os.environ.get("SLURM_PROCID", "?"))
         print(f"[rank {rank}] ERROR: {message}", file=sys.stderr, flush=True)
         os._exit(128 + signum)
+
+
+def write_stall_s() -> float:
+    """How long a file write may make no progress after a stop signal before the job ends
+    (``DECOMP_WRITE_STALL_S``, default :data:`WRITE_STALL_S`; an invalid value: the default)."""
+    try:
+        v = float(os.environ.get("DECOMP_WRITE_STALL_S", WRITE_STALL_S))
+    except ValueError:
+        return WRITE_STALL_S
+    return v if v > 0 and v == v else WRITE_STALL_S
 
 
 def arm(flag: Any, stop_signals: tuple[int, ...]) -> None:

@@ -10,28 +10,12 @@ method had logged up to its checkpoint (:meth:`Outputs.keep_rows`) and grows fro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from decomp.runner.diskfull import storage_error
+from decomp.runner.diskfull import storage_error, writing
+from decomp.runner.diskfull import write_text_atomic as write_atomic
 from decomp.runner.results import MethodResult
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` all at once (a temporary file in the same folder, then a
-    rename): readers see the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk: no temporary file left, a message with the path
-        tmp.unlink(missing_ok=True)
-        raise storage_error(e, path, len(text.encode()), "run file") from None
-
 
 #: where a resume keeps the rows it read until the run ends (in the run folder)
 BACKUP = ".metrics.resume.jsonl"
@@ -132,8 +116,9 @@ class Outputs:
         if self.active:
             line = json.dumps(row) + "\n"
             try:
-                self._metrics.write(line)
-                self._metrics.flush()
+                with writing(self.dir / "metrics.jsonl", "metrics row to"):
+                    self._metrics.write(line)
+                    self._metrics.flush()
             except OSError as e:
                 raise storage_error(e, self.dir / "metrics.jsonl", len(line), "metrics row "
                                     "to") from None

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from decomp.errors import ConfigError
+from decomp.runner.diskfull import write_text_atomic as write_atomic
 from decomp.runner.lifecycle import signal_name
 from decomp.runner.metadata import mpi_metadata
-from decomp.runner.outputs import write_atomic
 from decomp.runner.results import MethodResult
 
 #: where a value of the summary entry comes from in the last row

@@ -6,6 +6,7 @@ bound and that no process of the job is left."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,4 +87,45 @@ def test_a_signal_while_compiling_ends_the_job(tmp_path: Path) -> None:
     assert took < BOUND_S, f"{took:.1f} s"
     assert first_error_line(text).startswith("stopped by SIGTERM before the first step ("), \
         text[-2000:]
+    assert not left_running(str(tmp_path / "runs"))
+
+
+def test_a_signal_during_a_checkpoint_write_on_a_hung_file_system_ends_the_job(
+        tmp_path: Path) -> None:
+    """Rank 1's checkpoint file cannot be written (a named pipe where its temporary file goes:
+    opening it blocks, as a write to a dead NFS server does) while rank 0 has written its own
+    and waits for rank 1. SIGTERM to mpiexec: the job ends with 143 once rank 1's write has
+    made no progress for DECOMP_WRITE_STALL_S, naming the file; no process is left."""
+    every, stall = 1000, 3.0
+    cfg = _write(tmp_path, "hung", every=every)
+    p = _start(tmp_path, cfg, DECOMP_WRITE_STALL_S=str(stall))
+    run = tmp_path / "runs" / "hung"
+    _wait_for_rows(run)
+    # every checkpoint from a few ahead of where the run is: one of them blocks rank 1
+    step = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    first = (step // every + 3) * every
+    blocked = []
+    for s in range(first, first + 200 * every, every):
+        d = run / "checkpoints" / f"m0-s{s}"
+        d.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(d / "rank1.npz.tmp")
+        blocked.append(d)
+    t0 = time.monotonic()
+    while not any((d / "rank0.npz").exists() for d in blocked):
+        assert p.poll() is None and time.monotonic() - t0 < 120, p.communicate()[1][-2000:]
+        time.sleep(0.05)
+    hung = next(d for d in blocked if (d / "rank0.npz").exists())
+    p.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    try:
+        _, err = p.communicate(timeout=stall + BOUND_S + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    took = time.monotonic() - t0
+    assert p.returncode == 143, err[-2000:]
+    assert took < stall + BOUND_S, f"{took:.1f} s"
+    assert first_error_line(err).startswith(
+        f"stopped by SIGTERM while writing checkpoint file {hung / 'rank1.npz'}: no progress "
+        "for "), err[-2000:]
     assert not left_running(str(tmp_path / "runs"))
