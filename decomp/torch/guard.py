@@ -127,6 +127,30 @@ class CallGuard:
         if self.many:
             _SigintWatch.install(self)
 
+    def finish(self) -> None:
+        """Not collective (the optimizer was dropped): stop the watchdog's thread and tell the
+        peers this rank is done with this optimizer. Its communicators stay (freeing one is
+        collective: :meth:`close`)."""
+        wd = self.watchdog
+        if wd is None:
+            return
+        atexit.unregister(wd.finish)
+        if threading.current_thread() is getattr(wd, "_thread", None):
+            wd._stop.set()  # a collection inside the watchdog's own thread: it ends by itself
+            return
+        wd.finish()
+
+    def close(self) -> None:
+        """Collective: stop the watchdog and free both duplicate communicators; the
+        optimizer's calls are unguarded afterwards."""
+        wd, self.watchdog = self.watchdog, None
+        if wd is not None:
+            atexit.unregister(wd.finish)
+            wd.close()
+        if self.comm is not None:
+            self.comm.Free()
+            self.comm = None
+
     @contextlib.contextmanager
     def call_of(self, name: str, owner: Any, check: bool = False) -> Iterator[None]:
         """Bracket the collective ``name`` of ``owner`` (its ``steps``: steps done; nested

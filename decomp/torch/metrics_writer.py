@@ -38,6 +38,7 @@ from decomp.runner.diskfull import write_text_atomic as write_atomic
 from decomp.runner.lifecycle import signal_name
 from decomp.runner.metadata import mpi_metadata
 from decomp.runner.results import MethodResult
+from decomp.torch.ownership import held_by
 
 #: where a value of the summary entry comes from in the last row
 _ENTRY = ("loss", "grad_norm_sq", "bits_up", "bits_down", "consensus_distance", "loss_local",
@@ -52,6 +53,7 @@ class MetricsWriter:
     def __init__(self, opt: Any, directory: str | Path, *, name: str | None = None) -> None:
         self.opt = opt
         self.dir = Path(directory)
+        self._hold = held_by(self, opt.comm, self.dir, f"MetricsWriter({directory})")
         self.name = name or opt.algorithm.name
         self.active = opt.rank == 0
         self.meta = mpi_metadata(opt.comm, opt.comm.Get_size())  # collective: every host
@@ -167,6 +169,7 @@ class MetricsWriter:
         self._summary(status, message)
         if self.active:
             self._file.close()
+        self._hold.release()
         self._closed = True
 
     def __enter__(self) -> MetricsWriter:

@@ -22,7 +22,7 @@ from decomp.kernels.fused import all_finite, descend
 from decomp.launch import start_script
 from decomp.runner.build import build_session, check_family, default_algorithm, world
 from decomp.torch import buckets as _buckets
-from decomp.torch import compat, guard
+from decomp.torch import compat, guard, ownership
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
 from decomp.torch.saving import LoopMethods
@@ -129,6 +129,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             params = [p for g in optimizer.param_groups for p in g["params"]]
             super().__init__(params or list(self.flat.parameters()), dict(optimizer.defaults))
         self._guard = guard.CallGuard(comm, comm_timeout, d)
+        ownership.attach(self)  # dropped: its watchdog thread stops, its folder locks go
         self._ready = True  # from here on param_groups, state, defaults are the wrapped ones
 
     # the wrapped optimizer's param_groups / state / defaults, also after its load_state_dict
@@ -427,6 +428,10 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
                               "wrap a torch optimizer for several")
         self._check_params([param_group])
         self.optimizer.add_param_group(param_group)
+
+    def close(self) -> None:
+        """Collective: stop the watchdog, free its communicators, release the folder locks."""
+        ownership.close(self)
 
     def __repr__(self) -> str:
         inner = "None" if self.optimizer is None else type(self.optimizer).__name__

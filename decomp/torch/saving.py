@@ -40,6 +40,7 @@ import torch
 from decomp.errors import ConfigError
 from decomp.layout import Layout
 from decomp.runner.checkpoint import _sha256, _write_atomic
+from decomp.torch.ownership import hold_for_save
 from decomp.torch.preempt import DEFAULT_TIMEOUT_S, StopPoll, agree
 
 POINTER = "checkpoint.json"
@@ -132,6 +133,7 @@ class LoopMethods:
         Returns ``directory``."""
         d = Path(directory)
         agree(self.comm, "opt.save", self.steps, str(d.resolve()), self._timeout(timeout_s))
+        hold_for_save(self, d)  # the folder's lock, before anything is written
         step, size = self.steps, self.comm.Get_size()
         state = {"format": FORMAT, "rank": self.rank, "world": size, "step": step,
                  "model": _plain(self.flat.module.state_dict()),

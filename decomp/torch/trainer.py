@@ -70,6 +70,7 @@ from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.buckets import attach as attach_buckets
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
+from decomp.torch.ownership import held_by
 from decomp.torch.problem import LossFn
 from decomp.torch.progress import fmt, log_line, progress_bar
 
@@ -184,6 +185,8 @@ class Trainer:
         self.progress = progress
         self.eval_chunk = int(eval_chunk)
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
+        if self.metrics_path is not None:  # its folder's lock (decomp.torch.ownership)
+            held_by(self, comm, self.metrics_path.parent, f"Trainer(metrics_path={metrics_path})")
         lr = lr if lr is not None else getattr(algorithm, "lr", None)
         if lr is None:
             raise ConfigError("give the Trainer an explicit lr (step size γ), or the algorithm "
