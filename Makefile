@@ -38,8 +38,12 @@ test: setup
 	$(MAKE) --no-print-directory test-unit test-e2e test-mpi test-mpi-openmpi test-mpi-intelmpi \
 	    test-slurm test-cluster
 
+# The unit tests in two worker processes (pytest-xdist; one per core of the 2-core CI machine):
+# each test is independent of the others' order and process. UNIT_WORKERS=0: one process.
+UNIT_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(UNIT_WORKERS)),,-n $(UNIT_WORKERS))
 test-unit:
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=120 tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=120 $(XDIST) tests/unit
 
 # The inner loop (docs/testing.md, "Fast and steady"): the unit tests but the files that start
 # interpreters or run long statistics, and the transports at 2 ranks. Not a replacement for
@@ -49,7 +53,7 @@ QUICK_SKIP := launch_threads startup_imports runner_no_torch launch_startup torc
 QUICK_MPI := tests/mpi/test_transport.py tests/mpi/test_transport_variable_sizes.py \
 	tests/mpi/test_decentralized_transport.py tests/mpi/test_threads.py
 test-quick: setup
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider --timeout=120 \
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider --timeout=120 $(XDIST) \
 	    $(foreach f,$(QUICK_SKIP),--ignore=tests/unit/test_$(f).py) tests/unit
 	$(MPI_GUARD) $(MPIEXEC) -n 2 $(BIN)/python $(PYTEST_MPI) -x $(QUICK_MPI)
 

@@ -48,3 +48,43 @@ def startup_s() -> float:
     subprocess.run([_tool("mpiexec"), "-n", "2", sys.executable, "-c", code], check=True,
                    timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     return time.monotonic() - t0
+
+
+#: the MPI test files run again at 8 ranks (oversubscribed here), each with its selection
+#: (-k on the file's own tests); one launch for all: 8 interpreters start once, not per file
+EIGHT_RANK_FILES = {
+    "test_directed_mixing": "",
+    "test_time_varying": "",
+    "test_tree_aggregation": "float64 or long or no_rank or needs_the_master or partial or node",
+}
+
+
+@pytest.fixture(scope="session")
+def at_8_ranks() -> dict[str, tuple[int, int, str]]:
+    """``mpiexec -n 8 pytest`` of :data:`EIGHT_RANK_FILES` once per session: per file (passed,
+    not passed, the job's output tail) from rank 0's ``-rA`` summary; the job's exit code
+    must be 0."""
+    keys = " or ".join(f"({f} and ({k}))" if k else f for f, k in EIGHT_RANK_FILES.items())
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", DECOMP_PROGRESS="0")
+    r = subprocess.run([_tool("mpiexec"), "-n", "8", sys.executable, "-m", "pytest",
+                        "--with-mpi", "-p", "no:cacheprovider", "-q", "-rA", "--timeout=240",
+                        "-k", keys, *(str(REPO / f"tests/mpi/{f}.py") for f in EIGHT_RANK_FILES)],
+                       capture_output=True, text=True, timeout=1200, cwd=REPO, env=env,
+                       check=False)
+    tail = r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, tail
+    # every rank prints its -rA summary (interleaved): count distinct test ids per outcome
+    seen: dict[str, set[str]] = {}
+    for ln in r.stdout.splitlines():
+        word, _, test = ln.partition(" ")
+        if word in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS") and "::" in test:
+            seen.setdefault(word, set()).add(test.split(" ", 1)[0])
+    out = {}
+    for f in EIGHT_RANK_FILES:
+        mine = {w: {t for t in ts if t.startswith(f"tests/mpi/{f}.py::")}
+                for w, ts in seen.items()}
+        ok = len(mine.get("PASSED", set()))
+        skips = sum(ln.startswith("SKIPPED [") and f"tests/mpi/{f}.py:" in ln
+                    for ln in r.stdout.splitlines())  # "SKIPPED [n] file:line: reason"
+        out[f] = (ok, skips + sum(len(ts) for w, ts in mine.items() if w != "PASSED"), tail)
+    return out

@@ -5,20 +5,7 @@ node-aware split on an uneven layout (3 + 2 + 3 ranks) too."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
-from tests.e2e.conftest import REPO, _tool
-
-
-def test_tree_aggregation_at_8_ranks() -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", DECOMP_PROGRESS="0")
-    r = subprocess.run([_tool("mpiexec"), "-n", "8", sys.executable, "-m", "pytest",
-                        "--with-mpi", "-p", "no:cacheprovider", "-q", "--timeout=240",
-                        "-k", "float64 or long or no_rank or needs_the_master or partial or node",
-                        str(REPO / "tests/mpi/test_tree_aggregation.py")],
-                       capture_output=True, text=True, timeout=900, cwd=REPO, env=env,
-                       check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "31 passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
+def test_tree_aggregation_at_8_ranks(at_8_ranks) -> None:
+    passed, other, tail = at_8_ranks["test_tree_aggregation"]  # one launch (conftest)
+    assert (passed, other) == (31, 0), tail
