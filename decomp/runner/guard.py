@@ -107,10 +107,7 @@ class Backstop:
             if w is not None:
                 quiet = time.monotonic() - w.since
                 if quiet >= stall:
-                    self._end(signum, f"stopped by {signal.Signals(signum).name} while "
-                              f"writing {w.what} {w.path}: no progress for {quiet:.0f} s (a "
-                              "hung file system?); ending the job at once, the last complete "
-                              "checkpoint is kept")
+                    self._end(signum, stalled_message(signum, w, quiet))
                 continue
             if self._voting():  # the stop vote stops every rank; keep watching its writes
                 if self.flag.installed:
@@ -136,6 +133,13 @@ class Backstop:
         rank = os.environ.get("PMI_RANK", os.environ.get("SLURM_PROCID", "?"))
         print(f"[rank {rank}] ERROR: {message}", file=sys.stderr, flush=True)
         os._exit(128 + signum)
+
+
+def stalled_message(signum: int, w: Any, quiet: float) -> str:
+    """The error of a stop signal that found the write ``w`` stalled for ``quiet`` s."""
+    return (f"stopped by {signal.Signals(signum).name} while writing {w.what} {w.path}: no "
+            f"progress for {quiet:.0f} s (a hung file system?); ending the job at once, the "
+            "last complete checkpoint is kept")
 
 
 def write_stall_s() -> float:

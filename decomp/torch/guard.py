@@ -261,11 +261,17 @@ class _SigintWatch:
         cls._instance.guards.add(guard)
 
     def _run(self) -> None:
+        stalls = False
         while True:
             try:
                 data = os.read(self.fd, 64)
             except OSError:
                 return
+            stops = [s for s in data if s in _STOP_SIGNALS]
+            if stops and not stalls:  # a write blocked on a hung file system ends the rank
+                stalls = True
+                threading.Thread(target=_end_a_stalled_write, args=(stops[0],),
+                                 name="decomp-write-stall", daemon=True).start()
             if signal.SIGINT in data:
                 self._escalate()
 
@@ -283,3 +289,25 @@ class _SigintWatch:
                 print(f"[rank {g.rank}] ERROR: interrupted (SIGINT) while blocked in {call} "
                       f"(its call {calls + 1}): ending the job", file=sys.stderr, flush=True)
                 os._exit(130)
+
+
+_STOP_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGUSR1))
+
+
+def _end_a_stalled_write(signum: int) -> None:
+    """After a stop signal: end this rank (128 + signal; mpiexec ends the others) once a file
+    write (``opt.save``, ``MetricsWriter``, ``export``) has made no progress for
+    ``DECOMP_WRITE_STALL_S`` — Python's handler cannot run while the write blocks, so the
+    loop's ``should_stop()`` would never come (docs/reliability.md)."""
+    from decomp.runner import diskfull
+    from decomp.runner.guard import stalled_message, write_stall_s
+
+    stall = write_stall_s()
+    while True:
+        time.sleep(0.1)
+        w = diskfull.CURRENT
+        if w is not None and time.monotonic() - w.since >= stall:
+            rank = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "?"))
+            print(f"[rank {rank}] ERROR: {stalled_message(signum, w, time.monotonic() - w.since)}",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
