@@ -49,7 +49,8 @@ test-unit:
 # interpreters or run long statistics, and the transports at 2 ranks. Not a replacement for
 # `make test` before a merge.
 QUICK_SKIP := launch_threads startup_imports runner_no_torch launch_startup torch_trainer \
-	invariants compress_stats slurm_render slurm_launch config report kernels_chunk_bounds compress_bench
+	invariants compress_stats slurm_render slurm_launch config report kernels_chunk_bounds compress_bench \
+	write_stall
 QUICK_MPI := tests/mpi/test_transport.py tests/mpi/test_transport_variable_sizes.py \
 	tests/mpi/test_decentralized_transport.py tests/mpi/test_threads.py
 test-quick: setup
