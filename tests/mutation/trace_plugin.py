@@ -19,7 +19,8 @@ import threading
 
 import pytest
 
-PREFIXES = ("kernels/", "decomp/compress/", "decomp/algorithms/", "decomp/comm/", "topologies/")
+PREFIXES = ("kernels/", "decomp/compress/", "decomp/algorithms/", "decomp/comm/", "topologies/",
+            "decomp/runner/", "decomp/torch/")
 _ROOT = os.path.realpath(os.environ.get("MUTATION_TRACE_ROOT", os.getcwd())) + os.sep
 _seen: dict[str, set] = {}
 _current: set | None = None
