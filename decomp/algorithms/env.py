@@ -190,6 +190,12 @@ class Env:
             hit = self._codecs[id(compressor)] = (compressor, TimedCodec(bound, self.watch))
         return hit[1]
 
+    def use_codec(self, compressor: Compressor, bound: Compressor) -> None:
+        """From now on :meth:`codec` of ``compressor`` is ``bound`` (timed): a drop-in with
+        the same results (the overlap with backward's prepared payloads,
+        :mod:`decomp.torch.overlap_compressed`)."""
+        self._codecs[id(compressor)] = (compressor, TimedCodec(bound, self.watch))
+
     def model_layout(self) -> Layout:
         """:attr:`layout`, or (None) the problem's own (a numpy problem's one slot of d)."""
         if self.layout is not None:

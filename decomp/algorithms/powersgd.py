@@ -191,21 +191,44 @@ class PowerSGD(MasterWorkerAlgorithm):
             if not allreduce_descend(tp, x, g, env.lr, env.n):
                 raise diverged(t + 1, self.name)
             return PowerSGDState(t + 1, x, e, q)
-        dt = x.dtype.type
-        M = env.scratch("powersgd_m", x)
-        np.add(g, e, out=M)  # M_i = g_i + e_i (e_i = 0 on dense tensors and on a master)
-        buf = env.scratch("powersgd_first", shape=(plan.first,), dtype=x.dtype)
-        coef = env.scratch("powersgd_coef", shape=(self.rank,), dtype=x.dtype)
-        for off, size, at in plan.dense:
-            buf[at:at + size] = M[off:off + size]
+        M, buf, coef = self.buffers(env, x)
         if not self.warm_start:
             draw_q(q, plan, env.seed, env.n, t + 1)
-        for b in plan.blocks:
+        self.first_phase(M, buf, coef, g, e, q, plan.blocks, plan.dense, 0, x.size)
+        tp.allreduce_sum(buf)  # dense sums and P = Σ_i M_i Q
+        return self.second_phase(env, state, M, buf, coef, plan)
+
+    def buffers(self, env: Env, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The step's scratch: M (d,), the first all-reduce's buffer, Gram–Schmidt's coef."""
+        plan = self._plan(env, x.size)
+        return (env.scratch("powersgd_m", x),
+                env.scratch("powersgd_first", shape=(plan.first,), dtype=x.dtype),
+                env.scratch("powersgd_coef", shape=(self.rank,), dtype=x.dtype))
+
+    @staticmethod
+    def first_phase(M: np.ndarray, buf: np.ndarray, coef: np.ndarray, g: np.ndarray,
+                    e: np.ndarray, q: np.ndarray, blocks: Any, dense: Any, lo: int,
+                    hi: int) -> None:
+        """Before all-reduce #1, for the tensors in x[lo:hi] (``blocks``, ``dense``: theirs):
+        M_i = g_i + e_i, the dense tensors into ``buf``, Q ← orth(Q) and P = M_i Q into
+        ``buf``. Run on all of x at once (the blocking step) or bucket by bucket during
+        backward (:mod:`decomp.torch.overlap_compressed`): the same values."""
+        np.add(g[lo:hi], e[lo:hi], out=M[lo:hi])  # M_i = g_i + e_i (e_i = 0 on dense tensors)
+        for off, size, at in dense:
+            buf[at:at + size] = M[off:off + size]
+        for b in blocks:
             Q = q[b.q_at:b.q_at + b.k * b.r].reshape(b.k, b.r)
             orthogonalise(Q, coef)
             np.matmul(M[b.offset:b.offset + b.m * b.k].reshape(b.m, b.k), Q,
                       out=buf[b.p_at:b.p_at + b.m * b.r].reshape(b.m, b.r))
-        tp.allreduce_sum(buf)  # dense sums and P = Σ_i M_i Q
+
+    def second_phase(self, env: Env, state: PowerSGDState, M: np.ndarray, buf: np.ndarray,
+                     coef: np.ndarray, plan: LowRankPlan) -> PowerSGDState:
+        """After all-reduce #1 (``buf`` holds the sums): P̂ = orth(P), all-reduce #2 of the
+        Q's, M̂ = P̂ Qᵀ, the errors and x^{t+1}."""
+        x, e, q, t = state.x, state.e, state.q, state.t
+        tp, worker = env.transport, env.transport.is_worker
+        dt = x.dtype.type
         for b in plan.blocks:
             P = buf[b.p_at:b.p_at + b.m * b.r].reshape(b.m, b.r)
             orthogonalise(P, coef)

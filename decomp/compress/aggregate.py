@@ -66,7 +66,7 @@ def sparse_parts(C: Any, payload: np.ndarray,
     if type(C) is RandK:
         _, _, vals = C._parse(payload, d)
         return vals, C.indices(payload)
-    if type(C) is PerTensor and type(C.inner) in (TopK, RandK):
+    if isinstance(C, PerTensor) and type(C.inner) in (TopK, RandK):
         # per-tensor Top-k / Rand-k: each tensor's (values, local indices), the indices moved
         # by the tensor's offset: global and ascending (tensors are in order)
         parts = [(off, sparse_parts(C.inner, sec, None)) for off, sec in C.parts(payload, d)]
@@ -84,7 +84,7 @@ def sparse_count(C: Any, d: int) -> int | None:
         C = C.inner
     if type(C) in (TopK, RandK):
         return int(C.k_for(d))
-    if type(C) is PerTensor and type(C.inner) in (TopK, RandK) and C.layout is not None:
+    if isinstance(C, PerTensor) and type(C.inner) in (TopK, RandK) and C.layout is not None:
         return sum(int(C.inner.k_for(n)) for n in C.layout.sizes if n)
     return None
 

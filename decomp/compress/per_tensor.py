@@ -181,11 +181,44 @@ class PerTensor(Compressor):
         payload = np.zeros(pos[-1], dtype=np.uint8)
         write_header(payload, Header(self.kind, VDTYPE_CODE[x.dtype.name], 0, len(self._parts),
                                      x.size))
-        for i, (t, a, b) in enumerate(self._parts):
-            k = None if base is None else tensor_seed(base, t)
-            p = self.inner.encode(x[a:b], k)
-            payload[pos[i]:pos[i] + p.size] = p
+        self._encode_parts(x, base, payload, 0, len(self._parts))
         return payload
+
+    def _encode_parts(self, x: np.ndarray, base: int | None, payload: np.ndarray, first: int,
+                      stop: int) -> None:
+        pos = self._offsets(x.dtype)
+        for i in range(first, stop):
+            t, a, b = self._parts[i]
+            p = self.inner.encode(x[a:b], None if base is None else tensor_seed(base, t))
+            payload[pos[i]:pos[i] + p.size] = p
+
+    # --- a slice of the tensors at a time (overlap with backward: decomp.torch.overlap_compressed)
+    def part_span(self, first_slot: int, last_slot: int) -> tuple[int, int]:
+        """(first, stop): the parts (non-empty tensors, in layout order) of the slots
+        first_slot..last_slot."""
+        ts = [t for t, _, _ in self._parts]
+        return (int(np.searchsorted(ts, first_slot, "left")),
+                int(np.searchsorted(ts, last_slot, "right")))
+
+    def part_bytes(self, first: int, stop: int, dtype: Any) -> tuple[int, int]:
+        """The bytes [lo, hi) of :meth:`encode`'s payload that parts first..stop-1 fill."""
+        pos = self._offsets(np.dtype(dtype))
+        return pos[first], pos[stop]
+
+    def encode_parts(self, x: np.ndarray, key: Key | tuple[int, int, int] | None,
+                     payload: np.ndarray, first: int, stop: int) -> None:
+        """Write parts first..stop-1 of ``encode(x, key)`` into ``payload`` (a buffer of
+        ``payload_bytes``): the same bytes at the same places (the header is
+        :meth:`write_payload_header`'s); raises FloatingPointError as encode does."""
+        self._need(x.size)
+        base = derive_seed(key, repr(self)) if self.inner.is_random else None
+        self._encode_parts(x, base, payload, first, stop)
+
+    def write_payload_header(self, payload: np.ndarray, dtype: Any) -> None:
+        """The 16-byte header :meth:`encode` writes for an input of ``dtype``."""
+        layout = self._need()
+        write_header(payload, Header(self.kind, VDTYPE_CODE[np.dtype(dtype).name], 0,
+                                     len(self._parts), layout.d))
 
     def _sections(self, payload: np.ndarray, d: int | None) -> tuple[Header, list[np.ndarray]]:
         """The header and each part's inner payload (views), after checking the sizes."""

@@ -268,22 +268,24 @@ def attach(flat: FlatModel, session: Any, algorithm: Any, *, overlap: bool,
     if overlap is not True:
         raise ConfigError(f"overlap must be True or False, got {overlap!r}")
     name = type(algorithm).__name__
-    if not isinstance(algorithm, dense_methods()) or pseudo:
-        why = ("its nodes send their torch optimizer's update, not the gradient" if pseudo
-               else "it compresses the whole gradient after backward")
-        raise ConfigError(f"overlap=True all-reduces gradient buckets during backward for the "
-                          f"dense methods ({', '.join(c.__name__ for c in dense_methods())}"
-                          f"; AllreduceSGD with optimizer=None); {name} cannot ({why}): drop "
-                          "overlap=True")
+    if pseudo:
+        raise ConfigError(f"overlap=True sends gradient buckets during backward; {name}'s nodes "
+                          "send their torch optimizer's update, not the gradient (a "
+                          "decentralized exchange needs the model after the local step): drop "
+                          "overlap=True, or use optimizer=None with AllreduceSGD")
     if getattr(session.transport, "mode", "shared") != "shared":
         raise ConfigError("overlap=True needs every rank to be a worker (master = 'shared'): "
                           "a dedicated master has no backward to post buckets from")
     if problem is not None and (problem.weight_decay or algorithm.batch_size is None):
-        raise ConfigError("overlap=True all-reduces the gradient one backward produces: give "
+        raise ConfigError("overlap=True sends the gradient one backward produces: give "
                           "the Trainer a batch_size (a full gradient is several backward "
                           "passes) and no weight_decay (added after backward; put it in the "
                           "loss), or drop overlap=True")
     cap_bytes(flat.d, flat.grads.itemsize, bucket_cap_mb)  # the value check first
+    if not isinstance(algorithm, dense_methods()):
+        from decomp.torch.overlap_compressed import attach_compressed  # (it extends Buckets)
+
+        return attach_compressed(flat, session, algorithm, bucket_cap_mb)
     b = Buckets(flat, session.transport.comm, bucket_cap_mb)
     b.install(session.transport)
     return b
