@@ -64,6 +64,11 @@ class _Compressed(Buckets):
     def armed(self) -> bool:
         return self.session.state is not None
 
+    @property
+    def sent(self) -> int:
+        """Buckets compressed and posted so far this round (by the hooks, before step())."""
+        return self._done
+
     def _prepare(self, b: int) -> Any:  # compress bucket b, post it; the request
         raise NotImplementedError
 

@@ -56,8 +56,8 @@ def _batch(rank: int, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Te
 
 
 def _run(comm: Any, make: Any, inner: str, *, overlap: bool, cap: float | None = None,
-         micro: int = 1, no_sync: bool = True, extra: Any = None,
-         **kw: Any) -> tuple[np.ndarray, list[int], Any]:
+         micro: int = 1, no_sync: bool = True, extra: Any = None, steps: int = STEPS,
+         resume: Any = None, first: int = 0, **kw: Any) -> tuple[np.ndarray, list[int], Any]:
     """STEPS steps of a user loop; x after each step, the buckets posted when backward
     returned (before step), and the optimizer."""
     model = Net()
@@ -66,9 +66,12 @@ def _run(comm: Any, make: Any, inner: str, *, overlap: bool, cap: float | None =
     alg = make() if adam is not None else make(lr=LR)
     opts = {"overlap": True, "bucket_cap_mb": cap} if overlap else {}
     opt = DistributedOptimizer(adam, model, alg, comm=comm, seed=1, **opts, **kw)
+    if resume is not None:  # (optimizer state_dict, model state_dict)
+        model.load_state_dict(resume[1])
+        opt.load_state_dict(resume[0])
     loss_fn = nn.CrossEntropyLoss()
     xs, posted = [], []
-    for t in range(STEPS):
+    for t in range(first, first + steps):
         model.use_extra = True if extra is None else extra(rank, t)
         opt.zero_grad()
         for m in range(micro):
@@ -198,3 +201,102 @@ def test_a_bad_bucket_cap_is_the_same_clear_error_on_every_rank(comm, bad) -> No
     got = comm.allgather(str(err.value))
     assert len(set(got)) == 1 and "bucket_cap_mb must be a positive number of MiB" in got[0]
     comm.Barrier()  # nothing left in flight: the ranks meet again
+
+
+# --- compressed methods: per-bucket compression during backward (overlap_compressed) ---------
+def _compressed_cases() -> dict[str, Any]:
+    from decomp.algorithms import DCGD, EF21, PowerSGD
+    from decomp.compress import PerTensor, RandK, TopK
+
+    return {  # spare (4×4) goes dense under PowerSGD's default min_compression_rate = 2
+        "ef21-topk": lambda **k: EF21(PerTensor(TopK(ratio=0.3)), **k),
+        "dcgd-randk": lambda **k: DCGD(PerTensor(RandK(ratio=0.3)), **k),
+        "powersgd-r1": lambda **k: PowerSGD(rank=1, **k),
+        "powersgd-r4": lambda **k: PowerSGD(rank=4, **k),
+    }
+
+
+def _sent_run(comm: Any, make: Any, inner: str, *, overlap: bool, **kw: Any) -> Any:
+    """_run, also recording the buckets compressed and sent by the hooks before step()."""
+    sent: list[int] = []
+    real_step = DistributedOptimizer.step
+
+    def step(self: Any, *a: Any) -> Any:
+        sent.append(self.buckets.sent if self.buckets is not None else -1)
+        return real_step(self, *a)
+
+    DistributedOptimizer.step = step  # type: ignore[method-assign]
+    try:
+        X, _, opt = _run(comm, make, inner, overlap=overlap, **kw)
+    finally:
+        DistributedOptimizer.step = real_step  # type: ignore[method-assign]
+    return X, sent, opt
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("cap", list(CAPS))
+@pytest.mark.parametrize("inner", ["own", "adam"])
+@pytest.mark.parametrize("case", ["ef21-topk", "dcgd-randk", "powersgd-r1", "powersgd-r4"])
+def test_compressed_overlap_equals_the_blocking_step(comm, case: str, inner: str,
+                                                     cap: str) -> None:
+    make = _compressed_cases()[case]
+    ref, _, ref_opt = _run(comm, make, inner, overlap=False)
+    X, sent, opt = _sent_run(comm, make, inner, overlap=True, cap=CAPS[cap])
+    lead = next(b for b, bk in enumerate(opt.buckets.buckets) if {4, 5} & set(bk.params))
+    b, rb = opt.bytes, ref_opt.bytes
+    got = comm.allgather((bool(np.array_equal(X, ref)), sent, X[-1].tobytes(),
+                          (b.up, b.down, b.control) == (rb.up, rb.down, rb.control)))
+    assert all(g[0] for g in got), case
+    # step 0 is the algorithm's init (no state to compress against): sent at step();
+    # then backward compresses and sends every bucket before the one holding ``spare``
+    assert all(g[1] == [0] + [lead] * (STEPS - 1) for g in got), [g[1] for g in got]
+    assert len({g[2] for g in got}) == 1
+    assert all(g[3] for g in got)  # the blocking step's byte counts
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", ["ef21-topk", "powersgd-r4"])
+def test_compressed_overlap_accumulates_with_no_sync_and_refuses_without(comm,
+                                                                        case: str) -> None:
+    from decomp.errors import ConfigError
+
+    make = _compressed_cases()[case]
+    ref, _, _ = _run(comm, make, "own", overlap=False, micro=3, no_sync=False)
+    X, _, _ = _run(comm, make, "own", overlap=True, cap=1e-6, micro=3)
+    try:
+        _run(comm, make, "own", overlap=True, cap=1e-6, micro=2, no_sync=False)
+        err = ""
+    except ConfigError as e:
+        err = str(e)
+    got = comm.allgather((bool(np.array_equal(X, ref)), err))
+    assert all(g[0] for g in got)
+    assert all("no_sync()" in g[1] for g in got)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("find_unused", [False, True])
+@pytest.mark.parametrize("case", ["ef21-topk", "powersgd-r1"])
+def test_compressed_overlap_with_parameters_without_gradients(comm, case: str,
+                                                              find_unused: bool) -> None:
+    make = _compressed_cases()[case]
+    kw = {"find_unused_parameters": find_unused}
+    for extra in (lambda rank, t: rank == 0, lambda rank, t: t % 2 == 1):
+        ref, _, _ = _run(comm, make, "adam", overlap=False, extra=extra, **kw)
+        X, _, _ = _run(comm, make, "adam", overlap=True, cap=1e-6, extra=extra, **kw)
+        assert all(comm.allgather(bool(np.array_equal(X, ref))))
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", ["ef21-topk", "powersgd-r4"])
+def test_compressed_overlap_checkpoint_continues_blocking(comm, case: str) -> None:
+    """The state is the algorithm's: saved from an overlapped run after 2 steps and loaded
+    into a blocking one, the next steps are the uninterrupted overlapped run's."""
+    make = _compressed_cases()[case]
+    full, _, _ = _run(comm, make, "adam", overlap=True, cap=1e-6)
+    half = STEPS // 2
+    X, _, opt = _run(comm, make, "adam", overlap=True, cap=1e-6, steps=half)
+    saved, params = opt.state_dict(), opt.model.state_dict()
+    Y, _, _ = _run(comm, make, "adam", overlap=False, resume=(saved, params), first=half,
+                   steps=STEPS - half)
+    got = np.concatenate([X, Y])
+    assert all(comm.allgather(bool(np.array_equal(got, full))))
