@@ -83,7 +83,10 @@ class RunConfig:
     family sums the workers' payloads (gathered at rank 0, or a fixed-order sparse
     reduce-scatter + all-gather; auto: the tree when the ranks span several nodes; unset:
     :data:`decomp.comm.tree.DEFAULT_AGGREGATION` (auto) with a shared master, gather with a
-    dedicated one; docs/netmodel.md)."""
+    dedicated one; docs/netmodel.md); overlap: torch models only — send gradient buckets
+    while backward runs (dense methods, EF21/DCGD with a per-tensor compressor, PowerSGD;
+    docs/torch.md, "Overlap with backward"); bucket_cap_mb: its bucket size in MiB (unset:
+    DDP's 25 MiB scaled to the model)."""
 
     steps: int = 100
     log_every: int = 10
@@ -97,6 +100,8 @@ class RunConfig:
     fail_step: int | None = None
     checkpoint_every: int = 0
     comm_timeout_s: float = 300.0
+    overlap: bool = False
+    bucket_cap_mb: float | None = None
 
 
 @dataclass

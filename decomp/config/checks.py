@@ -44,6 +44,44 @@ def check_config(cfg: Any) -> None:
     _check_run(cfg.run)
     for i, m in enumerate(cfg.methods):
         _check_method(i, m)
+    _check_overlap(cfg)
+
+
+#: ``[run] overlap = true``: the methods that send gradient buckets while backward runs
+OVERLAP_ALGORITHMS = ("gd", "sgd", "sgdm", "allreduce_sgd", "ef21", "ef21_sgd", "dcgd",
+                      "powersgd")
+
+
+def _check_overlap(cfg: Any) -> None:
+    """``run.overlap`` / ``run.bucket_cap_mb``: a torch model, a shared master, methods that
+    can overlap (the per-tensor compressor and the aggregation are checked at the method's
+    start, by :func:`decomp.torch.buckets.attach`, with the same error on every rank)."""
+    run = cfg.run
+    if not isinstance(run.overlap, bool):
+        raise ConfigError(f"run.overlap must be true or false, got {run.overlap!r}")
+    cap = run.bucket_cap_mb
+    if cap is not None and not run.overlap:
+        raise ConfigError("run.bucket_cap_mb sizes the buckets of run.overlap = true: set "
+                          "overlap = true too (or drop bucket_cap_mb)")
+    if cap is not None and not (_finite(cap) and cap > 0):
+        raise ConfigError(f"run.bucket_cap_mb must be a positive number of MiB (DDP's default "
+                          f"is 25; unset scales it to the model), got {cap!r}")
+    if not run.overlap:
+        return
+    if cfg.problem.kind != "torch":
+        raise ConfigError("run.overlap = true overlaps communication with a torch model's "
+                          "backward; this problem is a numpy one (no backward): drop overlap")
+    if run.master != "shared":
+        raise ConfigError("run.overlap = true needs every rank to be a worker: master = "
+                          "'shared' (a dedicated master has no backward), or drop overlap")
+    for i, m in enumerate(cfg.methods):
+        if m.algorithm not in OVERLAP_ALGORITHMS:
+            raise ConfigError(
+                f"methods.{i} ({m.label}): run.overlap = true cannot overlap {m.algorithm!r} "
+                f"(its step needs the whole gradient, or a decentralized exchange the whole "
+                f"model after the step); overlap works with {', '.join(OVERLAP_ALGORITHMS)} "
+                "(ef21 / dcgd with a per_tensor compressor): drop overlap for this config or "
+                "run that method in a config of its own")
 
 
 def check_data_dir(path: str) -> None:

@@ -144,6 +144,8 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         problem=lambda worker, n: None if worker is None else work.problems[worker],
         share=(work.x0,), abort=False,  # decomp run's CLI ends the job on an error itself
         layout=work.layout, aggregation=cfg.run.aggregation)
+    if cfg.run.overlap:  # torch (checked with the config): buckets sent during backward
+        work.overlap(session, plan.algorithm, cfg.run.bucket_cap_mb)
     if plan.decentralized:
         rho = (f"period {mixing.period}, rho over a period {mixing.rho:.4f}"
                if hasattr(mixing, "period") else f"rho {mixing.rho:.4f}")

@@ -91,6 +91,7 @@ class _Compressed(Buckets):
         if not self._round:  # nothing sent: the gradients just accumulate
             self._reset()
             return
+        self.complete()  # nothing left in flight (a rank at step() posts the same buckets)
         raise ConfigError("overlap=True with a compressed method: a second backward() before "
                           "step() — the first one's buckets were already compressed and sent. "
                           "Wrap all but the last backward of a step in `with opt.no_sync():` "

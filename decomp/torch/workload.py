@@ -125,6 +125,16 @@ class TorchWorkload:
         return format_label_counts(label_counts(self.data.y, self.parts, self.data.n_classes),
                                    title)
 
+    def overlap(self, session: Any, algorithm: Any, bucket_cap_mb: float | None) -> Any:
+        """``[run] overlap = true``: this rank's worker's gradient buckets, sent while its
+        backward runs (:func:`decomp.torch.buckets.attach`; a clear error for a method or
+        option it cannot overlap, the same on every rank)."""
+        from decomp.torch.buckets import attach
+
+        problem = next(p for p in self.problems if p is not None)
+        return attach(problem.flat, session, algorithm, overlap=True,
+                      bucket_cap_mb=bucket_cap_mb, problem=problem)
+
     def test_evaluator(self, comm: Any) -> TestEvaluator:
         """The collective test-set evaluator on this process's evaluation model."""
         return TestEvaluator(self.flat, self.loss_fn, self.data.X_test, self.data.y_test, comm,

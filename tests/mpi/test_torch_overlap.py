@@ -300,3 +300,23 @@ def test_compressed_overlap_checkpoint_continues_blocking(comm, case: str) -> No
                    steps=STEPS - half)
     got = np.concatenate([X, Y])
     assert all(comm.allgather(bool(np.array_equal(got, full))))
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", ["ef21-topk", "powersgd-r4"])
+def test_trainer_compressed_overlap_equals_blocking(comm, case: str) -> None:
+    from decomp.data.classification import load
+    from decomp.torch.trainer import Trainer
+
+    make = _compressed_cases()[case]
+    ds = load("synthetic", n_samples=300, n_features=10, n_classes=3)
+    xs, hists = [], []
+    for overlap in (False, True):
+        opts = {"overlap": True, "bucket_cap_mb": 1e-6} if overlap else {}
+        tr = Trainer(Net(), nn.CrossEntropyLoss(), ds, algorithm=make(lr=LR), comm=comm,
+                     seed=3, batch_size=8, verbose=False, progress=False, aggregation="gather",
+                     **opts)
+        hists.append([(h["step"], h["loss"], h["test_acc"]) for h in tr.fit(6, eval_every=3)])
+        xs.append(tr.x.copy())
+    got = comm.allgather((bool(np.array_equal(xs[0], xs[1])), hists[0] == hists[1]))
+    assert all(g[0] and g[1] for g in got)

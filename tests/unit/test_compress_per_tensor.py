@@ -289,3 +289,28 @@ def test_downlink_size_model_counts_per_tensor_entries() -> None:
     c = build("topk")
     down = SumEncoder(LAYOUT.d, np.float64).encode(c, [c.encode(sample(np.float64), KEY)])
     assert down.size == sum_payload_bytes(c, LAYOUT.d, 1)
+
+
+@pytest.mark.parametrize("name", ["topk", "randk", "qsgd", "sign"])
+def test_encode_parts_in_any_order_writes_the_bytes_of_encode(name: str) -> None:
+    """Overlap with backward encodes a bucket's tensors at a time, last tensors first
+    (decomp.torch.overlap_compressed): the same payload, byte for byte, same seeds."""
+    C = build(name)
+    x = np.random.default_rng(3).standard_normal(LAYOUT.d).astype(np.float32)
+    key = (7, 1, 4)
+    want = C.encode(x, key)
+    got = np.full(C.payload_bytes(LAYOUT.d, x.dtype), 0, np.uint8)
+    spans = [(5, 6), (4, 4), (2, 3), (0, 1)]  # slot ranges, reverse order; 3 is empty
+    ends = []
+    for lo, hi in spans:
+        first, stop = C.part_span(lo, hi)
+        a, b = C.part_bytes(first, stop, x.dtype)
+        C.encode_parts(x, key, got, first, stop)
+        ends.append((a, b))
+    # the spans tile the payload after the 16-byte header
+    s = sorted(ends)
+    assert s[0][0] == 16 and s[-1][1] == got.size
+    assert all(s[i][1] == s[i + 1][0] for i in range(len(s) - 1))
+    C.write_payload_header(got, x.dtype)
+    assert np.array_equal(got, want)
+    assert C.part_span(3, 3) == (3, 3)  # the empty tensor has no part

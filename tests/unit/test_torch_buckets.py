@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from decomp.algorithms import CHOCOSGD, EF21, GD, SGDM, AllreduceSGD, PowerSGD
-from decomp.compress import TopK
+from decomp.algorithms import CHOCOSGD, EF, EF21, GD, SGDM, AllreduceSGD
+from decomp.compress import PerTensor, TopK
 from decomp.errors import ConfigError
 from decomp.torch import DistributedOptimizer, FlatModel
 from decomp.torch.buckets import DDP_CAP_MB, cap_bytes, plan
@@ -71,10 +71,17 @@ def test_option_combinations_are_refused_with_the_cause(comm) -> None:
         DistributedOptimizer(None, _net(), GD(lr=0.1), comm=comm, bucket_cap_mb=1.0)
     with pytest.raises(ConfigError, match="overlap must be True or False"):
         DistributedOptimizer(None, _net(), GD(lr=0.1), comm=comm, overlap="yes")  # type: ignore
-    for alg, why in ((EF21(TopK(ratio=0.5), lr=0.1), "compresses the whole gradient"),
-                     (PowerSGD(lr=0.1), "compresses the whole gradient")):
+    for alg, why in ((EF21(TopK(ratio=0.5), lr=0.1), "give a per-tensor compressor"),
+                     (EF21(PerTensor(TopK(ratio=0.5)), lr=0.1, init="full"), None),
+                     (EF(PerTensor(TopK(ratio=0.5)), lr=0.1), "needs the whole gradient")):
+        if why is None:  # supported: EF21 with a per-tensor compressor
+            assert DistributedOptimizer(None, _net(), alg, comm=comm, overlap=True).buckets
+            continue
         with pytest.raises(ConfigError, match=why):
             DistributedOptimizer(None, _net(), alg, comm=comm, overlap=True)
+    with pytest.raises(ConfigError, match="use aggregation='gather' with overlap=True"):
+        DistributedOptimizer(None, _net(), EF21(PerTensor(TopK(ratio=0.5)), lr=0.1),
+                             comm=comm, overlap=True, aggregation="tree")
     model = _net()
     with pytest.raises(ConfigError, match="torch optimizer's update"):
         DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model,
@@ -127,3 +134,27 @@ def test_wrapping_the_model_again_removes_the_earlier_hooks(comm) -> None:
     assert all(p.grad.data_ptr() == second.flat.grads[s.offset:].ctypes.data
                for p, s in zip(second.flat.parameters(), second.flat.slots, strict=True))
     second.step()
+
+
+def test_run_overlap_options_are_checked_up_front() -> None:
+    """``[run] overlap`` / ``bucket_cap_mb`` in a config: refused with the cause before
+    anything runs (decomp.config.checks)."""
+    from decomp.config import load_config
+
+    def cfg(run: dict, methods: list | None = None, kind: str = "torch") -> None:
+        problem = ({"kind": "torch", "model": "mlp", "dataset": "synthetic"} if kind == "torch"
+                   else {"kind": "logistic", "dataset": "synthetic"})
+        load_config({"name": "x", "problem": problem, "run": run,
+                     "methods": methods or [{"algorithm": "sgd", "lr": 0.1, "batch_size": 4}]})
+
+    cfg({"overlap": True, "bucket_cap_mb": 1.0})  # accepted
+    for run, methods, kind, match in (
+            ({"bucket_cap_mb": 1.0}, None, "torch", "set overlap = true too"),
+            ({"overlap": True, "bucket_cap_mb": -1}, None, "torch", "positive number of MiB"),
+            ({"overlap": True}, None, "numpy", "numpy one"),
+            ({"overlap": True, "master": "dedicated"}, None, "torch", "master = 'shared'"),
+            ({"overlap": True}, [{"algorithm": "choco_sgd", "lr": 0.1, "batch_size": 4,
+                                  "compressor": {"kind": "topk", "ratio": 0.1}}], "torch",
+             "cannot overlap 'choco_sgd'")):
+        with pytest.raises(ConfigError, match=match):
+            cfg(run, methods, kind)
