@@ -17,12 +17,28 @@ import copy
 import time
 from typing import Any
 
-#: label -> (overlap, progress); joined into decomp.bench.step.METHODS as kind "optimizer"
+#: label -> (overlap, progress); joined into decomp.bench.step.METHODS as kind "optimizer";
+#: the label's first words name the algorithm (:func:`_algorithm`)
 OPTIMIZER_METHODS: dict[str, tuple[bool, str]] = {
     "sgd opt blocking": (False, "hooks"),
     "sgd opt overlapped": (True, "hooks"),
     "sgd opt overlapped no-test": (True, "none"),
+    **{f"{m} opt {how}": (how == "overlapped", "hooks")
+       for m in ("powersgd r1", "powersgd r4", "ef21 per-tensor top1%")
+       for how in ("blocking", "overlapped")},
 }
+
+
+def _algorithm(label: str, lr: float) -> Any:
+    """The algorithm of an ``OPTIMIZER_METHODS`` row (its own update, step size lr)."""
+    from decomp.algorithms import EF21, GD, PowerSGD
+    from decomp.compress import PerTensor, TopK
+
+    if label.startswith("powersgd r"):
+        return PowerSGD(rank=int(label.split()[1][1:]), lr=lr)
+    if label.startswith("ef21 per-tensor top1%"):
+        return EF21(PerTensor(TopK(ratio=0.01)), lr=lr)
+    return GD(lr=lr)
 
 
 class OptimizerRunner:
@@ -34,7 +50,6 @@ class OptimizerRunner:
         import torch
         from torch import nn
 
-        from decomp.algorithms import GD
         from decomp.problems import minibatch_rows
         from decomp.torch import DistributedOptimizer
 
@@ -42,7 +57,7 @@ class OptimizerRunner:
         module = copy.deepcopy(model)
         opts: dict[str, Any] = {"overlap": True, "bucket_cap_mb": bucket_cap_mb} if overlap \
             else {}
-        self.opt = DistributedOptimizer(None, module, GD(lr=lr), comm=comm, seed=seed, **opts)
+        self.opt = DistributedOptimizer(None, module, _algorithm(label, lr), comm=comm, seed=seed, **opts)
         if self.opt.buckets is not None:
             self.opt.buckets.progress = progress
         X, y = data

@@ -285,10 +285,29 @@ def attach(flat: FlatModel, session: Any, algorithm: Any, *, overlap: bool,
     if not isinstance(algorithm, dense_methods()):
         from decomp.torch.overlap_compressed import attach_compressed  # (it extends Buckets)
 
-        return attach_compressed(flat, session, algorithm, bucket_cap_mb)
-    b = Buckets(flat, session.transport.comm, bucket_cap_mb)
-    b.install(session.transport)
+        b = attach_compressed(flat, session, algorithm, bucket_cap_mb)
+    else:
+        b = Buckets(flat, session.transport.comm, bucket_cap_mb)
+        b.install(session.transport)
+    if problem is not None:
+        _only_in_steps(b, problem)
     return b
+
+
+def _only_in_steps(b: Buckets, problem: Any) -> None:
+    """The Trainer / ``decomp run``: the hooks send only during the step's minibatch gradient
+    (``problem.minibatch_grad``), not during a full gradient (an init, a metric's ‖∇f‖²)."""
+    b.active = False
+    inner = problem.minibatch_grad
+
+    def minibatch_grad(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        b.active = True
+        try:
+            return inner(x, rows)
+        finally:
+            b.active = False
+
+    problem.minibatch_grad = minibatch_grad
 
 __all__ = ["AUTO_BUCKETS", "DDP_CAP_MB", "PROGRESS", "Bucket", "Buckets", "cap_bytes",
            "attach", "dense_methods", "plan"]
