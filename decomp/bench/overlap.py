@@ -57,7 +57,8 @@ class OptimizerRunner:
         module = copy.deepcopy(model)
         opts: dict[str, Any] = {"overlap": True, "bucket_cap_mb": bucket_cap_mb} if overlap \
             else {}
-        self.opt = DistributedOptimizer(None, module, _algorithm(label, lr), comm=comm, seed=seed, **opts)
+        self.opt = DistributedOptimizer(None, module, _algorithm(label, lr), comm=comm,
+                                        seed=seed, **opts)
         if self.opt.buckets is not None:
             self.opt.buckets.progress = progress
         X, y = data
