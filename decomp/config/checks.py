@@ -55,7 +55,7 @@ OVERLAP_ALGORITHMS = ("gd", "sgd", "sgdm", "allreduce_sgd", "ef21", "ef21_sgd", 
 def _check_overlap(cfg: Any) -> None:
     """``run.overlap`` / ``run.bucket_cap_mb``: a torch model, a shared master, methods that
     can overlap (the per-tensor compressor and the aggregation are checked at the method's
-    start, by :func:`decomp.torch.buckets.attach`, with the same error on every rank)."""
+    start, by :func:`decomp.torch.overlap.attach`, with the same error on every rank)."""
     run = cfg.run
     if not isinstance(run.overlap, bool):
         raise ConfigError(f"run.overlap must be true or false, got {run.overlap!r}")

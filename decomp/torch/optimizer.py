@@ -21,10 +21,10 @@ from decomp.errors import ConfigError
 from decomp.kernels.fused import all_finite, descend
 from decomp.launch import start_script
 from decomp.runner.build import build_session, check_family, default_algorithm, world
-from decomp.torch import buckets as _buckets
 from decomp.torch import compat, guard, ownership
 from decomp.torch.flat import FlatModel
 from decomp.torch.oracle import GradientOracle, driver_kind
+from decomp.torch.overlap import attach as attach_buckets
 from decomp.torch.saving import LoopMethods
 from decomp.torch.state import check_meta, from_torch, to_torch
 
@@ -116,8 +116,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             exchange=exchange, share=(self.flat.params, self.flat.buffers),
             layout=self.flat.layout, aggregation=aggregation)
         self.transport = self.session.transport
-        self.buckets = _buckets.attach(self.flat, self.session, algorithm, pseudo=pseudo,
-                                       overlap=overlap, bucket_cap_mb=bucket_cap_mb)
+        self.buckets = attach_buckets(self.flat, self.session, algorithm, pseudo=pseudo,
+                                     overlap=overlap, bucket_cap_mb=bucket_cap_mb)
         self.mixing: Any = self.session.mixing
         self._probe: np.ndarray | None = None  # "update" with a torch optimizer: p = −ĝ
         self._used = np.zeros(len(self.flat.slots), np.int32)

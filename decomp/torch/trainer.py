@@ -67,10 +67,10 @@ from decomp.runner.build import build_session, check_family, default_algorithm, 
 from decomp.runner.drive import drive
 from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.torch import FlatModel, TorchProblem
-from decomp.torch.buckets import attach as attach_buckets
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
 from decomp.torch.ownership import held_by
+from decomp.torch.overlap import attach as attach_buckets
 from decomp.torch.problem import LossFn
 from decomp.torch.progress import fmt, log_line, progress_bar
 

@@ -127,9 +127,9 @@ class TorchWorkload:
 
     def overlap(self, session: Any, algorithm: Any, bucket_cap_mb: float | None) -> Any:
         """``[run] overlap = true``: this rank's worker's gradient buckets, sent while its
-        backward runs (:func:`decomp.torch.buckets.attach`; a clear error for a method or
+        backward runs (:func:`decomp.torch.overlap.attach`; a clear error for a method or
         option it cannot overlap, the same on every rank)."""
-        from decomp.torch.buckets import attach
+        from decomp.torch.overlap import attach
 
         problem = next(p for p in self.problems if p is not None)
         return attach(problem.flat, session, algorithm, overlap=True,
