@@ -47,11 +47,6 @@ def check_config(cfg: Any) -> None:
     _check_overlap(cfg)
 
 
-#: ``[run] overlap = true``: the methods that send gradient buckets while backward runs
-OVERLAP_ALGORITHMS = ("gd", "sgd", "sgdm", "allreduce_sgd", "ef21", "ef21_sgd", "dcgd",
-                      "powersgd")
-
-
 def _check_overlap(cfg: Any) -> None:
     """``run.overlap`` / ``run.bucket_cap_mb``: a torch model, a shared master, methods that
     can overlap (the per-tensor compressor and the aggregation are checked at the method's
@@ -74,14 +69,20 @@ def _check_overlap(cfg: Any) -> None:
     if run.master != "shared":
         raise ConfigError("run.overlap = true needs every rank to be a worker: master = "
                           "'shared' (a dedicated master has no backward), or drop overlap")
+    from decomp.algorithms import DCGD, EF21, GD, SGDM, AllreduceSGD, PowerSGD
+    from decomp.algorithms.registry import REGISTRY
+
+    classes = (GD, SGDM, AllreduceSGD, EF21, DCGD, PowerSGD)  # decomp.torch.overlap's
     for i, m in enumerate(cfg.methods):
-        if m.algorithm not in OVERLAP_ALGORITHMS:
+        spec = REGISTRY.get(m.algorithm)
+        if spec is not None and spec.cls not in classes:
+            names = ", ".join(sorted(n for n, sp in REGISTRY.items() if sp.cls in classes))
             raise ConfigError(
                 f"methods.{i} ({m.label}): run.overlap = true cannot overlap {m.algorithm!r} "
                 f"(its step needs the whole gradient, or a decentralized exchange the whole "
-                f"model after the step); overlap works with {', '.join(OVERLAP_ALGORITHMS)} "
-                "(ef21 / dcgd with a per_tensor compressor): drop overlap for this config or "
-                "run that method in a config of its own")
+                f"model after the step); overlap works with {names} (the compressed ones with "
+                "a per_tensor compressor): drop overlap for this config or run that method "
+                "in a config of its own")
 
 
 def check_data_dir(path: str) -> None:
