@@ -53,8 +53,8 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
             None`` for the wrapped optimizer (skipped, as torch would), one None on some ranks
             only counts as zero there. False (default): None counts as zero everywhere.
         check_every: decentralized: steps between collective divergence checks.
-        overlap: all-reduce gradient buckets while backward runs (dense methods: GD/SGD,
-            SGDM, AllreduceSGD; docs/torch.md, "Overlap with backward"); accumulate with
+        overlap: send gradient buckets while backward runs (GD/SGD, SGDM, AllreduceSGD; EF21,
+            DCGD per-tensor; PowerSGD; docs/torch.md, "Overlap with backward"); accumulate with
             :meth:`no_sync`. bucket_cap_mb: its bucket size (MiB; None: DDP's 25 MiB scaled
             to the model, :func:`decomp.torch.buckets.cap_bytes`).
         comm_timeout: the watchdog's limit (s) on a collective call; :mod:`decomp.torch.guard`.
