@@ -69,8 +69,8 @@ from decomp.runner.lifecycle import Interrupted, RunControl
 from decomp.torch import FlatModel, TorchProblem
 from decomp.torch.data import TrainingData
 from decomp.torch.evaluation import BUFFER_MODES, TestEvaluator
-from decomp.torch.ownership import held_by
 from decomp.torch.overlap import attach as attach_buckets
+from decomp.torch.ownership import held_by
 from decomp.torch.problem import LossFn
 from decomp.torch.progress import fmt, log_line, progress_bar
 
