@@ -30,6 +30,8 @@ KILLS: dict[str, list[str]] = {
                  "tests/unit/test_watchdog_some_peers_silent.py"],
     "torch": ["tests/unit/test_torch_optimizer_empty_groups.py",
               "tests/unit/test_torch_divergence_check_interval.py"],
+    "lowrank": [],
+    "tree": [],
 }
 
 
@@ -110,4 +112,16 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
                *_unit(KILLS["torch"])],
               ["tests/mpi/test_torch_optimizer.py", "tests/mpi/test_torch_overlap.py",
                *_mpi(KILLS["torch"])]),
+    "lowrank": (["decomp/algorithms/powersgd.py", "decomp/algorithms/powergossip.py",
+                 "decomp/compress/wire16.py", "kernels/half.py"],
+                ["tests/unit/test_powersgd.py", "tests/unit/test_powergossip.py",
+                 "tests/unit/test_wire16.py", "tests/unit/test_kernels_half.py",
+                 "tests/unit/test_invariants.py", "tests/unit/test_class_declarations.py",
+                 *_unit(KILLS["lowrank"])],
+                ["tests/mpi/test_powersgd_vs_sim.py", "tests/mpi/test_powergossip_vs_sim.py",
+                 "tests/mpi/test_wire16_vs_sim.py", *_mpi(KILLS["lowrank"])]),
+    "tree": (["decomp/comm/tree.py", "decomp/compress/merge.py"],
+             ["tests/unit/test_threads.py", "tests/unit/test_class_declarations.py",
+              "tests/unit/test_netmodel.py", *_unit(KILLS["tree"])],
+             ["tests/mpi/test_tree_aggregation.py", *_mpi(KILLS["tree"])]),
 }
