@@ -20,6 +20,9 @@ would otherwise only show in the 8-rank end-to-end test.
 from __future__ import annotations
 
 import math
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -27,6 +30,23 @@ import pytest
 from decomp.comm.tree import binomial_fold, tree_children, tree_depth, tree_parent
 
 SIZES = range(1, 41)
+
+
+@contextmanager
+def _cpu_limit(seconds: float = 0.2) -> Iterator[None]:
+    """Stop the block after ``seconds`` of this process's CPU time (all of it takes about a
+    millisecond): a walk that never ends (children found without bound) fails here instead of
+    growing a list of ever larger integers until the machine runs out of memory."""
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError("the tree walk did not end within its CPU-time limit")
+
+    old = signal.signal(signal.SIGVTALRM, stop)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, old)
 
 
 def _pair(a: Any, b: Any) -> tuple[Any, Any]:
@@ -55,6 +75,11 @@ def _leaves(e: Any) -> list[int]:
 
 @pytest.mark.parametrize("n", SIZES)
 def test_parent_and_children_are_inverse_and_rank_0_is_the_only_root(n: int) -> None:
+    with _cpu_limit():
+        _relations(n)
+
+
+def _relations(n: int) -> None:
     assert tree_parent(0, n) is None
     for r in range(n):
         kids = tree_children(r, n)
@@ -75,6 +100,11 @@ def test_parent_and_children_are_inverse_and_rank_0_is_the_only_root(n: int) -> 
 def test_the_reduction_takes_ceil_log2_n_rounds(n: int) -> None:
     want = math.ceil(math.log2(n)) if n > 1 else 0
     assert tree_depth(n) == want
+    with _cpu_limit():
+        _rounds(n, want)
+
+
+def _rounds(n: int, want: int) -> None:
     # one merge per round: the root merges a child in every round, no rank in more rounds
     assert len(tree_children(0, n)) == want
     assert max(len(tree_children(r, n)) for r in range(n)) == want
@@ -88,11 +118,12 @@ def test_the_rank_by_rank_walk_and_the_fold_form_the_same_sum(n: int) -> None:
         assert r not in sent, f"rank {r} sends twice"
         sent[r] = value
 
-    total = binomial_fold(list(range(n)), _pair, record)
-    assert total == _walk(0, n) == _doc_grouping(0, n), n
-    assert sorted(sent) == list(range(1, n)), n
-    for r, value in sent.items():
-        assert value == _walk(r, n), (n, r)
+    with _cpu_limit():
+        total = binomial_fold(list(range(n)), _pair, record)
+        assert total == _walk(0, n) == _doc_grouping(0, n), n
+        assert sorted(sent) == list(range(1, n)), n
+        for r, value in sent.items():
+            assert value == _walk(r, n), (n, r)
     assert _leaves(total) == list(range(n))  # every contribution once, lower block first
 
 
