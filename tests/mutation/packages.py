@@ -31,8 +31,9 @@ KILLS: dict[str, list[str]] = {
     "torch": ["tests/unit/test_torch_optimizer_empty_groups.py",
               "tests/unit/test_torch_divergence_check_interval.py"],
     "lowrank": ["tests/unit/test_half_kernels_index_inside_their_arrays.py"],
-    "tree": ["tests/unit/test_tree_one_grouping_everywhere.py",
-             "tests/unit/test_tree_sums_merge_exactly.py"],
+    # the kill tests of the tree run (39b60fd) tested the binomial tree and SumMerger that the
+    # reduce-scatter tree replaced; they are on branch mutB-kills-39b60fd (docs/testing.md)
+    "tree": [],
 }
 
 
