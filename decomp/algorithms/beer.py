@@ -116,6 +116,7 @@ class BEER(DecentralizedAlgorithm):
                          "stochastic; its γ and rate come from W's spectral gap")
 
     renamed = {"gamma": "consensus_step"}
+    decodes_per_payload = 2  # into the replica and into the kept mixing sum S
 
     def __init__(self, compressor: Compressor | None = None, *,
                  consensus_step: float | None = None, batch_size: int | None = None,

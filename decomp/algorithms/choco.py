@@ -71,6 +71,7 @@ class CHOCOSGD(DecentralizedAlgorithm):
                          "γ_c and the rate come from W's spectral gap δ and β = ‖I − W‖₂")
 
     renamed = {"gamma_c": "consensus_step"}
+    decodes_per_payload = 2  # into the replica and into the kept mixing sum S
 
     def __init__(self, compressor: Compressor | None = None, *,
                  consensus_step: float | None = None, batch_size: int | None = None,

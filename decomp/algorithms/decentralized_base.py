@@ -249,6 +249,9 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
     overlaps_exchange: ClassVar[bool] = False
     #: the step mixes dense x_j with 1 + degree axpy passes (D-PSGD, DCD, ECD)
     dense_mixing: ClassVar[bool] = False
+    #: how many times a step decodes each payload it holds (CHOCO-SGD, BEER: 2, into the
+    #: replica and into the kept mixing sum S)
+    decodes_per_payload: ClassVar[int] = 1
 
     def comm_pattern(self, d: int, n: int, degree: int = 2, *, master: str = "shared",
                      dtype: Any = np.float64, layout: Layout | None = None) -> list[Call]:
@@ -261,13 +264,15 @@ class DecentralizedAlgorithm(AlgorithmOptions, ABC):
 
     def codec_ops(self, n: int, degree: int = 2, *, master: str = "shared") -> list[CodecOp]:
         """The codec work of one step on a node: per exchange one encode and 1 + k decodes
-        (own and neighbours' replicas), and 1 + k dense axpy for a dense mixing."""
+        (own and neighbours' replicas; twice each where :attr:`decodes_per_payload` says so),
+        and 1 + k dense axpy for a dense mixing."""
         mixing = [CodecOp("axpy", None, 1 + degree, "mixing")] if self.dense_mixing else []
         if not self.uses_compressor:
             return mixing
         rounds = len(self.exchanges)
         return [CodecOp("encode", self.compressor, rounds),
-                CodecOp("decode", self.compressor, rounds * (1 + degree),
+                CodecOp("decode", self.compressor,
+                        rounds * (1 + degree) * self.decodes_per_payload,
                         "own + neighbours' replicas"), *mixing]
 
     def torch_refusal(self) -> str:

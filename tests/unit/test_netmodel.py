@@ -217,7 +217,8 @@ def test_step_combines_overlap_compute_and_codec() -> None:
     assert e.compress_s == pytest.approx(2e-6 + 1e-6 + 8e-6 + 1e-6)
     assert e.step_s == pytest.approx(1e-3 + e.comm_s + e.compress_s)
     ops = codec_ops({"algorithm": "choco_sgd", "compressor": {"kind": "topk", "k": 5}}, 16, 4)
-    assert [(o.op, o.count) for o in ops] == [("encode", 1), ("decode", 5)]
+    # every payload (own + 4 neighbours') into its replica and into the kept mixing sum S
+    assert [(o.op, o.count) for o in ops] == [("encode", 1), ("decode", 10)]
 
 
 def test_codec_work_follows_who_decodes_what() -> None:
