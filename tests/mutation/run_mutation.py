@@ -107,10 +107,13 @@ def env_for(work: Path) -> dict[str, str]:
 
 def pools(work: Path, pkg: str) -> tuple[list[str], list[str], list[str]]:
     """The package's files and test files that exist in the copy (another commit's tests may
-    not have them all)."""
+    not have them all); a test named ``file::test`` exists if its file does."""
     files, unit, mpi = PACKAGES[pkg]
-    return ([f for f in files if (work / f).exists()], [t for t in unit if (work / t).exists()],
-            [t for t in mpi if (work / t).exists()])
+    def there(t: str) -> bool:
+        return (work / t.split("::")[0]).exists()
+
+    return ([f for f in files if there(f)], [t for t in unit if there(t)],
+            [t for t in mpi if there(t)])
 
 
 def trace(work: Path, cmd: list[str], files: list[str], out: Path, **extra: str) -> dict:
