@@ -163,6 +163,13 @@ def run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
     return 0 if proc.returncode in (0, 5) else proc.returncode  # 5: no test collected
 
 
+
+def listed(test_id: str, entries: list[str]) -> bool:
+    """Whether a traced test id is in a package's list: its file is, or an entry names the
+    test itself (``file::test``, any parametrization of it)."""
+    return test_id.split("::")[0] in entries or \
+        any(test_id == e or test_id.startswith(e + "[") for e in entries if "::" in e)
+
 def main() -> int:
     work, pkg = Path(sys.argv[1]), sys.argv[2]
     is_baseline = sys.argv[3:] == ["--baseline"]  # the unmutated copy: whole list, no log
@@ -198,8 +205,8 @@ def main() -> int:
         traced = setup["trace_unit"].get(key)
         if not traced and where[0].startswith("kernels/"):
             traced = sorted(kernel_tests(work, setup, where[0], fn))
-        sel_u = [t for t in traced or [] if t.split("::")[0] in cfg["unit"]]
-        sel_m = [t for t in setup["trace_mpi"].get(key, []) if t.split("::")[0] in cfg["mpi"]]
+        sel_u = [t for t in traced or [] if listed(t, cfg["unit"])]
+        sel_m = [t for t in setup["trace_mpi"].get(key, []) if listed(t, cfg["mpi"])]
         stages.append(("selected", sel_u, sel_m))
     if only is None:
         stages.append(("all", cfg["unit"], cfg["mpi"]))
