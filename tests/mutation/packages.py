@@ -36,7 +36,8 @@ KILLS: dict[str, list[str]] = {
               "tests/unit/test_bucket_progress_and_repr.py",
               "tests/unit/test_torch_default_check_every.py",
               "tests/unit/test_torch_frozen_rest_broadcast.py",
-              "tests/unit/test_torch_find_unused_steps_the_used.py"],
+              "tests/unit/test_torch_find_unused_steps_the_used.py",
+              "tests/unit/test_torch_averaged_model.py"],
     "lowrank": ["tests/unit/test_half_kernels_index_inside_their_arrays.py"],
     # (the kill tests of the old binomial tree's run at 39b60fd are on branch mutB-kills-39b60fd)
     "tree": ["tests/unit/test_aggregation_of_a_read_master.py",
