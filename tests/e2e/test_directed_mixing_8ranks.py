@@ -8,4 +8,5 @@ from __future__ import annotations
 
 def test_directed_and_time_varying_W_at_8_ranks(at_8_ranks) -> None:
     passed, other, tail = at_8_ranks["test_directed_mixing"]  # one launch (conftest)
-    assert (passed, other) == (11, 0), tail
+    # at least the tests there are at one rank (some parametrizations grow with the world)
+    assert other == 0 and passed >= 11, tail

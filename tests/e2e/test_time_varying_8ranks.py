@@ -9,4 +9,5 @@ from __future__ import annotations
 
 def test_time_varying_schedules_at_8_ranks(at_8_ranks) -> None:
     passed, other, tail = at_8_ranks["test_time_varying"]  # one launch (conftest)
-    assert (passed, other) == (14, 0), tail
+    # at least the tests there are at one rank (some parametrizations grow with the world)
+    assert other == 0 and passed >= 14, tail

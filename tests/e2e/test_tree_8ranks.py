@@ -8,4 +8,5 @@ from __future__ import annotations
 
 def test_tree_aggregation_at_8_ranks(at_8_ranks) -> None:
     passed, other, tail = at_8_ranks["test_tree_aggregation"]  # one launch (conftest)
-    assert (passed, other) == (31, 0), tail
+    # at least the tests there are at one rank (some parametrizations grow with the world)
+    assert other == 0 and passed >= 31, tail
