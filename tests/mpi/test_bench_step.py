@@ -41,11 +41,22 @@ def test_every_decomp_method_steps_and_reports_its_bytes(comm) -> None:
 def test_optimizer_rows_blocking_and_overlapped_report_the_dense_bytes(comm) -> None:
     opt = [m for m, spec in METHODS.items() if spec[0] == "optimizer"]
     rows = run_step_bench(comm, model="mlp-small", methods=opt, steps=1, rounds=2, warmup=1)
-    assert [r.method for r in rows] == opt == ["sgd opt blocking", "sgd opt overlapped",
-                                               "sgd opt overlapped no-test"]
-    for r in rows:  # the same dense all-reduce, counted alike; compute and step() timed
+    assert [r.method for r in rows] == opt
+    by = {r.method: r for r in rows}
+    dense = [m for m in opt if m.startswith("sgd opt")]
+    assert dense == ["sgd opt blocking", "sgd opt overlapped", "sgd opt overlapped no-test"]
+    for m in dense:  # the same dense all-reduce, counted alike; compute and step() timed
+        r = by[m]
         assert r.bytes_sent == r.bytes_received == 4 * 26_122
         assert r.compute_ms is not None and r.comm_ms is not None and r.compress_ms is None
+    # the compressed rows come in pairs: overlapped sends exactly what blocking sends, and less
+    # than the dense all-reduce
+    blocking = [m for m in opt if m not in dense and m.endswith(" opt blocking")]
+    assert blocking and all(m.replace("blocking", "overlapped") in by for m in blocking)
+    for m in blocking:
+        a, b = by[m], by[m.replace("blocking", "overlapped")]
+        assert (a.bytes_sent, a.bytes_received) == (b.bytes_sent, b.bytes_received), m
+        assert 0 < a.bytes_sent < 4 * 26_122, m
 
 
 def test_powersgd_floats_counts_p_and_q() -> None:
