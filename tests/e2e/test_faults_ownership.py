@@ -149,17 +149,24 @@ def test_sim_out_follows_the_run_folder_rules(tmp_path: Path) -> None:
     assert json.loads((out / "same" / "summary.json").read_text())["run"]["engine"] == "sim"
 
 
+@pytest.mark.timeout(1200)  # a deadlock backstop; the resumed run's bound is measured below
 def test_the_resume_hint_repeats_every_flag(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "hint")
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "hint").mkdir()  # a folder of the same name where --out is not
     elsewhere = tmp_path / "elsewhere"
-    args = ["--steps", "4000", "--checkpoint-every", "300", "--set", "run.log_every=100"]
+    steps = 4000  # enough that the run is still going when the signal comes after 3 rows
+    args = ["--steps", str(steps), "--checkpoint-every", "300", "--set", "run.log_every=100"]
     cmd = [_tool("mpiexec"), "-n", "2", _tool("decomp"), "run", str(cfg), "--out",
            str(elsewhere), *args]
+    t_launch = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_env(), cwd=tmp_path)
     _wait_for_rows(elsewhere / "hint", rows=3)
+    # The resumed run does up to `steps` steps: its bound follows this machine's measured pace
+    # (start-up included, so an over-estimate), not a fixed guess that a loaded machine misses.
+    per_step = (time.monotonic() - t_launch) / 200  # 3 rows: at least 200 steps were done
+    resume_bound = RUN_BOUND_S + 3 * per_step * steps * 2  # both methods of the config
     os.kill(p.pid, signal.SIGTERM)
     rc, out, err, _ = _finish(p, SIGNAL_BOUND_S, str(elsewhere))
     assert rc == 143, err[-2000:]
@@ -170,7 +177,7 @@ def test_the_resume_hint_repeats_every_flag(tmp_path: Path) -> None:
         assert a in words, (a, hint)
     assert hint in _summary(elsewhere / "hint")[-1]["message"]
     words[0], words[3] = _tool("mpiexec"), _tool("decomp")
-    r = subprocess.run(words, capture_output=True, text=True, env=_env(), timeout=240,
+    r = subprocess.run(words, capture_output=True, text=True, env=_env(), timeout=resume_bound,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _summary(elsewhere / "hint")[0]["steps"] == 4000
