@@ -86,7 +86,9 @@ class RunConfig:
     dedicated one; docs/netmodel.md); overlap: torch models only — send gradient buckets
     while backward runs (dense methods, EF21/DCGD with a per-tensor compressor, PowerSGD;
     docs/torch.md, "Overlap with backward"); bucket_cap_mb: its bucket size in MiB (unset:
-    DDP's 25 MiB scaled to the model)."""
+    DDP's 25 MiB scaled to the model); lr_schedule: a step-size schedule applied to every
+    method alike, e.g. {kind = "multistep", milestones = [750, 1250], gamma = 0.1}
+    (:mod:`decomp.config.lrschedule`; unset: the constant step size)."""
 
     steps: int = 100
     log_every: int = 10
@@ -102,6 +104,7 @@ class RunConfig:
     comm_timeout_s: float = 300.0
     overlap: bool = False
     bucket_cap_mb: float | None = None
+    lr_schedule: dict[str, Any] | None = None
 
 
 @dataclass

@@ -128,6 +128,9 @@ def _check_run(run: Any) -> None:
     if run.log_every < 1:
         raise ConfigError(f"run.log_every must be >= 1 (steps between metrics), got "
                           f"{run.log_every}")
+    from decomp.config.lrschedule import parse_lr_schedule
+
+    parse_lr_schedule(run.lr_schedule)
     if run.master not in MASTER_MODES:
         raise ConfigError(f"run.master must be one of {', '.join(MASTER_MODES)}, got "
                           f"{run.master!r}")

@@ -11,11 +11,13 @@ rank) ``interrupted``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from decomp.config import Config
+from decomp.config.lrschedule import parse_lr_schedule
 from decomp.errors import DivergenceError
 from decomp.log import LOGGER
 from decomp.runner.agree import check_restored, restored_summary
@@ -123,6 +125,22 @@ class _Checkpointer:
         self.saved = step
 
 
+def _scheduled(session: Any, lr: float, spec: Any,
+               inject: Callable[[int], None]) -> Callable[[int], None]:
+    """``before_step``: the fault injection, after setting step t's size from
+    ``run.lr_schedule`` (:mod:`decomp.config.lrschedule`; a constant one: inject alone)."""
+    schedule = parse_lr_schedule(spec)
+    if schedule is None:
+        return inject
+    LOGGER.info("step size %.6g, schedule %s", lr, schedule.describe())
+
+    def before(t: int) -> None:
+        session.env.lr = lr * schedule.factor(t)
+        inject(t)
+
+    return before
+
+
 def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Outputs,
                progress: bool, mixing: Any = None, *, index: int = 0,
                store: CheckpointStore | None = None, control: RunControl | None = None,
@@ -182,7 +200,8 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         mr.bar = make_progress(cfg.run.steps, m.label, progress, initial=session.steps_done)
         every = cfg.run.checkpoint_every
         drive(session, remaining, log_every=cfg.run.log_every, on_log=mr.log, who=mr.who,
-              before_step=mr.inject, bar=mr.bar, control=control,
+              before_step=_scheduled(session, lr, cfg.run.lr_schedule, mr.inject),
+              bar=mr.bar, control=control,
               checkpoint_every=every if save is not None and every else None,
               on_checkpoint=save)
         signum = control.settle() if control is not None else 0

@@ -49,6 +49,10 @@ def simulate_config(cfg: Config, n_workers: int, *, write: bool = False,
     if mode not in ("new", "overwrite"):
         raise ConfigError(f"decomp sim writes a new run folder or overwrites one (mode new or "
                           f"overwrite), got {mode!r}")
+    if cfg.run.lr_schedule is not None:
+        raise ConfigError("decomp sim's references take one constant step size and do not "
+                          "follow run.lr_schedule: run the config under MPI (mpiexec -n N "
+                          "decomp run CONFIG), or drop run.lr_schedule")
     plans = plan_methods(cfg)
     cfg = resolved_config(cfg, plans)
     claim = claim_run_dir(cfg.out_dir, cfg.name, mode) if write else None
