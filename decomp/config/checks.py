@@ -130,7 +130,7 @@ def _check_run(run: Any) -> None:
                           f"{run.log_every}")
     from decomp.config.lrschedule import parse_lr_schedule
 
-    parse_lr_schedule(run.lr_schedule)
+    parse_lr_schedule(run.lr_schedule, run.steps)
     if run.master not in MASTER_MODES:
         raise ConfigError(f"run.master must be one of {', '.join(MASTER_MODES)}, got "
                           f"{run.master!r}")

@@ -24,9 +24,18 @@ def test_multistep_factor_drops_after_each_milestone() -> None:
     assert parse_lr_schedule({"kind": "multistep", "milestones": [2]}).gamma == 0.1  # default
 
 
+def test_cosine_factor_is_torchs_cosine_annealing() -> None:
+    s = parse_lr_schedule({"kind": "cosine", "steps": 4})
+    assert s is not None
+    assert [round(s.factor(t), 12) for t in (1, 2, 3, 4)] == \
+        [1.0, round(0.5 * (1 + 2 ** -0.5), 12), 0.5, round(0.5 * (1 - 2 ** -0.5), 12)]
+
+
 @pytest.mark.parametrize("spec, words", [
     ("step", "must be dict"),
-    ({"kind": "cosine", "milestones": [2]}, "kind must be one of multistep"),
+    ({"kind": "linear", "milestones": [2]}, "kind must be one of multistep, cosine"),
+    ({"kind": "cosine", "steps": 3}, "set lr_schedule.steps = 4"),
+    ({"kind": "cosine"}, "the number of steps the cosine spans"),
     ({"kind": "multistep", "milestones": [5, 3]}, "increasing step numbers"),
     ({"kind": "multistep", "milestones": []}, "non-empty list"),
     ({"kind": "multistep", "milestones": [0]}, ">= 1"),
