@@ -15,8 +15,8 @@ Step t = 1, 2, ... of every method uses, with γ the method's resolved step size
 paper (Vogels et al. 2019: ×0.1 at 50 % and 83 % of training) and of most CIFAR recipes;
 cosine needs no milestones (the step size falls smoothly to about 0 at the last step).
 ``decomp run`` sets the algorithm's step size before every step
-(:func:`decomp.runner.method.run_method`), so a resumed run continues on the schedule; the single-process references of ``decomp sim`` take
-one step size and refuse a schedule.
+(:func:`decomp.runner.method.run_method`), so a resumed run continues on the schedule; the
+single-process references of ``decomp sim`` take one step size and refuse a schedule.
 """
 
 from __future__ import annotations
