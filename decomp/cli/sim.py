@@ -5,6 +5,7 @@ grid point, each into its own run folder ``<out>/<sweep name>/<task>/``."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +28,11 @@ def add_parser(sub: Any) -> None:
                    "summary.json to OUT/<name>/ as decomp run does (default: print the table "
                    "only; a sweep always writes, to OUT/<sweep name>/<task>/, OUT default: the "
                    "config's out_dir)")
+    s.add_argument("--node-layout", metavar="LAYOUT|RUN_DIR",
+                   help="the node layout of the run to reproduce (aggregation = 'auto' and the "
+                   "tree's sums follow it): ranks per node ('4'), the node sizes ('3,2,3'), "
+                   "'flat', or a run folder of decomp run, whose summary.json recorded it "
+                   "(default: DECOMP_NODE_LAYOUT, else one node)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --out: replace the results of an existing OUT/<name>/ (as "
                    "decomp run --overwrite; without it an existing run folder is refused)")
@@ -41,20 +47,23 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from decomp.comm.nodes import use_layout
     from decomp.config import load_config
     from decomp.runner import format_table, simulate_config
     from decomp.slurm import load_source
 
     try:
+        layout = node_layout(args.node_layout, args.workers)
         src = load_source(args.config, args.sweep)
         if src.is_sweep:
-            return _sweep(args, src)
+            return _sweep(args, src, layout)
         cfg = load_config(src.config, overrides(args))
         if args.overwrite and args.out is None:
             raise ConfigError("--overwrite needs --out (decomp sim writes a run folder only "
                               "with --out)")
-        results = simulate_config(cfg, args.workers, write=args.out is not None,
-                                  mode="overwrite" if args.overwrite else "new")
+        with use_layout(layout):
+            results = simulate_config(cfg, args.workers, write=args.out is not None,
+                                      mode="overwrite" if args.overwrite else "new")
     except DecompError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -64,17 +73,46 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_DIVERGED if any(r.status == "diverged" for r in results) else 0
 
 
+def node_layout(value: str | None, n_workers: int) -> Any:
+    """``--node-layout``: None (not given), the layout text, or the layout a run folder's
+    ``summary.json`` recorded (``run.node_layout``); checked against ``n_workers``."""
+    from decomp.comm.nodes import parse_layout
+
+    if value is None:
+        return None
+    path = Path(value)
+    layout: Any = value
+    if path.is_dir():
+        summary = path / "summary.json"
+        try:
+            run = json.loads(summary.read_text())["run"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"--node-layout {value}: no run summary to read ({summary}: "
+                              f"{e}); give a run folder of decomp run or the layout itself "
+                              "('4', '3,2,3', 'flat')") from None
+        layout = run.get("node_layout")
+        if layout is None:
+            raise ConfigError(f"--node-layout {value}: {summary} records no node layout (a run "
+                              "of decomp sim, or of a decomp before it recorded one); give the "
+                              "layout itself ('4', '3,2,3', 'flat')")
+    parse_layout(layout, n_workers)  # sizes that fit --workers, before anything runs
+    return layout
+
+
 def _task(config: str, sets: list[str], n_workers: int,
-          mode: str = "new") -> tuple[str, list[Any]]:
+          mode: str = "new", layout: Any = None) -> tuple[str, list[Any]]:
     """One sweep task in this process: (run folder, results)."""
+    from decomp.comm.nodes import use_layout
     from decomp.config import load_config
     from decomp.runner import simulate_config
 
     cfg = load_config(config, sets)
-    return f"{cfg.out_dir}/{cfg.name}", simulate_config(cfg, n_workers, write=True, mode=mode)
+    with use_layout(layout):
+        return f"{cfg.out_dir}/{cfg.name}", simulate_config(cfg, n_workers, write=True,
+                                                            mode=mode)
 
 
-def _sweep(args: argparse.Namespace, src: Any) -> int:
+def _sweep(args: argparse.Namespace, src: Any, layout: Any = None) -> int:
     from decomp.config import load_config
     from decomp.errors import ConfigError
     from decomp.slurm import parse_array
@@ -97,11 +135,11 @@ def _sweep(args: argparse.Namespace, src: Any) -> int:
     pool = ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else None
     try:
         mode = "overwrite" if args.overwrite else "new"
-        pending = {t: pool.submit(_task, str(src.config), sets, args.workers, mode)
+        pending = {t: pool.submit(_task, str(src.config), sets, args.workers, mode, layout)
                    if pool else None for t, sets in jobs.items()}
         for t, fut in pending.items():
             where, results = fut.result() if fut else _task(str(src.config), jobs[t],
-                                                            args.workers, mode)
+                                                            args.workers, mode, layout)
             diverged += any(r.status == "diverged" for r in results)
             summary = "; ".join(f"{r.method}: {r.status}, ||grad f||^2 {r.grad_norm_sq:.3e}"
                                 for r in results)

@@ -67,6 +67,22 @@ def check_family(algorithm: Any, *, master: str = "shared", topology: bool = Fal
     return family
 
 
+def check_tree(algorithm: Any, aggregation: str | None, *, who: str | None = None,
+               key: str = "aggregation=") -> None:
+    """An explicit ``aggregation = "tree"`` for a master–worker method that sums at a master
+    (:meth:`~decomp.algorithms.base.MasterWorkerAlgorithm.tree_refusal`: EF21+, EF21-BC,
+    ``downlink = "model"``) is a ConfigError naming the reason and the fix; "auto" resolves
+    per method instead (such a method gathers, and the run records it)."""
+    if aggregation != "tree" or family_of(algorithm) == DECENTRALIZED_FAMILY:
+        return
+    refusal = getattr(algorithm, "tree_refusal", lambda: "")()
+    if refusal:
+        name = who or type(algorithm).__name__
+        raise ConfigError(f"{key}'tree' cannot run {name}: {refusal}. Use {key}'auto' (the "
+                          f"tree for the methods that can, the gather for this one) or "
+                          f"{key}'gather'")
+
+
 def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFor,
                   lr: float, seed: int, master: str = "shared", mixing: Any = None,
                   topology: Any = None, weights: str = "metropolis",
@@ -94,6 +110,7 @@ def build_session(algorithm: Any = None, comm: Any = None, *, problem: ProblemFo
     algorithm = default_algorithm(algorithm)
     given = topology is not None or bool(topology_options)
     family = check_family(algorithm, master=master, topology=given)
+    check_tree(algorithm, aggregation)
     if family == DECENTRALIZED_FAMILY:
         if mixing is None:
             from decomp.topologies import resolve_mixing

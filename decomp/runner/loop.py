@@ -173,3 +173,7 @@ def _log_problem(comm: Any, work: Workload, n: int, out: Outputs) -> None:
         if table is not None:
             LOGGER.info("%s", table)
     LOGGER.info("%s, %d workers, outputs in %s", work.description(), n, out.dir)
+    meta = out.meta or {}
+    if meta.get("node_layout") is not None:  # what aggregation = "auto" and the tree go by
+        LOGGER.info("%d ranks on %d node(s), layout %s (from %s)", comm.Get_size(),
+                    meta["nodes"], meta["node_layout"], meta["node_layout_from"])

@@ -73,18 +73,32 @@ def _base(engine: str, world_size: int, n_workers: int, hosts: list[str],
 
 
 def mpi_metadata(comm: Any, n_workers: int) -> dict[str, Any]:
-    """Collective (every rank calls it): hosts of all ranks, the MPI library of this one."""
+    """Collective (every rank calls it): hosts of all ranks, the MPI library of this one, and
+    the node layout (:func:`decomp.comm.nodes.found`: which ranks share memory, as the tree
+    aggregation and ``aggregation = "auto"`` see it; ``decomp sim --node-layout RUN_DIR``
+    reads it back)."""
     from mpi4py import MPI
 
+    from decomp.comm.nodes import describe, found
+
     hosts = comm.allgather(MPI.Get_processor_name())
+    nodes, source = found(comm)
     # Open MPI ends the string with a NUL, which no TOML comment or JSON reader wants
     lib = " ".join(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].split())
-    return _base("mpi", comm.Get_size(), n_workers, hosts, lib)
+    return {**_base("mpi", comm.Get_size(), n_workers, hosts, lib),
+            "nodes": len(nodes), "node_layout": describe(nodes), "node_layout_from": source}
 
 
 def sim_metadata(n_workers: int) -> dict[str, Any]:
-    """``decomp sim``: one process on this host, no MPI."""
-    return _base("sim", 1, n_workers, [socket.gethostname()], None)
+    """``decomp sim``: one process on this host, no MPI (with the node layout it was given,
+    ``--node-layout``, if any: its tree sums follow it)."""
+    from decomp.comm.nodes import describe, from_env
+
+    meta = _base("sim", 1, n_workers, [socket.gethostname()], None)
+    nodes = from_env(n_workers)
+    if nodes is not None:
+        meta.update(nodes=len(nodes), node_layout=describe(nodes), node_layout_from="given")
+    return meta
 
 
 def step_sizes(cfg: Config, results: list[MethodResult]) -> list[dict[str, Any]]:
@@ -114,10 +128,11 @@ def config_footer(meta: dict[str, Any] | None, cfg: Config, results: list[Method
         lines.append(f"# methods.{i} ({s['method']}): lr = {s['lr']!r} x {s['lr_multiplier']:g}"
                      f" -> step size {s['step_size']:.10g}")
     meta = meta or {}
-    for key in ("engine", "world_size", "n_workers", "hosts", "mpi_library", "git_commit",
-                "command", "started"):
+    for key in ("engine", "world_size", "n_workers", "hosts", "node_layout", "mpi_library",
+                "git_commit", "command", "started"):
         if meta.get(key) is not None:
-            value = ", ".join(meta[key]) if isinstance(meta[key], list) else meta[key]
+            value = (", ".join(str(v) for v in meta[key]) if isinstance(meta[key], list)
+                     else meta[key])
             lines.append(f"# {key}: {value}")
     versions = meta.get("versions") or {}
     if versions:

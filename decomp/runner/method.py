@@ -103,7 +103,8 @@ class MethodRun:
             loss_local=last.get("loss_local"), compute_s=tm.get("compute_s"),
             compress_s=tm.get("compress_s"), comm_s=tm.get("comm_s"),
             test_loss=last.get("test_loss"), test_acc=last.get("test_acc"),
-            test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min"))
+            test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min"),
+            aggregation=s.aggregation)
 
 
 class _Checkpointer:
@@ -172,8 +173,9 @@ def run_method(cfg: Config, plan: MethodPlan, comm: Any, work: Workload, out: Ou
         LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d nodes on %s", m.label,
                     m.algorithm, session.compressor_name, lr, session.n, where)
     else:
-        LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d workers", m.label, m.algorithm,
-                    session.compressor_name, lr, session.n)
+        LOGGER.info("method %s: %s, compressor %s, lr %.6g, %d workers, aggregation %s",
+                    m.label, m.algorithm, session.compressor_name, lr, session.n,
+                    session.aggregation)
     mr = MethodRun(cfg, plan, session, work, out, work.test_evaluator(comm))
     save = (_Checkpointer(store, index, mr, work, fingerprint or {}) if store is not None
             else None)

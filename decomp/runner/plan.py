@@ -17,7 +17,7 @@ from decomp.compress import bind_attributes
 from decomp.config import Config, MethodConfig, TopologyConfig
 from decomp.errors import ConfigError, LaunchError
 from decomp.layout import Layout
-from decomp.runner.build import check_family
+from decomp.runner.build import check_family, check_tree
 from decomp.runner.workload import loader_for
 from decomp.theory import ef21_stepsize
 from decomp.topologies import MixingMatrix, MixingSchedule, mixing_schedule, resolve_mixing
@@ -80,6 +80,8 @@ def plan_methods(cfg: Config) -> list[MethodPlan]:
         try:
             check_family(p.algorithm, master=cfg.run.master, who=p.config.algorithm,
                          key="run.master = ")
+            check_tree(p.algorithm, cfg.run.aggregation, who=p.config.algorithm,
+                       key="run.aggregation = ")
         except ConfigError as e:
             raise ConfigError(f"{p.label}: {e}") from None
     return plans

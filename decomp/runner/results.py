@@ -31,6 +31,10 @@ class MethodResult:
     test_acc: float | None = None
     test_acc_mean: float | None = None  # torch, decentralized: mean / min over the nodes' x_i
     test_acc_min: float | None = None
+    #: how the method summed over workers as it ran: "tree" | "gather" (``run.aggregation``
+    #: resolved: "auto" by the node count, then by the method), "allreduce" (dense
+    #: all-reduce methods); None for the decentralized family
+    aggregation: str | None = None
 
     @property
     def bytes_per_step(self) -> float:

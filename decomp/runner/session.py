@@ -46,6 +46,16 @@ def open_transport(family: str, comm: Any, *, master: str = "shared", mixing: An
     return MasterWorker(comm, master, resolve_aggregation(master, aggregation))
 
 
+def aggregation_of(algorithm: Any, resolved: str | None) -> str | None:
+    """:attr:`Session.aggregation` of ``algorithm`` in a run whose transport resolved
+    ``run.aggregation`` to ``resolved`` ("tree" | "gather")."""
+    if family_of(algorithm) == DECENTRALIZED_FAMILY or resolved is None:
+        return None
+    if getattr(algorithm, "downlink", "") == "allreduce":
+        return "allreduce"
+    return str(algorithm.aggregation_for(resolved))
+
+
 class Session:
     """``algorithm`` on this rank over ``transport``.
 
@@ -93,6 +103,14 @@ class Session:
     def compressor_name(self) -> str:
         alg = self.algorithm
         return repr(alg.compressor) if alg.uses_compressor else "-"
+
+    @property
+    def aggregation(self) -> str | None:
+        """How this method sums over workers, as it runs: "tree" or "gather" (the run's
+        ``aggregation`` resolved by the transport, "auto" by the node count, and then by the
+        method: one that needs the master gathers), "allreduce" for a dense all-reduce
+        method, None for the decentralized family."""
+        return aggregation_of(self.algorithm, getattr(self.transport, "aggregation", None))
 
     def warm_up(self, x0: np.ndarray) -> None:
         """Compile / load the compressor's numba kernels before the clock starts (one encode

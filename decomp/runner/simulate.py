@@ -130,7 +130,20 @@ def _simulate_method(cfg: Config, plan: MethodPlan, lr: float, work: Workload,
         last["grad_norm_sq"], last["bits_up"], last["bits_down"], wall, status, message,
         plan.family, float(last.get("consensus_distance", 0.0)), last.get("loss_local"),
         test_loss=last.get("test_loss"), test_acc=last.get("test_acc"),
-        test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min")), rows
+        test_acc_mean=last.get("test_acc_mean"), test_acc_min=last.get("test_acc_min"),
+        aggregation=_aggregation(cfg, plan, len(work.problems))), rows
+
+
+def _aggregation(cfg: Config, plan: MethodPlan, n: int) -> str | None:
+    """The aggregation the reference ran ``plan`` with (as ``decomp run`` records it): the
+    run's, "auto" resolved by the given node layout (``--node-layout``), then by the
+    method."""
+    from decomp.comm.nodes import count_env
+    from decomp.comm.tree import resolve_aggregation
+    from decomp.runner.session import aggregation_of
+
+    resolved = resolve_aggregation(cfg.run.master, cfg.run.aggregation, count_env(n))
+    return aggregation_of(plan.algorithm, resolved)
 
 
 class _Trace:

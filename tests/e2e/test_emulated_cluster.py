@@ -112,13 +112,17 @@ def test_a_job_across_two_hosts_pays_the_shaped_rate(tmp_path: Path, name: str,
         assert s["status"] == "ok" and s["steps"] == STEPS
         times[rate] = s["wall_s"] / STEPS
     # the bytes: what crossed MPI equals the reference's accounting of the same run
-    # decomp sim runs in one process: it is told the run's node layout, as docs/networks.md
-    # says, so "auto" resolves to the same tree. The emulated hosts share no memory (MPICH's
-    # shared memory is off there), so MPI_Comm_split_type makes every rank its own node: "1"
+    # decomp sim runs in one process: it reads the node layout the run recorded, so "auto"
+    # resolves to the same tree. The emulated hosts share no memory (MPICH's shared memory is
+    # off there), so MPI_Comm_split_type makes every rank its own node: "1,1,1,1"
+    assert s["aggregation"] == ("tree" if name == "ef21-tree" else
+                                "gather" if name == "ef21" else None)
+    run = json.loads((tmp_path / "runs" / name / "summary.json").read_text())["run"]
+    assert (run["node_layout"], run["node_layout_from"]) == ("1,1,1,1", "MPI_Comm_split_type")
     ref = subprocess.run([str(BIN / "decomp"), "sim", str(cfg), "--workers", "4", "--out",
-                          str(tmp_path / "sim")], capture_output=True, text=True, timeout=240,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", DECOMP_NODE_LAYOUT="1"),
-                         check=False)
+                          str(tmp_path / "sim"), "--node-layout", str(tmp_path / "runs" / name)],
+                         capture_output=True, text=True, timeout=240,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), check=False)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     sim = json.loads((tmp_path / "sim" / name / "summary.json").read_text())["methods"][0]
     assert (s["bits_up"], s["bits_down"]) == (sim["bits_up"], sim["bits_down"])
