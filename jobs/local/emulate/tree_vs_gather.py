@@ -14,13 +14,18 @@ link`` on two hosts at the same rate (or ``--link`` a saved one). The model's pr
 (:func:`decomp.netmodel.predict_step_time`, hops as emulated) is given the run's own compute per
 step (the master–worker family books none: all-reduce SGD's gradient time of the same run) and
 its measured compression time where booked, else this machine's codec calibration; its job is
-the communication. Prints measured, predicted and the error per method and aggregation.
+the communication. Prints measured, predicted and the error per method and aggregation, then
+the communication alone: the time rank 0 booked as communication per step (``comm_s`` of its
+summary: the calls and the waits in them) against the model's ``comm_s``, the tree / gather
+ratio of each repeat (interleaved pairs) and the machine's 1-minute load average at the start
+and end of each run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,10 +42,10 @@ BASELINE = "all-reduce SGD"
 MODES = ("gather", "tree")
 
 
-def read_run(out: Path, name: str) -> dict[str, Any]:
+def read_run(out: Path, name: str, load: tuple[float, float] | None = None) -> dict[str, Any]:
     summary = json.loads((out / name / "summary.json").read_text())["methods"]
     return {"times": step_times(out / name, skip=1),
-            "summary": {s["method"]: s for s in summary}}
+            "summary": {s["method"]: s for s in summary}, "load": load}
 
 
 def run_once(config: str, hosts: int, rate: str, steps: int, mode: str, out: Path,
@@ -54,8 +59,9 @@ def run_once(config: str, hosts: int, rate: str, steps: int, mode: str, out: Pat
            "--set", f'name="{name}"', "--set", f'run.aggregation="{mode}"',
            "--set", f"run.log_every={max(1, steps // 2)}"]
     print("+", " ".join(cmd), flush=True)
+    before = os.getloadavg()[0]
     subprocess.run(cmd, check=True, timeout=3600)
-    return read_run(out, name)
+    return read_run(out, name, (before, os.getloadavg()[0]))
 
 
 def link(hosts_rate: str, path: Path | None) -> dict[str, float]:
@@ -97,10 +103,16 @@ def predict(config: str, mode: str, runs: list[dict[str, Any]], alpha: float, be
         if booked[0] is not None:
             measured = statistics.median(b / r["summary"][m]["steps"]
                                          for b, r in zip(booked, runs, strict=True))
-            out[m] = st.step_s - st.compress_s + measured
+            out[m] = (st.step_s - st.compress_s + measured, st.comm_s)
         else:
-            out[m] = st.step_s
+            out[m] = (st.step_s, st.comm_s)
     return out
+
+
+def comm_per_step(run: dict[str, Any], method: str) -> float | None:
+    """Seconds rank 0 booked as communication per step (None: not booked)."""
+    s = run["summary"][method]
+    return None if s.get("comm_s") is None else s["comm_s"] / max(1, s["steps"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +141,17 @@ def main(argv: list[str] | None = None) -> int:
                        args.hosts, args.d, [r for rs in runs.values() for r in rs])
         for m in runs[mode][0]["times"]:
             meas = [r["times"][m]["step_s"] for r in runs[mode]]
+            comm = [comm_per_step(r, m) for r in runs[mode]]
+            comm_ok = [c for c in comm if c is not None]
             rows.append({"aggregation": mode, "method": m, "measured_ms": meas,
                          "median_ms": statistics.median(meas) * 1e3,
-                         "predicted_ms": pred[m] * 1e3,
-                         "error": pred[m] / statistics.median(meas) - 1})
+                         "predicted_ms": pred[m][0] * 1e3,
+                         "error": pred[m][0] / statistics.median(meas) - 1,
+                         "comm_ms": comm_ok,
+                         "comm_median_ms": (statistics.median(comm_ok) * 1e3 if comm_ok
+                                            else None),
+                         "comm_predicted_ms": pred[m][1] * 1e3,
+                         "load": [r["load"] for r in runs[mode]]})
     print(f"alpha0 = {lk['alpha_s'] * 1e3:.3f} ms, beta = {lk['beta_Bps'] / 1e6:.2f} MB/s, "
           f"{args.hosts} hosts x 1 rank at {args.rate}")
     print("| aggregation | method | measured ms/step (each run) | median | predicted | error |")
@@ -141,12 +160,28 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(f"{t * 1e3:.0f}" for t in r["measured_ms"])
         print(f"| {r['aggregation']} | {r['method']} | {each} | {r['median_ms']:.1f} | "
               f"{r['predicted_ms']:.1f} | {r['error']:+.0%} |")
+    print("\n| aggregation | method | communication ms/step, rank 0 (each run) | median | "
+          "predicted | error | load average (start-end of each run) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["comm_median_ms"] is None:
+            continue
+        each = ", ".join(f"{t * 1e3:.0f}" for t in r["comm_ms"])
+        load = ", ".join("-" if ld is None else f"{ld[0]:.0f}-{ld[1]:.0f}" for ld in r["load"])
+        print(f"| {r['aggregation']} | {r['method']} | {each} | {r['comm_median_ms']:.1f} | "
+              f"{r['comm_predicted_ms']:.1f} | "
+              f"{r['comm_predicted_ms'] / r['comm_median_ms'] - 1:+.0%} | {load} |")
     ef = [r for r in rows if r["method"] != BASELINE]
     for m in {r["method"] for r in ef}:
         g = next(r for r in ef if r["method"] == m and r["aggregation"] == "gather")
         t = next(r for r in ef if r["method"] == m and r["aggregation"] == "tree")
-        print(f"{m}: tree / gather = {t['median_ms'] / g['median_ms']:.2f} measured, "
-              f"{t['predicted_ms'] / g['predicted_ms']:.2f} predicted")
+        pairs = ", ".join(f"{a / b:.2f}" for a, b in zip(t["measured_ms"], g["measured_ms"],
+                                                          strict=True))
+        comm = ("" if not (t["comm_median_ms"] and g["comm_median_ms"]) else
+                f"; communication {t['comm_median_ms'] / g['comm_median_ms']:.2f} measured, "
+                f"{t['comm_predicted_ms'] / g['comm_predicted_ms']:.2f} predicted")
+        print(f"{m}: tree / gather = {t['median_ms'] / g['median_ms']:.2f} measured (each "
+              f"repeat: {pairs}), {t['predicted_ms'] / g['predicted_ms']:.2f} predicted{comm}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"link": lk, "rows": rows}, indent=1))
