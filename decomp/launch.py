@@ -13,9 +13,9 @@ front ends (``DistributedOptimizer``, ``Trainer``) run the same check
 (:func:`check_script_launch`). Set ``DECOMP_ALLOW_SINGLETON=1`` to run anyway.
 
 MPI start-up. Before ``MPI_Init`` an ``srun`` task checks for shared memory that an earlier run
-of the same SLURM job left behind (:func:`stale_start_state`: MPICH names it after the PMI job id
-``<job>.<step>``, which a requeued job repeats, and opening a stale one hangs or aborts
-``MPI_Init``), and a start-up deadline (:func:`start_deadline`, ``DECOMP_START_TIMEOUT_S``) ends a
+of the same SLURM job left behind (:func:`stale_start_state`: MPICH names it after the PMI job id,
+``<job>.<step>`` under ``srun --mpi=pmi2`` and ``slurm.pmix.<job>.<step>`` under ``--mpi=pmix``,
+which a requeued job repeats, and opening a stale one hangs or aborts ``MPI_Init``), and a start-up deadline (:func:`start_deadline`, ``DECOMP_START_TIMEOUT_S``) ends a
 rank whose ``MPI_Init`` and first collective have not finished in time, with a message, instead
 of leaving it hanging until the job's time limit.
 """
@@ -296,13 +296,27 @@ def fnv1a_32(text: str) -> int:
     return h
 
 
+def mpich_world_ids(pmi_job: str) -> list[str]:
+    """The world ids (hex) MPICH may derive from the PMI job id ``pmi_job``: the 32-bit
+    FNV-1a of the id itself (MPICH 4.1-5.0), and of ``<id>-1`` (MPICH after 5.0 appends its
+    init count, 1 for the first ``MPI_Init``, so that a re-initialised world gets new names)."""
+    return [f"{fnv1a_32(pmi_job):x}", f"{fnv1a_32(pmi_job + '-1'):x}"]
+
+
 def mpich_segments(pmi_job: str, shm_dir: Path = SHM_DIR) -> list[Path]:
     """The start-up shared-memory files of the MPICH world whose PMI job id is ``pmi_job``:
     ``mpich_shm_<world id>_<node>`` and ``mpich_vci_<world id>_<node>`` (MPICH >= 4.1,
     ch4:posix). Every local rank opens the one file; the first creates it; MPI_Finalize
     removes it, so a rank killed before that leaves it behind."""
-    world = f"{fnv1a_32(pmi_job):x}"
-    return sorted(p for kind in ("shm", "vci") for p in shm_dir.glob(f"mpich_{kind}_{world}_*"))
+    return sorted(p for world in mpich_world_ids(pmi_job) for kind in ("shm", "vci")
+                  for p in shm_dir.glob(f"mpich_{kind}_{world}_*"))
+
+
+def pmi_job_id(env: Mapping[str, str]) -> str:
+    """The job id MPICH names its world after in an ``srun`` task: ``PMI_JOBID`` under
+    ``--mpi=pmi2`` (``<job>.<step>``), the PMIx namespace under ``--mpi=pmix``
+    (``PMIX_NAMESPACE``, which SLURM's pmix plugin names ``slurm.pmix.<job>.<step>``), or ""."""
+    return env.get("PMI_JOBID", "") or env.get("PMIX_NAMESPACE", "")
 
 
 def _started_at(pid: int) -> float | None:
@@ -320,16 +334,17 @@ def stale_start_state(env: Mapping[str, str] | None = None,
                       shm_dir: Path = SHM_DIR) -> str | None:
     """Why ``MPI_Init`` would hang in this ``srun`` task, or None. Call it before MPI starts.
 
-    Under ``srun --mpi=pmi2`` MPICH names its start-up shared memory after ``PMI_JOBID``,
-    ``<job>.<step>``. A requeued job keeps its job id and numbers its steps from 0 again, so a
-    segment left by ranks that were killed before MPI_Finalize (SIGKILL at the end of SLURM's
-    KillWait, a node's OOM killer) is opened by the next run's ranks: none of them initialises
-    it, and MPI_Init hangs or aborts ("Message truncated" in the netmod's set-up). A segment
-    last modified before the process that started this task (slurmstepd) began cannot belong
-    to this step: its first rank creates (and sizes) it only once running.
+    Under ``srun`` MPICH names its start-up shared memory after the PMI job id
+    (:func:`pmi_job_id`: ``<job>.<step>`` with pmi2, ``slurm.pmix.<job>.<step>`` with pmix). A
+    requeued job keeps its job id and numbers its steps from 0 again, so a segment left by
+    ranks that were killed before MPI_Finalize (SIGKILL at the end of SLURM's KillWait, a
+    node's OOM killer) is opened by the next run's ranks: none of them initialises it, and
+    MPI_Init hangs or aborts ("Message truncated" in the netmod's set-up). A segment last
+    modified before the process that started this task (slurmstepd) began cannot belong to
+    this step: its first rank creates (and sizes) it only once running.
     """
     env = os.environ if env is None else env
-    pmi_job = env.get("PMI_JOBID", "")
+    pmi_job = pmi_job_id(env)
     if not pmi_job or "SLURM_STEP_ID" not in env:
         return None
     started = _started_at(os.getppid()) or _started_at(os.getpid())
@@ -342,17 +357,18 @@ def stale_start_state(env: Mapping[str, str] | None = None,
         except OSError:
             continue  # removed meanwhile
         if st.st_mtime < started - 2.0:  # created (or last written) before the step began
-            stale.append(str(path))
+            stale.append(path)
     if not stale:
         return None
-    world = f"{fnv1a_32(pmi_job):x}"
-    return (f"MPI start-up would hang: {', '.join(stale)} is MPICH's start-up shared memory "
-            f"for PMI job {pmi_job} (SLURM job {env.get('SLURM_JOB_ID', '?')}, step "
+    worlds = sorted({p.name.split("_")[2] for p in stale})
+    remove = " ".join(f"{shm_dir}/mpich_{kind}_{world}_*" for world in worlds
+                      for kind in ("shm", "vci"))
+    return (f"MPI start-up would hang: {', '.join(map(str, stale))} is MPICH's start-up shared "
+            f"memory for PMI job {pmi_job} (SLURM job {env.get('SLURM_JOB_ID', '?')}, step "
             f"{env.get('SLURM_STEP_ID', '?')}), left by an earlier run of this job whose ranks "
             f"were killed before MPI_Finalize (a requeued job reuses its job id and step "
-            f"numbers). Remove it before srun starts the ranks: rm -f "
-            f"{shm_dir}/mpich_shm_{world}_* {shm_dir}/mpich_vci_{world}_* (the job scripts "
-            f"of jobs/slurm/ and `decomp slurm` do this)")
+            f"numbers). Remove it before srun starts the ranks: rm -f {remove} (the job "
+            f"scripts of jobs/slurm/ and `decomp slurm` do this)")
 
 
 #: the watchdog process of :func:`start_deadline`: waits for its stdin to close (start-up

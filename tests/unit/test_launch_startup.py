@@ -85,3 +85,29 @@ def test_process_start_times_come_from_proc() -> None:
 def test_start_timeout_from_the_environment(value: str | None, limit: float) -> None:
     env = {} if value is None else {"DECOMP_START_TIMEOUT_S": value}
     assert start_timeout(env) == limit
+
+
+def test_under_pmix_the_world_is_named_after_the_pmix_namespace(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """`srun --mpi=pmix` sets no PMI_JOBID: an MPICH built with PMIx hashes the namespace,
+    which SLURM names slurm.pmix.<job>.<step>; a later MPICH hashes "<namespace>-1"."""
+    import decomp.launch as launch
+
+    env = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "2", "PMIX_NAMESPACE": "slurm.pmix.7.2",
+           "PMIX_RANK": "0"}
+    assert launch.pmi_job_id(env) == "slurm.pmix.7.2"
+    assert launch.pmi_job_id(STEP) == "1.0"
+    old = tmp_path / f"mpich_shm_{fnv1a_32('slurm.pmix.7.2'):x}_0"
+    new = tmp_path / f"mpich_vci_{fnv1a_32('slurm.pmix.7.2-1'):x}_1"
+    pmi2_name = tmp_path / f"mpich_shm_{fnv1a_32('7.2'):x}_0"  # another plugin's: not ours
+    for path in (old, new, pmi2_name):
+        path.write_bytes(b"\0" * 64)
+    assert mpich_segments("slurm.pmix.7.2", tmp_path) == sorted([old, new])
+    monkeypatch.setattr(launch, "_started_at", lambda pid: time.time() + 60)  # step: later
+    problem = stale_start_state(env, tmp_path)
+    assert problem is not None and problem.startswith(
+        f"MPI start-up would hang: {old}, {new} is MPICH's start-up shared memory for PMI job "
+        "slurm.pmix.7.2 (SLURM job 7, step 2)"), problem
+    worlds = sorted([f"{fnv1a_32('slurm.pmix.7.2'):x}", f"{fnv1a_32('slurm.pmix.7.2-1'):x}"])
+    remove = " ".join(f"{tmp_path}/mpich_{k}_{w}_*" for w in worlds for k in ("shm", "vci"))
+    assert f"rm -f {remove} (the job scripts" in problem

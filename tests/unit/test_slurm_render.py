@@ -4,6 +4,7 @@ scripts are valid bash that launch what they say (checked with a fake srun/mpiex
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -313,27 +314,77 @@ def test_decentralized_config_gets_the_decentralized_template(tmp_path: Path) ->
     assert script_variable(text, "CONFIG") == str(REPO / "jobs/configs/decentralized.toml")
 
 
+def _fnv1a_32(text: str) -> int:
+    """32-bit FNV-1a, written here again (not decomp.launch's): MPICH's world id hash."""
+    h = 2166136261
+    for byte in text.encode():
+        h = ((h ^ byte) * 16777619) % 2**32
+    return h
+
+
+def _pmi_id(plugin: str, job: str, step: int) -> str:
+    """The PMI job id MPICH hashes under `srun --mpi=PLUGIN`: SLURM's pmi2 plugin sets
+    PMI_JOBID=<job>.<step>; its pmix plugin names the PMIx namespace slurm.pmix.<job>.<step>
+    (src/plugins/mpi/pmix/pmixp_info.c; seen as PMIX_NAMESPACE in a task of the local SLURM)."""
+    return f"slurm.pmix.{job}.{step}" if plugin.startswith("pmix") else f"{job}.{step}"
+
+
+def _segments(plugin: str, job: str, step: int) -> list[str]:
+    """MPICH 4.1-5.0 hash the id; later MPICH hash "<id>-1" (the init count appended)."""
+    ids = (_pmi_id(plugin, job, step), _pmi_id(plugin, job, step) + "-1")
+    return [f"mpich_{kind}_{_fnv1a_32(i):x}" for i in ids for kind in ("shm", "vci")]
+
+
+SHM_BLOCK = re.compile(r"^# ---- MPI shared memory left by an earlier run of this job ----\n"
+                       r".*?^fi\n", re.MULTILINE | re.DOTALL)
+ALL_TEMPLATES = [*TEMPLATES, REPO / "jobs" / "slurm" / "script" / "torch_script.sbatch"]
+
+
+def test_every_template_has_the_same_shared_memory_clean_up() -> None:
+    """Each template stands alone (sbatch runs a copy of it from SLURM's spool directory, and
+    users copy one template): the clean-up is repeated in each, and must not drift."""
+    blocks = {t.name: SHM_BLOCK.search(t.read_text()) for t in ALL_TEMPLATES}
+    assert all(blocks.values()), [name for name, m in blocks.items() if not m]
+    assert len({m[0] for m in blocks.values() if m}) == 1
+
+
+@pytest.mark.parametrize("plugin", ["pmi2", "pmix", "pmix_v4", "none"])
+def test_the_segment_names_follow_the_srun_plugin(plugin: str) -> None:
+    """The template's mpich_segments (bash) against MPICH's naming computed here."""
+    block = SHM_BLOCK.search(TEMPLATES[0].read_text())
+    assert block
+    function = block[0][block[0].index("mpich_segments() {"):block[0].index("\n}\n") + 3]
+    r = subprocess.run(["bash", "-c", f"{function}\nmpich_segments 123456 {plugin}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    want = [f"/dev/shm/{name}_*" for step in range(16) for name in _segments(plugin, "123456", step)]
+    assert r.stdout.split() == want
+
+
+@pytest.mark.parametrize("plugin", ["pmi2", "pmix"])
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
 def test_a_script_removes_mpi_shared_memory_left_by_its_job(tmp_path: Path,
-                                                            template: Path) -> None:
-    """MPICH names its start-up segment after "<job>.<step>" (32-bit FNV-1a), which a
-    requeued job repeats: the script removes its own job's (steps 0-15), no other job's."""
-    from decomp.launch import fnv1a_32
-
+                                                            template: Path, plugin: str) -> None:
+    """MPICH names its start-up segment after the PMI job id (32-bit FNV-1a), which a
+    requeued job repeats: the script removes its own job's (steps 0-15) under the plugin it
+    launches with, no other job's."""
     shm = Path("/dev/shm")
     if not shm.is_dir():
         pytest.skip("no /dev/shm")
-    ours = [shm / f"mpich_shm_{fnv1a_32(f'{FAKE_JOB}.{s}'):x}_0" for s in (0, 1, 15)]
-    ours.append(shm / f"mpich_vci_{fnv1a_32(f'{FAKE_JOB}.0'):x}_1")
-    other = shm / f"mpich_shm_{fnv1a_32(f'{FAKE_JOB}.16'):x}_0"  # not a step it would run
+    ours = [shm / f"{_segments(plugin, FAKE_JOB, s)[0]}_0" for s in (0, 1, 15)]
+    ours.append(shm / f"{_segments(plugin, FAKE_JOB, 0)[1]}_1")  # mpich_vci_, node 1
+    ours.append(shm / f"{_segments(plugin, FAKE_JOB, 2)[2]}_0")  # a later MPICH's "<id>-1"
+    other_plugin = "pmix" if plugin == "pmi2" else "pmi2"
+    others = [shm / f"{_segments(plugin, FAKE_JOB, 16)[0]}_0",  # not a step it would run
+              shm / f"{_segments(other_plugin, FAKE_JOB, 0)[0]}_0"]  # not its plugin's name
     try:
-        for path in (*ours, other):
+        for path in (*ours, *others):
             path.write_bytes(b"\0" * 64)
         text = render(tmp_path, str(SWEEP if template.stem == "sweep" else EF21), "--venv", "",
-                      "--template", str(template))
+                      "--template", str(template), "--mpi", plugin)
         env = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "7"}
         out = _run_rendered(tmp_path, text, env)
-        assert not any(p.exists() for p in ours) and other.exists()
+        assert not any(p.exists() for p in ours) and all(p.exists() for p in others)
         for path in ours:
             assert f"decomp job {FAKE_JOB}: removing {path} (left by an earlier run)" in out
         assert "LAUNCH srun --nodes" not in out  # a first start: no clean-up step
@@ -342,8 +393,8 @@ def test_a_script_removes_mpi_shared_memory_left_by_its_job(tmp_path: Path,
         [line] = [s for s in out.splitlines() if s.startswith("LAUNCH srun --nodes")]
         assert line.startswith("LAUNCH srun --nodes=2 --ntasks=2 --ntasks-per-node=1 "
                                "--cpus-per-task=1 --mpi=none bash -c rm -f $1 _ "
-                               f"/dev/shm/mpich_shm_{fnv1a_32(f'{FAKE_JOB}.0'):x}_* ")
+                               f"/dev/shm/{_segments(plugin, FAKE_JOB, 0)[0]}_* ")
         assert "--resume auto" in out
     finally:
-        for path in (*ours, other):
+        for path in (*ours, *others):
             path.unlink(missing_ok=True)
