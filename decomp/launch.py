@@ -15,9 +15,10 @@ front ends (``DistributedOptimizer``, ``Trainer``) run the same check
 MPI start-up. Before ``MPI_Init`` an ``srun`` task checks for shared memory that an earlier run
 of the same SLURM job left behind (:func:`stale_start_state`: MPICH names it after the PMI job id,
 ``<job>.<step>`` under ``srun --mpi=pmi2`` and ``slurm.pmix.<job>.<step>`` under ``--mpi=pmix``,
-which a requeued job repeats, and opening a stale one hangs or aborts ``MPI_Init``), and a start-up deadline (:func:`start_deadline`, ``DECOMP_START_TIMEOUT_S``) ends a
-rank whose ``MPI_Init`` and first collective have not finished in time, with a message, instead
-of leaving it hanging until the job's time limit.
+which a requeued job repeats, and opening a stale one hangs or aborts ``MPI_Init``), and a
+start-up deadline (:func:`start_deadline`, ``DECOMP_START_TIMEOUT_S``) ends a rank whose
+``MPI_Init`` and first collective have not finished in time, with a message, instead of leaving
+it hanging until the job's time limit.
 """
 
 from __future__ import annotations

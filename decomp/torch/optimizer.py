@@ -128,7 +128,7 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
         else:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             super().__init__(params or list(self.flat.parameters()), dict(optimizer.defaults))
-        self._guard = guard.CallGuard(comm, comm_timeout, d)
+        self._guard = ownership.guarded(comm, comm_timeout, d)  # refused: too many open
         ownership.attach(self)  # dropped: its watchdog thread stops, its folder locks go
         self._ready = True  # from here on param_groups, state, defaults are the wrapped ones
 
@@ -432,6 +432,9 @@ class DistributedOptimizer(LoopMethods, torch.optim.Optimizer):
     def close(self) -> None:
         """Collective: stop the watchdog, free its communicators, release the folder locks."""
         ownership.close(self)
+
+    def _stop_poll(self) -> Any:  # its vote's communicator counts (decomp.torch.ownership)
+        return ownership.track_poll(self, super()._stop_poll())
 
     def __repr__(self) -> str:
         inner = "None" if self.optimizer is None else type(self.optimizer).__name__

@@ -357,7 +357,8 @@ def test_the_segment_names_follow_the_srun_plugin(plugin: str) -> None:
     r = subprocess.run(["bash", "-c", f"{function}\nmpich_segments 123456 {plugin}"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    want = [f"/dev/shm/{name}_*" for step in range(16) for name in _segments(plugin, "123456", step)]
+    want = [f"/dev/shm/{name}_*" for step in range(16)
+            for name in _segments(plugin, "123456", step)]
     assert r.stdout.split() == want
 
 
