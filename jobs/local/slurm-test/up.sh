@@ -78,8 +78,14 @@ FirstJobId=$(( $(date +%s) % 60000000 + 1000 ))
 # /dev/shm segment) and exit on a loaded machine (SLURM's default; 5 s killed them mid-exit)
 KillWait=30
 # step credential lifetime, also how long a requeued job waits before it may start again
-# (default 120 s): shorter, so the requeue test does not idle for two minutes
-AuthInfo=cred_expire=30
+# (cred_expire + 1 s; default 120 s): shorter, so the requeue tests do not idle for two minutes.
+# 10 s still covers srun's step launch (credential made by slurmctld, checked by slurmd) on a
+# machine at load 30; the minimum SLURM accepts is 5
+AuthInfo=cred_expire=10
+# the main scheduling loop every second (default 60 s): a requeued job whose wait has passed
+# becomes eligible by the clock, not by an event, and waited for the next full pass (55 s of
+# the 86 s between requeue and restart, measured)
+SchedulerParameters=sched_interval=1
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -121,13 +127,23 @@ if [ "$changed" = 1 ]; then  # a new configuration: restart what runs
         alive "$DIR/slurmd.pid" || alive "$DIR/slurmctld.pid" || break; sleep 0.2
     done
 fi
+# A daemon of the previous stand-up may still be exiting (its pid file gone, its port still
+# bound): starting then fails at once; seen once right after a teardown. Try again for 10 s.
+start() {
+    local try
+    for try in 1 2 3 4 5; do
+        "$@" && return 0
+        say "'$*' failed (try $try of 5): trying again in 2 s"; sleep 2
+    done
+    die "'$*' failed 5 times (see $DIR/log)"
+}
 if ! alive "$DIR/slurmctld.pid"; then
     say "starting slurmctld"
-    slurmctld -i
+    start slurmctld -i
 fi
 if ! alive "$DIR/slurmd.pid"; then
     say "starting slurmd"
-    slurmd -N localhost
+    start slurmd -N localhost
 fi
 
 say "waiting (<= ${TIMEOUT} s) for node localhost to be idle"
