@@ -25,7 +25,7 @@ if alive "$DIR/slurmctld.pid"; then
     timeout 10 scontrol shutdown >/dev/null 2>&1 || true   # stops slurmctld and slurmd
 fi
 for pf in "$DIR/slurmd.pid" "$DIR/slurmctld.pid"; do
-    if alive "$pf"; then kill "$(cat "$pf")" 2>/dev/null || true; fi
+    if alive "$pf"; then kill "$(cat "$pf" 2>/dev/null)" 2>/dev/null || true; fi  # gone meanwhile: fine
     wait_gone "$pf" 10
 done
 if alive /run/munge/munged.pid; then
