@@ -58,8 +58,14 @@ test-quick: setup
 	    $(foreach f,$(QUICK_SKIP),--ignore=tests/unit/test_$(f).py) tests/unit
 	$(MPI_GUARD) $(MPIEXEC) -n 2 $(BIN)/python $(PYTEST_MPI) -x $(QUICK_MPI)
 
+# The e2e tests in two worker processes too: while one waits on a job's signal, abort or time
+# limit, or runs `decomp sim` in one process, the other's job gets the second core. Tests that
+# share a job (one 8-rank launch, a module fixture) stay on one worker (tests/e2e/conftest.py);
+# no test uses a fixed port or path. E2E_WORKERS=0: one process.
+E2E_WORKERS ?= 2
+E2E_XDIST := $(if $(filter 0,$(E2E_WORKERS)),,-n $(E2E_WORKERS) --dist loadgroup)
 test-e2e:
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300 tests/e2e
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300 $(E2E_XDIST) tests/e2e
 
 # Every rank runs pytest; mpiexec exits non-zero if any rank fails.
 test-mpi:

@@ -53,10 +53,27 @@ def startup_s() -> float:
 #: the MPI test files run again at 8 ranks (oversubscribed here), each with its selection
 #: (-k on the file's own tests); one launch for all: 8 interpreters start once, not per file
 EIGHT_RANK_FILES = {
+    "test_decentralized_vs_sim": "iterates_equal_reference or replicas or gossip",
     "test_directed_mixing": "",
     "test_time_varying": "",
     "test_tree_aggregation": "float64 or long or no_rank or needs_the_master or partial or node",
 }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test-e2e`` runs two workers), a fixture wider than one test
+    runs once per worker that needs it: the tests sharing :func:`at_8_ranks` (one 8-rank launch)
+    are kept on one worker (``--dist loadgroup``), as are the tests of a module whose module
+    fixture runs jobs (``E2E_SHARED_MODULES``)."""
+    for item in items:
+        if "at_8_ranks" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("at_8_ranks"))
+        elif item.module is not None and item.module.__name__ in E2E_SHARED_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+#: modules whose module-scoped fixtures launch jobs the module's tests share
+E2E_SHARED_MODULES = {"tests.e2e.test_torch_preemption", "tests.e2e.test_slurm"}
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +82,8 @@ def at_8_ranks() -> dict[str, tuple[int, int, str]]:
     not passed, the job's output tail) from rank 0's ``-rA`` summary; the job's exit code
     must be 0."""
     keys = " or ".join(f"({f} and ({k}))" if k else f for f, k in EIGHT_RANK_FILES.items())
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", DECOMP_PROGRESS="0")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", DECOMP_PROGRESS="0")
     r = subprocess.run([_tool("mpiexec"), "-n", "8", sys.executable, "-m", "pytest",
                         "--with-mpi", "-p", "no:cacheprovider", "-q", "-rA", "--timeout=240",
                         "-k", keys, *(str(REPO / f"tests/mpi/{f}.py") for f in EIGHT_RANK_FILES)],
