@@ -60,20 +60,58 @@ EIGHT_RANK_FILES = {
 }
 
 
+#: tests that share a job, kept on one pytest-xdist worker (``make test-e2e`` runs two): the
+#: tests of :func:`at_8_ranks` (one 8-rank launch) and of the modules whose module fixture
+#: runs jobs; node-id prefix -> group. Elsewhere a wider fixture would run once per worker.
+E2E_GROUPS = {
+    "tests/e2e/test_decentralized_cli.py::test_iterates_at_8_ranks": "at_8_ranks",
+    "tests/e2e/test_directed_mixing_8ranks.py::": "at_8_ranks",
+    "tests/e2e/test_time_varying_8ranks.py::": "at_8_ranks",
+    "tests/e2e/test_tree_8ranks.py::": "at_8_ranks",
+    "tests/e2e/test_torch_preemption.py::": "torch_preemption",  # straight(): module fixture
+    "tests/e2e/test_slurm.py::": "slurm",  # pace: module fixture (run by make test-slurm)
+}
+
+
+def e2e_group(nodeid: str) -> str:
+    """The test's group: its :data:`E2E_GROUPS` entry, else its own node id."""
+    return next((g for prefix, g in E2E_GROUPS.items() if nodeid.startswith(prefix)), nodeid)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test-e2e`` runs two workers), a fixture wider than one test
-    runs once per worker that needs it: the tests sharing :func:`at_8_ranks` (one 8-rank launch)
-    are kept on one worker (``--dist loadgroup``), as are the tests of a module whose module
-    fixture runs jobs (``E2E_SHARED_MODULES``)."""
+    """Tests that share a module or session fixture of a test module, or :func:`at_8_ranks`,
+    are in one group of :data:`E2E_GROUPS`."""
+    users: dict[object, list[pytest.Item]] = {}
     for item in items:
-        if "at_8_ranks" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("at_8_ranks"))
-        elif item.module is not None and item.module.__name__ in E2E_SHARED_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        module = item.nodeid.split("::", 1)[0]
+        for defs in item._fixtureinfo.name2fixturedefs.values():
+            for d in defs:
+                if (d.scope in ("module", "session") and d.baseid == module) or \
+                        d.argname == "at_8_ranks":
+                    users.setdefault(d, []).append(item)
+    for shared in (its for its in users.values() if len(its) > 1):
+        groups = {e2e_group(item.nodeid) for item in shared}
+        if len(groups) > 1 or groups == {shared[0].nodeid}:
+            raise pytest.UsageError(f"{shared[0].nodeid} and {len(shared) - 1} other test(s) "
+                                    "share a job: give them one group in E2E_GROUPS "
+                                    "(tests/e2e/conftest.py)")
 
 
-#: modules whose module-scoped fixtures launch jobs the module's tests share
-E2E_SHARED_MODULES = {"tests.e2e.test_torch_preemption", "tests.e2e.test_slurm"}
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own; xdist may be off
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadgroup`` with the groups of :data:`E2E_GROUPS`: xdist 3.8 reads its
+    ``xdist_group`` marks through ``item._nodeid``, which pytest 9 no longer uses, so its
+    own grouping silently sends a group's tests to both workers. Groups go out first (the
+    most tests first, xdist's reordering), then the single tests in collection order."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return e2e_group(nodeid)
+
+    return E2EScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
