@@ -50,6 +50,13 @@ def startup_s() -> float:
     return time.monotonic() - t0
 
 
+def hang_guard_s(startup_s: float, quiet_s: float) -> float:
+    """A hang guard for a job that takes about ``quiet_s / 4`` on the quiet 2-core machine:
+    ``quiet_s``, or more on a loaded machine, which stretches the job as it stretches
+    ``startup_s`` (about 1.2 s quiet): a hang still ends, a slow machine does not fail."""
+    return quiet_s * max(1.0, startup_s / 1.2)
+
+
 #: the MPI test files run again at 8 ranks (oversubscribed here), each with its selection
 #: (-k on the file's own tests); one launch for all: 8 interpreters start once, not per file
 EIGHT_RANK_FILES = {

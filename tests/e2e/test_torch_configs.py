@@ -34,15 +34,16 @@ import mnist1d  # noqa: F401  (pinned dependencies: missing = a broken install)
 import pytest
 import torch  # noqa: F401
 
-from tests.e2e.conftest import REPO, _tool, run_cli
+from tests.e2e.conftest import REPO, _tool, hang_guard_s, run_cli
 
 STEPS = 1000
 D = 5210
 
 
-def _run(config: str, out: Path) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+def _run(config: str, out: Path, startup_s: float) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     r = run_cli(["run", f"jobs/configs/{config}", "--steps", str(STEPS), "--set",
-                 "run.log_every=500", "--out", str(out)], np=4, timeout=170, cwd=REPO)
+                 "run.log_every=500", "--out", str(out)], np=4,
+                timeout=hang_guard_s(startup_s, 170), cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     name = config.removesuffix(".toml").replace("_", "-")
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -56,8 +57,10 @@ def _run(config: str, out: Path) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     return r, rows
 
 
-def test_mnist1d_ef21_config_trains_every_method_above_chance(tmp_path: Path) -> None:
-    r, rows = _run("mnist1d_ef21.toml", tmp_path)
+@pytest.mark.timeout(1800)  # the jobs' own guards follow the machine's load
+def test_mnist1d_ef21_config_trains_every_method_above_chance(tmp_path: Path,
+                                                               startup_s: float) -> None:
+    r, rows = _run("mnist1d_ef21.toml", tmp_path, startup_s)
     final = {m: rs[-1] for m, rs in rows.items()}
     bounds = {"SGD (dense all-reduce)": 0.70, "SGDM (dense, beta 0.9)": 0.80,
               "EF21-SGD top-1%": 0.25, "EF21-SGDM top-1% (eta 0.1)": 0.35, "EF top-1%": 0.70}
@@ -79,8 +82,10 @@ def test_mnist1d_ef21_config_trains_every_method_above_chance(tmp_path: Path) ->
     assert "label counts per worker (iid partition of mnist1d)" in r.stderr
 
 
-def test_mnist1d_decentralized_config_dcd_qsgd8_on_a_ring_and_all_others(tmp_path: Path) -> None:
-    r, rows = _run("mnist1d_decentralized.toml", tmp_path)
+@pytest.mark.timeout(1800)
+def test_mnist1d_decentralized_config_dcd_qsgd8_on_a_ring_and_all_others(
+        tmp_path: Path, startup_s: float) -> None:
+    r, rows = _run("mnist1d_decentralized.toml", tmp_path, startup_s)
     final = {m: rs[-1] for m, rs in rows.items()}
     # (x̄ accuracy, minimum over the nodes' own x_i)
     bounds = {"all-reduce SGD": (0.70, 0.70), "D-PSGD": (0.70, 0.60),
@@ -106,7 +111,8 @@ def test_mnist1d_decentralized_config_dcd_qsgd8_on_a_ring_and_all_others(tmp_pat
                         str(REPO / "tests" / "e2e" / "torch_mnist1d.py"), "--algorithm", "dcd_psgd",
                         "--lr", "0.3", "--levels", "127", "--steps", "500", "--eval-every", "500",
                         "--metrics", str(metrics)],
-                       capture_output=True, text=True, timeout=120, env=env, check=False, cwd=REPO)
+                       capture_output=True, text=True, timeout=hang_guard_s(startup_s, 120),
+                       env=env, check=False, cwd=REPO)
     assert t.returncode == 0, t.stderr[-3000:]
     mine = json.loads(metrics.read_text().splitlines()[-1])
     cfg_row = rows["DCD-PSGD QSGD 8-bit"][1]
