@@ -64,10 +64,18 @@ if [ ! -f "$LEG/.installed" ] || [ "$(cat "$LEG/.installed")" != "$STAMP" ]; the
     echo "test-mpi-$MPI: built $LEG ($PIN) in $((SECONDS - t0)) s"
 fi
 
-# The leg must really run the other library, in every rank.
-got=$("$LEG/bin/mpiexec" "${FLAGS[@]}" -n 2 "$LEG/bin/python" -c \
-    'from mpi4py import MPI; print(MPI.Get_library_version().replace("\0", "").splitlines()[0].strip())' | sort -u)
+# The leg must really run the other library, in every rank. Rank 0 prints every rank's library
+# (gathered through MPI): lines printed by two ranks at once can interleave in the launcher's
+# output (seen at load 10 under Intel MPI: both names on one line, then an empty one).
+got=$("$LEG/bin/mpiexec" "${FLAGS[@]}" -n 2 "$LEG/bin/python" -c '
+from mpi4py import MPI
+name = MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()
+names = MPI.COMM_WORLD.gather(name)
+if MPI.COMM_WORLD.rank == 0:
+    print("\n".join(sorted(set(names))))')
 case "$got" in
+    *$'\n'*) echo "test-mpi-$MPI: FAILED: the ranks in $LEG loaded different libraries: $got" >&2
+              exit 1 ;;
     "$LIBRARY"*) echo "test-mpi-$MPI: $got" ;;
     *) echo "test-mpi-$MPI: FAILED: mpi4py in $LEG loaded '$got', not $LIBRARY" >&2; exit 1 ;;
 esac
